@@ -1,0 +1,22 @@
+"""Shared fixtures: a real mosquitto broker and seeded synthetic sensor data."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge import synthetic
+from tests.mqtt_helpers import Broker
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh mosquitto on a free loopback port, stopped after the test."""
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def vibration():
+    """Seeded synthetic machine-vibration windows: (X [N, 64, 3] float32, y str labels)."""
+    return synthetic.make_windows(n_per_class=30, window=64, channels=3, seed=7)
