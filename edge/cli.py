@@ -196,12 +196,79 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_record(sub) -> None:
+    p = add_command(
+        sub, "record",
+        "Record MQTT sensor messages into CSV logs that `sigmoid-train fit` reads "
+        "(ts, device, label, one column per channel).",
+        "sigmoid-edge record --broker mqtt://localhost:1883 --topic 'sensors/#' "
+        "--out run1.csv --label-topic 'sim/{device}/label'",
+    )
+    add_client_args(p)
+    p.add_argument("--topic", default="sensors/#",
+                   help="sensor topics; the device is the level of '{device}' or of the first "
+                        "wildcard (default: sensors/#)")
+    p.add_argument("--out", required=True, metavar="FILE.csv",
+                   help="CSV file to write (appended to if it exists); larger recordings go "
+                        "on in FILE.1.csv, FILE.2.csv, ...")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--label", metavar="L", help="label every row L")
+    labels.add_argument("--label-topic", metavar="T",
+                        help="label rows with what devices announce on T, e.g. "
+                             "'sim/{device}/label' (JSON {label, ts} or plain text)")
+    p.add_argument("--channels", metavar="A,B,C",
+                   help="channel names in order (default: from the first message)")
+    p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1,
+                   help="subscription QoS (default 1)")
+    p.add_argument("--max-mb", type=float, default=100.0, metavar="MB",
+                   help="start the next file when one reaches this size (default 100)")
+    p.add_argument("--rate", type=float, metavar="HZ",
+                   help="sample rate, for batches that carry a single ts")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--client-id", default="", help="MQTT client id (default: generated)")
+    p.set_defaults(func=_record)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from edge import record, simulate
+
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    stop = stop_on_signals()
+    try:
+        kwargs = client_kwargs(args)
+        client = simulate.connect(args.broker, client_id=args.client_id, **kwargs)
+    except (ValueError, OSError, ConnectionError) as exc:
+        return _fail("record", exc)
+    try:
+        rec = record.Recorder(client, args.out, topic=args.topic, label=args.label,
+                              label_topic=args.label_topic, channels=channels, qos=args.qos,
+                              max_bytes=int(args.max_mb * 1024 * 1024), rate_hz=args.rate)
+    except ValueError as exc:
+        client.disconnect()
+        client.loop_stop()
+        return _fail("record", exc)
+    # The client connected before the recorder set its callbacks: subscribe now too.
+    rec.subscribe()
+    logging.getLogger("edge.record").info("recording %s into %s", args.topic, args.out)
+    try:
+        stats = rec.run(stop, duration=args.duration)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    rejected = sum(stats.rejected.values())
+    print(f"record: {stats.rows} rows from {len(stats.devices)} device(s) "
+          f"({stats.messages} messages, {rejected} rejected, {stats.dropped} dropped) "
+          f"into {', '.join(stats.files) or 'no file (nothing arrived)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = base_parser(
         "sigmoid-edge",
         "Run sigmoid-network classifiers on MQTT sensor streams (the Raspberry Pi side).",
     )
     _add_simulate(sub)
+    _add_record(sub)
     return parser
 
 
