@@ -185,6 +185,8 @@ def add_client_args(p: argparse.ArgumentParser, *, broker_required: bool = True,
     p.add_argument("--password-file", metavar="FILE",
                    help="file holding the broker password (or set SIGMOID_EDGE_PASSWORD)")
     p.add_argument("--tls-ca", metavar="FILE", help="CA certificate for mqtts://")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mqtts://")
+    p.add_argument("--tls-key", metavar="FILE", help="client key for mqtts://")
     p.add_argument("--mqtt-version", choices=("3.1.1", "5"), default=mqtt_version,
                    help=f"MQTT protocol version (default: {mqtt_version})")
 
@@ -197,8 +199,9 @@ def client_kwargs(args: argparse.Namespace) -> dict:
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
             password = f.read().strip()
-    return {"mqtt_version": args.mqtt_version, "username": args.username,
-            "password": password, "tls_ca": args.tls_ca}
+    return {"mqtt_version": args.mqtt_version, "username": args.username or "",
+            "password": password or "", "tls_ca": args.tls_ca or "",
+            "tls_cert": args.tls_cert or "", "tls_key": args.tls_key or ""}
 
 
 def stop_on_signals():
@@ -259,30 +262,36 @@ def _add_simulate(sub) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from edge import simulate
+    from edge.mqtt import MqttError, connect_client
 
     try:
         source = simulate.make_source(args.data, synthetic_data=args.synthetic,
                                       rate_hz=args.rate, loop=args.loop, seed=args.seed)
         kwargs = client_kwargs(args)
+        if args.devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {args.devices}")
     except (ValueError, OSError) as exc:  # SensorFileError is a ValueError
         return _fail("simulate", exc)
     try:
-        client = simulate.connect(args.broker, **kwargs)
-    except (ValueError, ConnectionError) as exc:
+        client = connect_client(args.broker, **kwargs)
+    except (ValueError, MqttError) as exc:
         return _fail("simulate", exc)
-    stop = stop_on_signals()
     try:
         sim = simulate.Simulator(client, source, devices=args.devices, rate_hz=args.rate,
                                  fmt=args.format, batch_seconds=args.batch_seconds,
                                  topic=args.topic, label_topic=args.label_topic, qos=args.qos)
-        names = [s.name for s in sim.streams]
-        logging.getLogger("edge.simulate").info(
-            "simulating %d device(s) %s at %g Hz, %s payloads on %s", len(names),
-            ",".join(names[:8]) + ("..." if len(names) > 8 else ""), sim.rate_hz, args.format,
-            args.topic)
-        stats = sim.run(stop, duration=args.duration)
     except ValueError as exc:
+        client.disconnect()
+        client.loop_stop()
         return _fail("simulate", exc)
+    names = [s.name for s in sim.streams]
+    logging.getLogger("edge.simulate").info(
+        "simulating %d device(s) %s at %g Hz, %s payloads on %s", len(names),
+        ",".join(names[:8]) + ("..." if len(names) > 8 else ""), sim.rate_hz, args.format,
+        args.topic)
+    stop = stop_on_signals()
+    try:
+        stats = sim.run(stop, duration=args.duration)
     finally:
         client.disconnect()  # before loop_stop: the loop thread then ends at once
         client.loop_stop()
@@ -326,14 +335,14 @@ def _add_record(sub) -> None:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from edge import record, simulate
+    from edge import record
+    from edge.mqtt import MqttError, connect_client
 
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    stop = stop_on_signals()
     try:
         kwargs = client_kwargs(args)
-        client = simulate.connect(args.broker, client_id=args.client_id, **kwargs)
-    except (ValueError, OSError, ConnectionError) as exc:
+        client = connect_client(args.broker, client_id=args.client_id, **kwargs)
+    except (ValueError, OSError, MqttError) as exc:
         return _fail("record", exc)
     try:
         rec = record.Recorder(client, args.out, topic=args.topic, label=args.label,
@@ -345,6 +354,7 @@ def _record(args: argparse.Namespace) -> int:
         return _fail("record", exc)
     # The client connected before the recorder set its callbacks: subscribe now too.
     rec.subscribe()
+    stop = stop_on_signals()
     logging.getLogger("edge.record").info("recording %s into %s", args.topic, args.out)
     try:
         stats = rec.run(stop, duration=args.duration)

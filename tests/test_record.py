@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from edge import record
+from edge.cli import main
+from edge.mqtt import connect_client
 from edge.sensorfiles import read_csv
+from edge.simulate import Simulator, SyntheticSource
 from tests.mqtt_helpers import mosquitto_pub
 from tests.test_simulate import expected_stream
 
@@ -42,10 +45,16 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[str, str]:
     return out, err
 
 
-def simulate(broker, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "edge", "--log-level", "warning", "simulate",
-                    "--synthetic", "--broker", broker.url, *args],
-                   check=True, capture_output=True, timeout=60)
+def simulate(broker, *, devices: int = 1, rate: float = 100, duration: float = 0.5,
+             fmt: str = "object") -> None:
+    """Publish synthetic streams in this process (a real paho client, like the CLI's)."""
+    client = connect_client(broker.url, mqtt_version="3.1.1")
+    try:
+        Simulator(client, SyntheticSource(rate_hz=rate), devices=devices,
+                  fmt=fmt).run(duration=duration)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 @pytest.mark.parametrize("fmt", ["object", "array", "batch"])
@@ -54,8 +63,7 @@ def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
     rate, duration, devices = 200, 1.0, 2
     proc = start_record(broker, out, "--label-topic", "sim/{device}/label",
                         *(["--channels", "x,y,z"] if fmt != "object" else []))
-    simulate(broker, "--devices", str(devices), "--rate", str(rate), "--duration",
-             str(duration), "--format", fmt)
+    simulate(broker, devices=devices, rate=rate, duration=duration, fmt=fmt)
     time.sleep(0.3)
     stdout, _ = stop(proc)
     log = read_csv(out)
@@ -101,7 +109,7 @@ def test_sigint_mid_stream_leaves_a_complete_file(broker, tmp_path):
 def test_sigterm_and_resume_append(broker, tmp_path):
     out = tmp_path / "resume.csv"
     proc = start_record(broker, out, "--label", "a")
-    simulate(broker, "--rate", "100", "--duration", "0.5")
+    simulate(broker)
     time.sleep(0.3)
     stop(proc, signal.SIGTERM)
     first = len(read_csv(out).ts)
@@ -110,7 +118,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
     with open(out, "ab") as f:
         f.write(b"1795623190.1,dev1,a,0.5")
     proc = start_record(broker, out, "--label", "b")
-    simulate(broker, "--rate", "100", "--duration", "0.5")
+    simulate(broker)
     time.sleep(0.3)
     stop(proc)
     log = read_csv(out)
@@ -120,7 +128,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
 def test_rotates_large_recordings_into_complete_files(broker, tmp_path):
     out = tmp_path / "big.csv"
     proc = start_record(broker, out, "--max-mb", str(20 / 1024))  # 20 KiB files
-    simulate(broker, "--devices", "2", "--rate", "400", "--duration", "2")
+    simulate(broker, devices=2, rate=400, duration=2)
     time.sleep(0.3)
     stdout, _ = stop(proc)
     files = sorted(tmp_path.glob("big*.csv"))
@@ -185,23 +193,20 @@ def test_topic_matcher(template, expected):
 
 @pytest.mark.parametrize("args, message", [
     (["--topic", "sensors/dev1"], "cannot tell devices apart"),
-    (["--label", "a", "--label-topic", "x/+"], "not allowed with argument"),
     (["--max-mb", "0"], "at least 1 KiB"),
+    (["--out", "x.txt"], "must be a .csv file"),
+    (["--out", "no/such/dir/x.csv"], "does not exist"),
 ])
-def test_bad_arguments(broker, tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "edge", "record", "--broker", broker.url,
-                           "--out", str(tmp_path / "x.csv"), *args],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert message in proc.stderr
+def test_bad_arguments(broker, args, message, capsys):
+    assert main(["record", "--broker", broker.url, "--out", "x.csv", *args]) == 2
+    assert message in capsys.readouterr().err
 
 
-def test_out_must_be_csv_in_an_existing_directory(broker, tmp_path):
-    for out, message in [(tmp_path / "x.txt", "must be a .csv file"),
-                         (tmp_path / "no" / "x.csv", "does not exist")]:
-        proc = subprocess.run([sys.executable, "-m", "edge", "record", "--broker", broker.url,
-                               "--out", str(out)], capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 2 and message in proc.stderr
+def test_label_and_label_topic_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["record", "--broker", "mqtt://127.0.0.1:1", "--out", "x.csv", "--label", "a",
+              "--label-topic", "x/+"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_label_json_is_what_simulate_sends():
