@@ -368,6 +368,72 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = add_command(
+        sub, "demo",
+        "The whole product in about a minute: a broker (embedded unless --broker), a model "
+        "trained on synthetic machine vibration, the daemon, simulated machines and a live "
+        "view of the classifications with their accuracy.",
+        "sigmoid-edge demo --devices 4 --duration 30",
+    )
+    add_client_args(p, broker_required=False)
+    p.add_argument("--model", metavar="PATH",
+                   help="use this model instead of training one (its channels must be x,y,z "
+                        "and its labels the synthetic classes)")
+    p.add_argument("--devices", type=int, default=4, metavar="N",
+                   help="simulated machines (default 4)")
+    p.add_argument("--duration", type=float, default=30.0, metavar="S",
+                   help="seconds of streaming at most (default 30; less if the budget is short)")
+    p.add_argument("--budget", type=float, default=55.0, metavar="S",
+                   help="finish within about S seconds of start (default 55)")
+    p.add_argument("--rate", type=float, default=100.0, metavar="HZ",
+                   help="samples per second per machine (default 100)")
+    p.add_argument("--format", choices=("object", "array", "batch"), default="object",
+                   help="sensor payload format (default object)")
+    p.add_argument("--train-seconds", type=float, default=60.0, metavar="S",
+                   help="seconds of synthetic training data per recording (default 60)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic data (default 1)")
+    p.add_argument("--out", default="demo-output", metavar="DIR",
+                   help="where the model, logs, summary.json and report.png go "
+                        "(default demo-output)")
+    p.add_argument("--no-live", action="store_true",
+                   help="print a status line every 2 s instead of redrawing a table")
+    p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.demo import DemoError, DemoOptions, run_demo
+
+    if args.devices < 1 or args.rate <= 0 or args.duration <= 0:
+        return _fail("demo", ValueError("--devices, --rate and --duration must be positive"))
+    if args.username or args.password_file or args.tls_ca:
+        return _fail("demo", ValueError("the demo connects anonymously over plain MQTT; "
+                                        "run simulate/record/run yourself for a secured broker"))
+    opts = DemoOptions(out=Path(args.out), broker=args.broker,
+                       model=Path(args.model) if args.model else None, devices=args.devices,
+                       duration=args.duration, budget=args.budget, rate_hz=args.rate,
+                       fmt=args.format, train_seconds=args.train_seconds, seed=args.seed,
+                       mqtt_version=args.mqtt_version, live=False if args.no_live else None,
+                       plot=not args.no_plot)
+    try:
+        summary = run_demo(opts)
+    except (DemoError, RuntimeError, OSError) as exc:
+        return _fail("demo", exc)
+    if summary["accuracy"] is None:
+        print(f"demo: no classification could be scored ({summary['windows']} windows); "
+              f"see {opts.out}/daemon.log", file=sys.stderr)
+        return 1
+    report = f"; report {summary['report']}" if "report" in summary else ""
+    print(f"demo: accuracy {summary['accuracy']:.3f} ({summary['correct']} of "
+          f"{summary['scored_windows']} windows) on {summary['devices']} devices, "
+          f"{summary['messages_per_s']:.0f} msg/s for {summary['stream_seconds']:.0f} s; "
+          f"total {summary['total_seconds']:.1f} s{report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = base_parser(
         "sigmoid-edge",
@@ -376,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_simulate(sub)
     _add_record(sub)
+    _add_demo(sub)
     return parser
 
 
