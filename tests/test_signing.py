@@ -374,3 +374,19 @@ def test_edge_reads_pushes_without_cryptography(keys):
     name, error = proc.stdout.splitlines()
     assert name == "tiny"
     assert error.startswith("unavailable") and "pip install 'sigmoid-edge[signing]'" in error
+
+
+def test_push_a_model_signed_elsewhere(broker, keys, model_file, tmp_path):
+    assert run_train("sign", model_file, "--key", keys["trusted"][0]).returncode == 0
+    sig_path = signing.sig_path_for(model_file)
+    with Collector(broker, TOPIC) as collector:
+        proc = run_train("push", model_file, "--sig", sig_path, "--broker", broker.url,
+                         "--node", NODE)
+        assert proc.returncode == 0, proc.stderr
+        verified = signing.verify_push(collector.get().payload, trusted(keys, "trusted"))
+    # the very signature that was made offline, not a new one
+    assert verified.signature == signing.parse_signature(sig_path.read_bytes())
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_model("9.9.9"))
+    proc = run_train("push", other, "--sig", sig_path, "--broker", broker.url, "--node", NODE)
+    assert proc.returncode == 1 and "is not a signature of" in proc.stderr
