@@ -21,19 +21,19 @@ class LinearSoftmax:
         T = np.eye(len(self.classes_))[idx] * 4.0 - 2.0
         A = Xb.T @ Xb + self.alpha * np.eye(Xb.shape[1])
         W = np.linalg.solve(A, Xb.T @ T)
-        self.coef_ = W[:-1].astype(np.float32)
-        self.intercept_ = W[-1].astype(np.float32)
+        self.coefs_ = [W[:-1].astype(np.float32)]
+        self.intercepts_ = [W[-1].astype(np.float32)]
         self.loss_curve_ = [1.0, 0.5]
         return self
 
     def predict_proba(self, X):
-        z = np.asarray(X, np.float32) @ self.coef_ + self.intercept_
+        z = np.asarray(X, np.float32) @ self.coefs_[0] + self.intercepts_[0]
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
     def to_onnx(self, g, x):
-        z = g.op("MatMul", [x, g.const("standin_weights", self.coef_)], name="standin_matmul")
-        z = g.op("Add", [z, g.const("standin_bias", self.intercept_)], name="standin_logits")
+        z = g.op("MatMul", [x, g.const("standin_weights", self.coefs_[0])], name="standin_matmul")
+        z = g.op("Add", [z, g.const("standin_bias", self.intercepts_[0])], name="standin_logits")
         return g.op("Softmax", [z], name="standin_softmax", axis=1)
 
 

@@ -38,6 +38,7 @@ def build_model(
     sample_rate_hz: float | None = None,
     training: dict[str, Any] | None = None,
     quantization: dict[str, Any] | None = None,
+    fold_scaling: bool = True,
 ) -> onnx.ModelProto:
     """The fitted pipeline as a checked ONNX model with contract metadata.
 
@@ -57,6 +58,9 @@ def build_model(
         Training data summary for the metadata.
     quantization : dict, optional
         What quantization was applied (``{"type": "float32"}`` for the float model).
+    fold_scaling : bool
+        Fold the feature scaling into the network's first layer (the float model) or
+        keep it as nodes (the source of the int8 model; see ``Pipeline.to_onnx``).
     """
     if pipeline.window_ != window or pipeline.n_channels_ != len(channels):
         raise ValueError(
@@ -64,7 +68,7 @@ def build_model(
             f"metadata says [{window}, {len(channels)}]"
         )
     g = GraphBuilder(name or "sigmoid_edge")
-    probs = pipeline.to_onnx(g, contract.INPUT_NAME)
+    probs = pipeline.to_onnx(g, contract.INPUT_NAME, fold_scaling=fold_scaling)
     g.rename(probs, contract.OUTPUT_NAME)
     meta = {
         contract.LABELS: [str(c) for c in pipeline.classes_],

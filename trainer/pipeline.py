@@ -7,6 +7,7 @@ path (``to_onnx``) that compute the same numbers.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,18 +107,44 @@ class Pipeline:
     def feature_names(self, channels: Sequence[str]) -> list[str]:
         return [n for f in self.families_ for n in f.feature_names(list(channels))]
 
-    def to_onnx(self, g: GraphBuilder, window: str) -> str:
-        """Emit features, scaling and network; return the probabilities tensor name."""
+    def to_onnx(self, g: GraphBuilder, window: str, *, fold_scaling: bool = True) -> str:
+        """Emit features, scaling and network; return the probabilities tensor name.
+
+        The features end in a tensor named ``features``. With ``fold_scaling`` the scaler
+        is folded into the first layer of the network (``W' = W / std``,
+        ``b' = b - (mean / std) @ W``: no extra nodes); without it, it is two nodes
+        ``(features - mean) * (1 / std)`` -> ``scaled_features``, which static int8
+        quantization needs (it calibrates one range for the whole network input, and
+        standardized features share one range; raw features do not).
+        """
         self._check_fitted()
         parts = [f.to_onnx(g, window) for f in self.families_]
-        feats = parts[0] if len(parts) == 1 else g.op("Concat", parts, name="features", axis=1)
-        # The scaler learned in training, as two graph nodes: (f - mean) * (1 / std).
+        if len(parts) == 1:
+            feats = g.rename(parts[0], "features")
+        else:
+            feats = g.op("Concat", parts, name="features", axis=1)
+        inv_std = np.float32(1.0) / self.feature_scale_
+        network = self._folded_network(inv_std) if fold_scaling else None
+        if network is not None:
+            return network.to_onnx(g, feats)
         centered = g.op("Sub", [feats, g.const("feature_mean", self.feature_mean_)],
                         name="scale_center")
-        scaled = g.op("Mul", [centered, g.const("feature_inv_std",
-                                                 np.float32(1.0) / self.feature_scale_)],
+        scaled = g.op("Mul", [centered, g.const("feature_inv_std", inv_std)],
                       name="scaled_features")
         return self.network_.to_onnx(g, scaled)
+
+    def _folded_network(self, inv_std: np.ndarray):
+        """A shallow copy of the network whose first layer also does the scaling."""
+        net = self.network_
+        if not (hasattr(net, "coefs_") and hasattr(net, "intercepts_")):
+            return None
+        W = np.asarray(net.coefs_[0], np.float64)
+        b = np.asarray(net.intercepts_[0], np.float64)
+        folded = copy.copy(net)
+        folded.coefs_ = [(W * inv_std[:, None]).astype(np.float32), *net.coefs_[1:]]
+        shift = (self.feature_mean_.astype(np.float64) * inv_std) @ W
+        folded.intercepts_ = [(b - shift).astype(np.float32), *net.intercepts_[1:]]
+        return folded
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for metadata and reports."""

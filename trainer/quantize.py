@@ -24,6 +24,7 @@ highest agreement wins and the report says the goal was missed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_LOSS = 0.01
-# The graph tensor where feature extraction ends and the network begins (see pipeline.py).
-NETWORK_INPUT = "scaled_features"
+# Graph tensors where feature extraction ends and the network begins (see pipeline.py):
+# the scaled features when scaling is kept as nodes, else the features.
+NETWORK_INPUTS = ("scaled_features", "features")
 CALIBRATION_WINDOWS = 512
 FORMATS = ("qdq", "qop")
 GRANULARITIES = ("tensor", "channel")
@@ -67,7 +69,7 @@ def run(sess, X: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 
-def latency_us(sess, window: np.ndarray, batch: int, *, min_time: float = 0.2,
+def latency_us(sess, window: np.ndarray, batch: int, *, min_time: float = 0.1,
                repeats: int = 5) -> float:
     """Median over ``repeats`` of the mean time per call (microseconds) at ``batch``."""
     x = np.ascontiguousarray(np.repeat(window[None], batch, axis=0), np.float32)
@@ -113,8 +115,12 @@ class _Windows:
 
 
 def network_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes downstream of :data:`NETWORK_INPUT` (the network, not the features)."""
-    tensors = {NETWORK_INPUT}
+    """Names of the nodes downstream of the network input (the network, not the features)."""
+    produced = {o for node in model.graph.node for o in node.output}
+    start = next((t for t in NETWORK_INPUTS if t in produced), None)
+    if start is None:
+        raise ValueError(f"model has none of the tensors {NETWORK_INPUTS}: not a pipeline model")
+    tensors = {start}
     names = []
     for node in model.graph.node:  # nodes are in topological order
         if any(i in tensors for i in node.input):
@@ -133,7 +139,7 @@ def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.
         quantize_static,
     )
 
-    with tempfile.TemporaryDirectory(prefix="sigmoid-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sigmoid-quant-") as tmp, _quiet_root_logger():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
         if name == "dynamic":
@@ -154,6 +160,18 @@ def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.
         out = onnx.load(dst)
     # quantize_* keeps metadata_props; keep opset/IR as the tools wrote them.
     return out
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The quantization tools log advice ("consider pre-processing") on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def variant_names() -> list[str]:
@@ -193,7 +211,8 @@ def measure(model: onnx.ModelProto, X_eval: np.ndarray, y_eval: np.ndarray | Non
 
 def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
            y_eval: np.ndarray | None, labels: list[str],
-           candidates: list[str] | None = None) -> tuple[onnx.ModelProto, dict]:
+           candidates: list[str] | None = None,
+           reference_model: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, dict]:
     """Build, measure and choose an int8 variant of ``float_model``.
 
     Parameters
@@ -208,6 +227,9 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
         Class labels in output order.
     candidates : list of str, optional
         Variant names to try (default: all of :func:`variant_names`).
+    reference_model : onnx.ModelProto, optional
+        The float model the int8 one must agree with (default ``float_model``; the fit
+        passes the deployed float model, whose scaling is folded into the network).
 
     Returns
     -------
@@ -223,8 +245,9 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
         X_cal = X_cal[np.sort(rng.choice(len(X_cal), CALIBRATION_WINDOWS, replace=False))]
     X_cal = np.ascontiguousarray(X_cal, np.float32)
     X_eval = np.ascontiguousarray(X_eval, np.float32)
-    ref = run(session(float_model), X_eval).argmax(axis=1)
-    float_fig = measure(float_model, X_eval, y_eval, labels, ref)
+    reference_model = reference_model or float_model
+    ref = run(session(reference_model), X_eval).argmax(axis=1)
+    float_fig = measure(reference_model, X_eval, y_eval, labels, ref)
     variants: dict[str, Measured] = {}
     for name in candidates or variant_names():
         try:

@@ -8,7 +8,8 @@ Two sources, two rules:
   fast repetition of the same movement then line up.
 - A continuous recording (CSV log) is cut into windows of ``window`` samples every
   ``hop`` samples, per device and only inside contiguous segments (a gap in the time
-  stamps starts a new segment); a window's label is the most common label of its samples.
+  stamps starts a new segment); a window's label is the most common label among its
+  labelled samples (ties: alphabetically first; none labelled: the window is unlabelled).
 
 Missing values (NaN) are filled by linear interpolation along time within each channel;
 at the ends the nearest observed value is repeated; a channel with no value at all is 0.

@@ -27,10 +27,13 @@ FAMILIES = {
 
 # The feature sets `sigmoid-train fit` chooses among (by an internal validation split)
 # when the user gives no --features. THE one place to add candidates (e.g. conv sets).
+# Measured: statistics and spectra of the signal and its first difference for motion and
+# vibration (BasicMotions 1.000); raw samples plus statistics for short shape-driven
+# series (ItalyPowerDemand 0.963); both together as the middle ground.
 DEFAULT_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("stats", "diff_stats", "spectral", "diff_spectral"),
+    ("raw", "stats"),
     ("stats", "diff_stats", "spectral", "diff_spectral", "raw"),
-    ("raw", "diff_stats"),
 )
 # Families with a ``views`` parameter: their diff_ variant is a view, not a wrapper.
 VIEW_FAMILIES = frozenset(FAMILIES)
@@ -58,12 +61,15 @@ def family_class(name: str) -> type:
 
 
 def known_families() -> list[str]:
-    names = list(FAMILIES)
-    try:
-        family_class("conv")
-        names.append("conv")
-    except (ValueError, ImportError):
-        pass
+    """Built-in families, plug-in modules found under ``trainer/features``, and diff_ forms."""
+    import pkgutil
+
+    import trainer.features as package
+
+    skip = {"base", "common", "diff", "registry", *(m.split(".")[2].split(":")[0]
+                                                   for m in FAMILIES.values())}
+    names = list(FAMILIES) + sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                                    if m.name not in skip)
     return names + [DIFF_PREFIX + n for n in names]
 
 
