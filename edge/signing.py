@@ -227,7 +227,7 @@ def _crypto():
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as exc:  # pragma: no cover - the test venv has it
+    except ImportError as exc:
         raise SignatureError(
             "unavailable",
             "signed models need the 'cryptography' package; "
@@ -538,6 +538,40 @@ def verify_file(model_path: str | Path, sig_path: str | Path | None,
             from None
     key = verify(model, signature, keys)
     return VerifiedModel(model=model, signature=signature, key=key)
+
+
+def write_verified(verified: VerifiedModel, model_path: str | Path) -> Path:
+    """Store a verified model as ``model_path`` with its signature beside it (``MODEL.sig``).
+
+    Both files are written to temporary names in the same directory and renamed into
+    place, signature first, so :func:`verify_file` accepts the pair after a restart (and
+    :func:`check_not_older` still knows when it was signed). A crash between the two
+    renames leaves a pair that :func:`verify_file` refuses with ``sha256_mismatch``
+    rather than a wrong model.
+
+    Returns
+    -------
+    Path
+        The signature file's path.
+    """
+    import os
+    import tempfile
+
+    model_path = Path(model_path)
+    sig_path = sig_path_for(model_path)
+    for data, target in ((verified.signature.to_json(), sig_path), (verified.model, model_path)):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return sig_path
 
 
 def check_not_older(new: Signature, current: Signature | None) -> None:

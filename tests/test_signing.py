@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -16,7 +18,6 @@ from edge import signing
 from edge.contract import encode_metadata
 from edge.signing import SignatureError
 from tests.mqtt_helpers import Collector, require
-from tests.tls_helpers import secure_broker
 from trainer.graph import GraphBuilder, float_input
 
 NODE = "press-7"
@@ -42,6 +43,19 @@ def tiny_model(version: str = "1.0.0") -> bytes:
     model = g.model([float_input("window", ["batch", 8, 2])],
                     [float_input("probabilities", ["batch", 2])], meta)
     return model.SerializeToString()
+
+
+def _valid_push() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from trainer.signing import sign_model
+
+    model = tiny_model()
+    return signing.encode_push(model, sign_model(model, ed25519.Ed25519PrivateKey.generate(),
+                                                 "m.onnx"))
+
+
+VALID_PUSH = _valid_push()
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +122,6 @@ def test_sign_verify_round_trip(keys, model_file):
     verified = signing.verify_file(model_file, None, trusted(keys, "other", "trusted"))
     assert verified.model == model_file.read_bytes()
     assert verified.key.source == str(keys["trusted"][1])
-    import hashlib
-
     assert verified.sha256 == hashlib.sha256(model_file.read_bytes()).hexdigest()
 
 
@@ -237,16 +249,13 @@ def test_push_over_plain_broker_arrives_intact(broker, keys, model_file):
 
 
 @pytest.fixture
-def tls_broker(tmp_path):
-    sb = secure_broker(
-        tmp_path / "secure",
+def tls_broker(make_secure_broker):
+    return make_secure_broker(
         users={"trainer": "s3cret-train", "watcher": "w4tch", "sensor": "s3nsor"},
         acl={"trainer": [f"write sigmoid-edge/{NODE}/model"],
              "watcher": ["read sigmoid-edge/#"],
              "sensor": ["write sensors/#"]},
     )
-    yield sb
-    sb.broker.stop()
 
 
 def test_push_over_tls_with_password_arrives_intact(tls_broker, keys, model_file):
@@ -328,3 +337,56 @@ def test_password_is_never_a_command_line_argument(model_file, keys):
     proc = run_train("push", model_file, "--broker", "mqtt://127.0.0.1", "--node", NODE,
                      "--key", keys["trusted"][0], "--password", "x")
     assert proc.returncode == 2 and "unrecognized arguments: --password" in proc.stderr
+
+
+def test_written_push_verifies_again_after_restart(keys, tmp_path):
+    from trainer.signing import load_private_key, sign_model
+
+    model = tiny_model("3.0.0")
+    payload = signing.encode_push(
+        model, sign_model(model, load_private_key(keys["trusted"][0]), "m.onnx"))
+    verified = signing.verify_push(payload, trusted(keys, "trusted"))
+    target = tmp_path / "model.int8.onnx"
+    target.write_bytes(b"the previous model")
+    sig_path = signing.write_verified(verified, target)
+    assert sig_path == tmp_path / "model.int8.onnx.sig"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx",
+                                                          "model.int8.onnx.sig"]
+    again = signing.verify_file(target, None, trusted(keys, "trusted"))
+    assert again.model == model and again.signature == verified.signature
+
+
+def test_edge_reads_pushes_without_cryptography(keys):
+    # The Pi core has no cryptography: framing works, key loading says what to install.
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["cryptography"] = None
+        from edge import signing
+        push = signing.decode_push(bytes.fromhex({VALID_PUSH.hex()!r}))
+        print(push.signature.name)
+        try:
+            signing.load_public_key({str(keys["trusted"][1])!r})
+        except signing.SignatureError as exc:
+            print(exc.reason, exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    name, error = proc.stdout.splitlines()
+    assert name == "tiny"
+    assert error.startswith("unavailable") and "pip install 'sigmoid-edge[signing]'" in error
+
+
+def test_push_a_model_signed_elsewhere(broker, keys, model_file, tmp_path):
+    assert run_train("sign", model_file, "--key", keys["trusted"][0]).returncode == 0
+    sig_path = signing.sig_path_for(model_file)
+    with Collector(broker, TOPIC) as collector:
+        proc = run_train("push", model_file, "--sig", sig_path, "--broker", broker.url,
+                         "--node", NODE)
+        assert proc.returncode == 0, proc.stderr
+        verified = signing.verify_push(collector.get().payload, trusted(keys, "trusted"))
+    # the very signature that was made offline, not a new one
+    assert verified.signature == signing.parse_signature(sig_path.read_bytes())
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_model("9.9.9"))
+    proc = run_train("push", other, "--sig", sig_path, "--broker", broker.url, "--node", NODE)
+    assert proc.returncode == 1 and "is not a signature of" in proc.stderr

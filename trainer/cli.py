@@ -71,7 +71,11 @@ def _add_push(sub) -> None:
     p.add_argument("--broker", required=True, metavar="URL",
                    help="mqtt://host[:1883] or mqtts://host[:8883]")
     p.add_argument("--node", required=True, help="the daemon's node name (--node of the daemon)")
-    p.add_argument("--key", required=True, metavar="KEY", help="signing.key from keygen")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--key", metavar="KEY", help="signing.key from keygen: sign now")
+    how.add_argument("--sig", metavar="SIG",
+                     help="push with an existing MODEL.sig instead (signed elsewhere with "
+                          "'sigmoid-train sign'; the key never needs to be on this machine)")
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-file", metavar="FILE",
                    help="file whose first line is the broker password "
@@ -95,7 +99,7 @@ def _push(args) -> int:
             args.broker, username=args.username, password=read_password(args.password_file),
             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         )
-        signature = push_model(args.model, args.key, args.node, settings,
+        signature = push_model(args.model, args.key, args.node, settings, sig_path=args.sig,
                                retain=args.retain, timeout=args.timeout)
     except (PushError, SignatureError) as exc:
         return _fail("push", str(exc))

@@ -11,6 +11,7 @@ meant to be replaced by the daemon's reusable helper in ``edge/mqtt.py`` once bo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import threading
@@ -21,7 +22,14 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from edge.signing import MAX_MODEL_BYTES, PUSH_TOPIC, Signature, encode_push
+from edge.signing import (
+    MAX_MODEL_BYTES,
+    PUSH_TOPIC,
+    Signature,
+    SignatureError,
+    encode_push,
+    parse_signature,
+)
 from trainer.signing import load_private_key, sign_model
 
 PASSWORD_ENV = "SIGMOID_EDGE_PASSWORD"
@@ -213,18 +221,36 @@ def publish_confirmed(client: mqtt.Client, topic: str, payload: bytes, *, retain
                         "(is this user allowed to publish there? check the broker's ACL)")
 
 
-def push_model(model_path: str | Path, key_path: str | Path, node: str,
-               settings: BrokerSettings, *, retain: bool = False,
-               timeout: float = 30.0) -> Signature:
+def push_model(model_path: str | Path, key_path: str | Path | None, node: str,
+               settings: BrokerSettings, *, sig_path: str | Path | None = None,
+               retain: bool = False, timeout: float = 30.0) -> Signature:
     """Sign a model and publish it to ``sigmoid-edge/{node}/model``; return its signature.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        The model file.
+    key_path : str or Path or None
+        The signing key; the model is signed now (a fresh ``signed_at``).
+    node : str
+        The daemon's node name.
+    settings : BrokerSettings
+        From :func:`broker_settings`.
+    sig_path : str or Path, optional
+        Instead of ``key_path``: an existing ``MODEL.sig`` (signed on another machine, so
+        the key never touches this one). It must describe exactly this model.
+    retain, timeout
+        Retain the message; seconds to wait for the PUBACK.
 
     Raises
     ------
     PushError
         See :func:`connect` and :func:`publish_confirmed`.
     SignatureError
-        If the signing key cannot be used.
+        If the signing key cannot be used, or ``sig_path`` does not match the model.
     """
+    if (key_path is None) == (sig_path is None):
+        raise PushError("give either --key (sign now) or --sig (an existing MODEL.sig)")
     if not node or any(c in node for c in "+#/") or any(ord(c) < 32 for c in node):
         raise PushError(f"--node {node!r} must be one topic level without +, #, / or "
                         "control characters")
@@ -237,7 +263,10 @@ def push_model(model_path: str | Path, key_path: str | Path, node: str,
         model = model_path.read_bytes()
     except OSError as exc:
         raise PushError(f"cannot read model {model_path}: {exc.strerror}") from None
-    signature = sign_model(model, load_private_key(key_path), model_path.name)
+    if key_path is not None:
+        signature = sign_model(model, load_private_key(key_path), model_path.name)
+    else:
+        signature = _matching_signature(model, model_path, Path(sig_path))
     payload = encode_push(model, signature)
     if len(payload) > MAX_MODEL_BYTES:
         raise PushError(f"the push message is {len(payload)} bytes; a daemon accepts at most "
@@ -248,4 +277,21 @@ def push_model(model_path: str | Path, key_path: str | Path, node: str,
                           timeout=timeout)
     finally:
         _close(client)
+    return signature
+
+
+def _matching_signature(model: bytes, model_path: Path, sig_path: Path) -> Signature:
+    """Read ``sig_path`` and check it is for these exact bytes (no key needed for that)."""
+    try:
+        data = sig_path.read_bytes()
+    except OSError as exc:
+        raise PushError(f"cannot read signature {sig_path}: {exc.strerror}") from None
+    signature = parse_signature(data, str(sig_path))
+    actual = hashlib.sha256(model).hexdigest()
+    if actual != signature.sha256 or len(model) != signature.size:
+        raise SignatureError(
+            "sha256_mismatch",
+            f"{sig_path} is not a signature of {model_path} (sha256 {actual[:16]}... vs signed "
+            f"{signature.sha256[:16]}...); sign this file again",
+        )
     return signature
