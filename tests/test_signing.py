@@ -321,8 +321,8 @@ def test_push_with_unknown_ca_fails_clearly(tls_broker, keys, model_file, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--broker", "mqtt://127.0.0.1:1", "--node", NODE), "cannot reach the broker"),
-    (("--broker", "mqtt://u:pw@127.0.0.1:1883", "--node", NODE), "password in the broker URL"),
+    (("--broker", "mqtt://127.0.0.1:1", "--node", NODE), "cannot connect to the broker"),
+    (("--broker", "mqtt://u:pw@127.0.0.1:1883", "--node", NODE), "credentials in the broker URL"),
     (("--broker", "http://127.0.0.1", "--node", NODE), "mqtt:// or mqtts://"),
     (("--broker", "mqtt://127.0.0.1", "--node", "a/#"), "one topic level"),
     (("--broker", "mqtt://127.0.0.1", "--node", NODE, "--tls-ca", "ca.crt"), "mqtts://"),
