@@ -257,8 +257,12 @@ def _check_ts(ts) -> float:
     return float(ts)
 
 
+_BRACKET_STEP = np.zeros(256, dtype=np.int32)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+
+
 def _bracket_depth(payload: bytes) -> int:
     """Maximum nesting of ``[``/``{`` in raw bytes (brackets inside strings count too)."""
-    b = np.frombuffer(payload, dtype=np.uint8)
-    step = (np.isin(b, (0x5B, 0x7B))).astype(np.int32) - np.isin(b, (0x5D, 0x7D))
-    return int(np.cumsum(step).max(initial=0))
+    steps = _BRACKET_STEP[np.frombuffer(payload, dtype=np.uint8)]
+    return int(np.cumsum(steps).max(initial=0))
