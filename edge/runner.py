@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 UNCERTAIN = "uncertain"
 MAX_DRAIN = 20000  # queue items handled per cycle, so one cycle stays short
 MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
+# After a cycle that left few items queued, the worker waits this long before the next: a
+# cycle has a fixed cost (numpy calls per device, one inference), so back-to-back cycles of
+# a few messages each would cost more CPU than the messages themselves at high rates. It
+# adds at most this much latency; an idle worker wakes at once on the first message.
+LINGER_S = 0.002
+LINGER_ITEMS = 256
 
 Publish = Callable[[str, str, int], object]
 
@@ -228,6 +234,8 @@ class Runner:
             except Exception:  # never let the worker die; the next cycle starts clean
                 log.exception("worker cycle failed")
                 time.sleep(0.05)
+            if len(q) < LINGER_ITEMS and not self._stop.is_set():
+                time.sleep(LINGER_S)
 
     def cycle(self) -> int:
         """Drain the queue once: buffer, infer, publish. Returns windows classified."""
