@@ -50,16 +50,20 @@ class Broker:
         unless the extra lines say otherwise.
     persistence : bool
         Keep sessions and retained messages on disk across restarts.
+    standalone : bool
+        ``config`` is the whole mosquitto.conf (e.g. a production file with its ports and
+        paths rewritten) and is written as it is; its listener must use ``port``.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, config: str = "",
-                 persistence: bool = False):
+                 persistence: bool = False, standalone: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.host = HOST
         self.extra = config
         self.persistence = persistence
+        self.standalone = standalone
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
@@ -69,6 +73,9 @@ class Broker:
         return f"mqtt://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
+        if self.standalone:
+            self.conf_path.write_text(self.extra + "\n")
+            return
         lines = [
             f"listener {self.port} {self.host}",
             f"persistence {'true' if self.persistence else 'false'}",
