@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo bench lint system-deps clean
+.PHONY: test demo bench lint fuzz system-deps clean
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
@@ -15,6 +15,10 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Hypothesis fuzzing at 100k examples per test (CI runs a few thousand inside `make test`).
+fuzz: $(STAMP) system-deps
+	FUZZ_EXAMPLES=100000 $(PY) -m pytest -m fuzz -o timeout=0
 
 bench: $(STAMP)
 	$(PY) -m bench

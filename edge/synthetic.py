@@ -99,3 +99,138 @@ def make_windows(
             ys.append(label)
     order = rng.permutation(len(xs))
     return np.stack(xs)[order], np.array(ys)[order]
+
+
+# --- Faults for anomaly detection ------------------------------------------------------
+# Anomaly models are trained on ``normal`` running only; these are what they must flag.
+# Each fault is something a sensor or a machine really does, at a size a vibration engineer
+# would notice in a plot but that stays inside the sensor's range:
+#
+# - ``spike``: single-sample glitches (a loose connector, EMI) of 2.5 to 4 units on one axis;
+# - ``drift``: one axis slowly walks away from zero (temperature drift, a sensor coming
+#   loose), by 0.8 to 1.5 units over a 64-sample window;
+# - ``frequency``: the machine turns 1.5 to 2 times faster or slower than its normal 5 Hz;
+# - ``stuck``: one axis freezes at its last value (a hung ADC, a dead sensor) for at least
+#   three quarters of the window.
+#
+# ``severity`` scales each fault's size (1.0 is the documented default): benchmarks sweep it
+# to show where detection starts to fail.
+
+FAULTS = ("spike", "drift", "frequency", "stuck")
+
+
+def faulty_signal(
+    fault: str,
+    n_samples: int,
+    rng: np.random.Generator,
+    *,
+    start: int = 0,
+    channels: int = 3,
+    noise: float = 0.3,
+    severity: float = 1.0,
+) -> np.ndarray:
+    """A ``normal`` recording with ``fault`` present from sample ``start`` on.
+
+    Parameters
+    ----------
+    fault : str
+        One of :data:`FAULTS`.
+    n_samples : int
+        Length of the recording.
+    rng : numpy.random.Generator
+        Source of randomness (the caller seeds it).
+    start : int
+        First faulty sample; samples before it are ordinary ``normal`` running.
+    channels : int
+        Channels per sample (1 to 6).
+    noise : float
+        Standard deviation of the sensor noise.
+    severity : float
+        Size of the fault relative to the documented default (1.0).
+
+    Returns
+    -------
+    ndarray of float32, shape (n_samples, channels)
+    """
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; choose one of {FAULTS}")
+    if not 0 <= start < n_samples:
+        raise ValueError(f"start must be in [0, {n_samples}), got {start}")
+    if severity <= 0:
+        raise ValueError(f"severity must be > 0, got {severity}")
+    x = signal("normal", n_samples, rng, channels=channels, noise=noise)
+    n = n_samples - start
+    axis = rng.integers(channels)
+    if fault == "spike":
+        # About one glitch per 32 samples, at least one.
+        count = max(1, int(rng.binomial(n, 1 / 32)))
+        at = start + rng.choice(n, size=min(count, n), replace=False)
+        size = severity * rng.uniform(2.5, 4.0, size=at.size) * rng.choice([-1.0, 1.0], at.size)
+        x[at, rng.integers(channels, size=at.size)] += size
+    elif fault == "drift":
+        per_sample = severity * rng.uniform(0.8, 1.5) / 64 * rng.choice([-1.0, 1.0])
+        x[start:, axis] += per_sample * np.arange(1, n + 1)
+    elif fault == "frequency":
+        # A normal machine seen at a lower sample rate turns faster in sample time: signal()
+        # then draws a fresh 1x phase and white noise, as a real speed change would show.
+        factor = 1.0 + severity * rng.uniform(0.5, 1.0)
+        if rng.random() < 0.5:
+            factor = 1.0 / factor
+        fast = signal(
+            "normal", n, rng, channels=channels, noise=noise,
+            sample_rate_hz=SAMPLE_RATE_HZ / factor,
+        )
+        x[start:] = fast
+    else:  # stuck
+        x[start:, axis] = x[start, axis]
+    return x.astype(np.float32)
+
+
+def make_fault_windows(
+    n_per_fault: int = 20,
+    *,
+    window: int = 64,
+    channels: int = 3,
+    faults: tuple[str, ...] = FAULTS,
+    noise: float = 0.3,
+    severity: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``normal`` running with one injected fault each, for anomaly tests.
+
+    Spikes, drift and speed changes start at the first sample; a stuck sensor freezes
+    somewhere in the first quarter of the window.
+
+    Parameters
+    ----------
+    n_per_fault : int
+        Windows per fault.
+    window, channels, noise, seed
+        As in :func:`make_windows`.
+    faults : tuple of str
+        Which of :data:`FAULTS` to generate.
+    severity : float
+        Fault size relative to the documented default (1.0).
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n_per_fault * len(faults), window, channels)
+    fault : ndarray of str, shape (n,)
+        The fault in each window, shuffled together with ``X``.
+    """
+    if not 1 <= channels <= 6:
+        raise ValueError(f"channels must be between 1 and 6, got {channels}")
+    rng = np.random.default_rng(seed)
+    xs, kinds = [], []
+    for fault in faults:
+        for _ in range(n_per_fault):
+            start = int(rng.integers(window // 4)) if fault == "stuck" else 0
+            xs.append(
+                faulty_signal(
+                    fault, window, rng, start=start, channels=channels, noise=noise,
+                    severity=severity,
+                )
+            )
+            kinds.append(fault)
+    order = rng.permutation(len(xs))
+    return np.stack(xs)[order], np.array(kinds)[order]

@@ -1,0 +1,825 @@
+"""SigmoidNetwork: logistic regression stacked into layers of sigmoid units.
+
+A classifier with the scikit-learn estimator contract (without depending on
+scikit-learn): the constructor only stores its keyword arguments, everything learned is
+created by :meth:`SigmoidNetwork.fit` and ends in ``_``.
+
+The network is a stack of :class:`trainer.layers.Dense` sigmoid layers, one affine output
+layer, and a head (softmax or sigmoid with the log-loss). Parameters live in one flat
+vector updated in place by :mod:`trainer.optimizers`.
+
+Training defaults are chosen for speed without losing accuracy: float32, mini-batches that
+are contiguous views of a once-per-epoch shuffled copy, Adam, and stopping when the
+monitored score stops improving (on a held-out validation split when there is enough data,
+otherwise on the training loss), with the learning rate lowered once before giving up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import numbers
+import sys
+import warnings
+
+import numpy as np
+
+from trainer.layers import HEADS, Dense, ParameterVector, glorot_uniform
+from trainer.optimizers import OPTIMIZERS
+
+log = logging.getLogger(__name__)
+
+
+class ConvergenceWarning(UserWarning):
+    """Training stopped at ``max_epochs`` before the stopping criterion was met."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The estimator is used before :meth:`SigmoidNetwork.fit` (same bases as scikit-learn's)."""
+
+
+# Below this many samples, a validation split is too small to be a reliable stopping signal
+# and costs too much training data; the training loss is monitored instead.
+AUTO_EARLY_STOPPING_MIN_SAMPLES = 2000
+# How often the learning rate is divided by LR_DECAY on a plateau before training stops.
+LR_DROPS = 1
+LR_DECAY = 10.0
+
+
+class SigmoidNetwork:
+    """A feed-forward network of sigmoid units trained by backpropagation.
+
+    Parameters
+    ----------
+    hidden_layers : tuple of int, default=(32,)
+        Width of each hidden sigmoid layer, input side first. ``()`` is plain (multinomial
+        or binary) logistic regression.
+    output : {"softmax", "sigmoid"}, default="softmax"
+        Output units for more than two classes: one softmax over all classes, or one
+        sigmoid unit per class (one-vs-rest; probabilities are normalised to sum to 1).
+        Binary problems always use a single sigmoid unit.
+    solver : {"adam", "sgd"}, default="adam"
+        Optimizer; ``"sgd"`` uses ``momentum`` and ``nesterov``.
+    learning_rate : float, default=0.01
+        Initial step size.
+    batch_size : int or "auto", default="auto"
+        Rows per gradient step; ``"auto"`` is ``min(200, n_samples)``.
+    max_epochs : int, default=200
+        Upper bound on passes over the training data.
+    alpha : float, default=1e-4
+        L2 penalty on the weights (not biases). The objective is the (weighted) mean
+        log-loss plus ``alpha / (2 * sum(sample_weight)) * ||W||^2``, so ``alpha = 1/C``
+        of scikit-learn's ``LogisticRegression``.
+    momentum : float, default=0.9
+        Momentum for ``solver="sgd"``.
+    nesterov : bool, default=True
+        Nesterov momentum for ``solver="sgd"``.
+    early_stopping : bool or "auto", default="auto"
+        Hold out ``validation_fraction`` of the training data (stratified) and stop when
+        its accuracy stops improving, keeping the best weights. ``False`` monitors the
+        training loss instead. ``"auto"`` holds out data only when there are at least
+        2000 samples.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when early stopping.
+    n_iter_no_change : int, default=5
+        Epochs without an improvement of at least ``tol`` before the learning rate is
+        divided by 10; after the second plateau training stops.
+    tol : float, default=1e-4
+        Minimum improvement of the monitored score (validation accuracy or training
+        loss) that counts.
+    class_weight : None, "balanced" or dict, default=None
+        Per-class weights multiplied into ``sample_weight``; ``"balanced"`` weights class
+        ``c`` by ``n_samples / (n_classes * n_c)``.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type for training and inference.
+    random_state : int, numpy Generator or None, default=None
+        Seeds initialisation, shuffling and the validation split.
+    verbose : bool, default=False
+        Show a progress bar (epoch, loss, validation score) when stderr is a terminal,
+        and log one line per epoch otherwise.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted; columns of :meth:`predict_proba` follow this order.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    coefs_ : list of ndarray
+        ``coefs_[i]`` is the ``[n_in, n_out]`` weight matrix of layer ``i``.
+    intercepts_ : list of ndarray
+        ``intercepts_[i]`` is the bias vector of layer ``i``.
+    loss_curve_ : list of float
+        Training objective after each epoch.
+    validation_scores_ : list of float
+        Validation accuracy after each epoch (empty without a validation split).
+    best_validation_score_ : float or None
+        Best validation accuracy (its weights are the ones kept).
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 2)).astype(np.float32)
+    >>> y = np.where(X[:, 0] * X[:, 1] > 0, "same", "different")
+    >>> net = SigmoidNetwork(hidden_layers=(8,), random_state=0).fit(X, y)
+    >>> net.predict(X[:3]).tolist()  # doctest: +SKIP
+    ['different', 'same', 'same']
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden_layers=(32,),
+        output="softmax",
+        solver="adam",
+        learning_rate=0.01,
+        batch_size="auto",
+        max_epochs=200,
+        alpha=1e-4,
+        momentum=0.9,
+        nesterov=True,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        tol=1e-4,
+        class_weight=None,
+        dtype="float32",
+        random_state=None,
+        verbose=False,
+    ):
+        self.hidden_layers = hidden_layers
+        self.output = output
+        self.solver = solver
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.alpha = alpha
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.class_weight = class_weight
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ estimator contract
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Constructor parameters as a dict (scikit-learn contract)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> SigmoidNetwork:
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"invalid parameter {name!r} for SigmoidNetwork; valid parameters: {valid}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = [
+            f"{k}={v!r}" for k, v in self.get_params().items()
+            if not (isinstance(v, type(defaults[k])) and v == defaults[k])
+        ]
+        return f"SigmoidNetwork({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so importing it here adds no dependency.
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(multi_label=False),
+            input_tags=InputTags(two_d_array=True),
+        )
+
+    _estimator_type = "classifier"  # scikit-learn < 1.6
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate_params(self) -> None:
+        hidden = self.hidden_layers
+        if isinstance(hidden, numbers.Integral):
+            raise ValueError(
+                f"hidden_layers must be a tuple of layer widths, got {hidden!r}; "
+                f"write hidden_layers=({hidden},) for one layer"
+            )
+        try:
+            hidden = tuple(hidden)
+        except TypeError:
+            raise ValueError(f"hidden_layers must be a tuple of ints, got {hidden!r}") from None
+        if not all(isinstance(h, numbers.Integral) and h > 0 for h in hidden):
+            raise ValueError(f"hidden_layers must hold positive ints, got {self.hidden_layers!r}")
+        if self.output not in HEADS:
+            raise ValueError(f"output must be one of {sorted(HEADS)}, got {self.output!r}")
+        if self.solver not in OPTIMIZERS:
+            raise ValueError(f"solver must be one of {sorted(OPTIMIZERS)}, got {self.solver!r}")
+        _positive("learning_rate", self.learning_rate)
+        _positive("max_epochs", self.max_epochs, integral=True)
+        _positive("n_iter_no_change", self.n_iter_no_change, integral=True)
+        if self.batch_size != "auto":
+            _positive("batch_size", self.batch_size, integral=True)
+        if not isinstance(self.alpha, numbers.Real) or self.alpha < 0:
+            raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
+        if not isinstance(self.tol, numbers.Real) or self.tol < 0:
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        if self.early_stopping not in (True, False, "auto"):
+            raise ValueError(
+                f"early_stopping must be True, False or 'auto', got {self.early_stopping!r}"
+            )
+        if not (isinstance(self.validation_fraction, numbers.Real)
+                and 0 < self.validation_fraction < 1):
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
+        if not (self.class_weight is None or self.class_weight == "balanced"
+                or isinstance(self.class_weight, dict)):
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}"
+            )
+        if np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        """X as a C-contiguous float array of the model's dtype, with clear errors."""
+        dtype = np.dtype(self.dtype)
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # ragged lists
+            raise ValueError(f"X could not be read as a 2-D array of numbers: {exc}") from None
+        if X.ndim == 1:
+            raise ValueError(
+                f"X must be 2-D [n_samples, n_features], got a 1-D array of shape {X.shape}; "
+                "use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
+            )
+        if X.ndim != 2:
+            raise ValueError(
+                f"X must be 2-D [n_samples, n_features], got shape {X.shape}; "
+                "flatten windows first, e.g. X.reshape(len(X), -1)"
+            )
+        if X.shape[0] == 0:
+            raise ValueError(f"X has no samples (shape {X.shape}); pass at least one row")
+        if X.shape[1] == 0:
+            raise ValueError(f"X has no features (shape {X.shape}); pass at least one column")
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise ValueError(f"X must hold numbers, got dtype {X.dtype}; convert or encode first")
+        if np.iscomplexobj(X):
+            raise ValueError("X must be real-valued, got complex numbers")
+        X = np.ascontiguousarray(X, dtype=dtype)
+        finite = np.isfinite(X)
+        if not finite.all():
+            bad = np.argwhere(~finite)
+            r, c = bad[0]
+            raise ValueError(
+                f"X contains {len(bad)} NaN or infinite value(s), first X[{r}, {c}] = "
+                f"{X[r, c]}; impute or drop them before calling SigmoidNetwork"
+            )
+        if not fitting and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but SigmoidNetwork was fitted with "
+                f"{self.n_features_in_}; pass the same feature columns as in fit"
+            )
+        return X
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coefs_"):
+            raise NotFittedError(
+                "This SigmoidNetwork is not fitted yet; call fit(X, y) before using it"
+            )
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y, sample_weight=None) -> SigmoidNetwork:
+        """Train from scratch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features (standardise them first for best results).
+        y : array-like of shape (n_samples,)
+            Labels: strings, integers or booleans; at least two classes.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight per sample.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X = self._check_X(X, fitting=True)
+        y = _check_y(y, len(X))
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has a single class {classes.tolist()[0]!r}; "
+                "a classifier needs at least two classes"
+            )
+        self._reset()
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        rng = _rng(self.random_state)
+        self._rng = rng
+        self._init_parameters(rng)
+        w = self._sample_weights(y, sample_weight)
+        Y = self._targets(y)
+
+        use_validation = self.early_stopping is True or (
+            self.early_stopping == "auto" and len(X) >= AUTO_EARLY_STOPPING_MIN_SAMPLES
+        )
+        val = None
+        if use_validation:
+            train, held = _stratified_split(y, self.validation_fraction, rng)
+            if len(held) == 0 or len(np.unique(y[train])) < len(classes):
+                raise ValueError(
+                    f"early_stopping=True needs a validation split, but {len(X)} samples "
+                    f"with validation_fraction={self.validation_fraction} leave none (or lose "
+                    "a class); use more data, a larger validation_fraction or early_stopping=False"
+                )
+            val = (X[held], y[held], None if w is None else w[held])
+            X, Y = X[train], Y[train]
+            w = None if w is None else w[train]
+        self._train(X, Y, w, epochs=self.max_epochs, val=val, stop=True)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> SigmoidNetwork:
+        """One more epoch over ``(X, y)``, continuing from the current weights.
+
+        Use it to retrain a fitted network on new recordings, or to train from a stream.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, optional
+            All class labels. Needed on the first call unless ``y`` already holds every
+            class; must match ``classes_`` afterwards.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        fitted = hasattr(self, "coefs_")
+        X = self._check_X(X, fitting=not fitted)
+        y = _check_y(y, len(X))
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if fitted and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"classes={classes.tolist()} differ from the fitted classes_ "
+                    f"{self.classes_.tolist()}; call fit to start over with new classes"
+                )
+        if not fitted:
+            classes = np.unique(y) if classes is None else classes
+            if len(classes) < 2:
+                raise ValueError(
+                    f"partial_fit saw a single class {classes.tolist()[0]!r}; pass classes=[...] "
+                    "with every label on the first call"
+                )
+            self._reset()
+            self.classes_ = classes
+            self.n_features_in_ = X.shape[1]
+            self._rng = _rng(self.random_state)
+            self._init_parameters(self._rng)
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y has label(s) {unknown.tolist()} not in classes_ {self.classes_.tolist()}; "
+                "pass every label in classes= on the first partial_fit call"
+            )
+        w = self._sample_weights(y, sample_weight)
+        self._train(X, self._targets(y), w, epochs=1, val=None, stop=False)
+        return self
+
+    def _reset(self) -> None:
+        for name in ("_pv", "_optimizer", "_rng", "best_validation_score_"):
+            self.__dict__.pop(name, None)
+        self.loss_curve_, self.validation_scores_ = [], []
+        self.best_validation_score_ = None
+        self.n_iter_ = 0
+
+    def _n_outputs(self) -> int:
+        return 1 if len(self.classes_) == 2 else len(self.classes_)
+
+    def _init_parameters(self, rng: np.random.Generator) -> None:
+        widths = [self.n_features_in_, *self.hidden_layers, self._n_outputs()]
+        shapes = list(zip(widths[:-1], widths[1:], strict=True))
+        pv = ParameterVector(shapes, np.dtype(self.dtype))
+        weights, _ = pv.views(pv.params)
+        for W, (n_in, n_out) in zip(weights, shapes, strict=True):
+            W[...] = glorot_uniform(n_in, n_out, rng)
+        self._pv = pv
+        self.coefs_, self.intercepts_ = pv.views(pv.params)
+
+    def _parameter_vector(self) -> ParameterVector:
+        """The flat vector behind ``coefs_``/``intercepts_``, rebuilt if they were replaced
+        (set by hand, or copied apart by pickling)."""
+        pv = getattr(self, "_pv", None)
+        coefs = self.coefs_
+        if pv is not None and all(np.shares_memory(W, pv.params) for W in coefs) and all(
+            np.shares_memory(b, pv.params) for b in self.intercepts_
+        ):
+            return pv
+        pv = ParameterVector([W.shape for W in coefs], np.dtype(self.dtype))
+        weights, biases = pv.views(pv.params)
+        for dst, src in zip(weights + biases, list(coefs) + list(self.intercepts_), strict=True):
+            dst[...] = src
+        self._pv = pv
+        self.__dict__.pop("_optimizer", None)
+        self.coefs_, self.intercepts_ = pv.views(pv.params)
+        return pv
+
+    def _sample_weights(self, y: np.ndarray, sample_weight) -> np.ndarray | None:
+        """Sample weights times class weights, or ``None`` when all are equal."""
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.shape != (len(y),):
+                raise ValueError(
+                    f"sample_weight must have shape ({len(y)},) like y, got {w.shape}"
+                )
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError("sample_weight must be finite and >= 0")
+        if self.class_weight is not None:
+            if self.class_weight == "balanced":
+                counts = np.array([(y == c).sum() for c in self.classes_], dtype=np.float64)
+                present = counts > 0
+                per_class = np.zeros(len(self.classes_))
+                per_class[present] = len(y) / (present.sum() * counts[present])
+            else:
+                unknown = set(self.class_weight) - set(self.classes_.tolist())
+                if unknown:
+                    raise ValueError(
+                        f"class_weight has label(s) {sorted(unknown, key=str)} that are not "
+                        f"classes {self.classes_.tolist()}"
+                    )
+                per_class = np.array([float(self.class_weight.get(c, 1.0))
+                                      for c in self.classes_.tolist()])
+            cw = per_class[np.searchsorted(self.classes_, y)]
+            w = cw if w is None else w * cw
+        if w is not None and not w.sum() > 0:
+            raise ValueError("sample_weight (times class_weight) sums to 0; nothing to learn")
+        return w
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """One-hot targets ``[n, K]``, or one column ``y == classes_[1]`` for two classes."""
+        index = np.searchsorted(self.classes_, y)
+        dtype = np.dtype(self.dtype)
+        if len(self.classes_) == 2:
+            return (index == 1).astype(dtype)[:, None]
+        Y = np.zeros((len(y), len(self.classes_)), dtype)
+        Y[np.arange(len(y)), index] = 1
+        return Y
+
+    def _head(self):
+        return HEADS["sigmoid" if len(self.classes_) == 2 else self.output]
+
+    def _layers(self) -> list[Dense]:
+        """Dense layers bound to ``coefs_``/``intercepts_`` (and gradients when training)."""
+        n = len(self.coefs_)
+        layers = []
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
+            layer = Dense(*W.shape, activation="identity" if i == n - 1 else "sigmoid")
+            layer.bind(W, b, None, None)
+            layers.append(layer)
+        return layers
+
+    def _train(self, X, Y, w, *, epochs: int, val, stop: bool) -> None:
+        """Run up to ``epochs`` epochs of mini-batch training (the core loop)."""
+        dtype = np.dtype(self.dtype)
+        pv = self._parameter_vector()
+        n, n_out = Y.shape[0], Y.shape[1]
+        batch = n if self.batch_size == "auto" and n < 200 else (
+            200 if self.batch_size == "auto" else min(int(self.batch_size), n))
+        rng = getattr(self, "_rng", None) or _rng(self.random_state)
+        self._rng = rng
+
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is None:
+            kwargs = {"momentum": self.momentum, "nesterov": self.nesterov} \
+                if self.solver == "sgd" else {}
+            optimizer = OPTIMIZERS[self.solver](
+                pv.params.size, learning_rate=self.learning_rate, dtype=dtype, **kwargs)
+            self._optimizer = optimizer
+
+        layers = self._layers()
+        d_weights, d_biases = pv.views(pv.grads)
+        for i, layer in enumerate(layers):
+            layer.dW, layer.db = d_weights[i], d_biases[i]
+            layer.allocate(batch, dtype, need_input_grad=i > 0)
+        head = self._head()
+        p_buf = np.empty((batch, n_out), dtype)
+        dz_buf = np.empty((batch, n_out), dtype)
+
+        # Weights scaled to mean 1, so a batch's weighted mean loss estimates the objective.
+        total_weight = float(n if w is None else w.sum())
+        w_scaled = None if w is None else (w * (n / total_weight)).astype(dtype)
+        l2 = self.alpha / total_weight
+        n_w = pv.n_weights
+        params, grads = pv.params, pv.grads
+        X_shuf, Y_shuf = np.empty_like(X), np.empty_like(Y)
+        w_shuf = None if w_scaled is None else np.empty_like(w_scaled)
+
+        monitor = _Monitor(self, val, stop)
+        bar = _progress(self.verbose, epochs)
+        try:
+            for _ in range(epochs):
+                perm = rng.permutation(n)
+                np.take(X, perm, axis=0, out=X_shuf)  # one copy; batches are views
+                np.take(Y, perm, axis=0, out=Y_shuf)
+                if w_shuf is not None:
+                    np.take(w_scaled, perm, out=w_shuf)
+                epoch_loss = 0.0
+                for start in range(0, n, batch):
+                    stop_at = min(start + batch, n)
+                    m = stop_at - start
+                    wb = None if w_shuf is None else w_shuf[start:stop_at] / m
+                    epoch_loss += m * _backprop(
+                        layers, head, X_shuf[start:stop_at], Y_shuf[start:stop_at], wb,
+                        p_buf[:m], dz_buf[:m], pv, l2)
+                    optimizer.step(params, grads)
+                loss = epoch_loss / n + 0.5 * l2 * float(params[:n_w] @ params[:n_w])
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged (loss {loss}) at epoch {self.n_iter_ + 1}; "
+                        "lower learning_rate or standardise the features"
+                    )
+                self.n_iter_ += 1
+                self.loss_curve_.append(loss)
+                done = monitor.update(loss, optimizer)
+                bar.update(self.n_iter_, loss, monitor.last_score)
+                if done:
+                    break
+        finally:
+            bar.close()
+            for layer in layers:
+                layer.release()
+        monitor.finish()
+
+    # ------------------------------------------------------------------ inference
+
+    def decision_function(self, X) -> np.ndarray:
+        """Pre-activations of the output units (log-odds).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
+        self._check_fitted()
+        a = self._check_X(X, fitting=False)
+        for layer in self._layers():
+            a = layer.forward(a)
+        return a[:, 0] if a.shape[1] == 1 else a
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, columns in ``classes_`` order, rows summing to 1.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            p = HEADS["sigmoid"].forward(z)
+            return np.stack([1 - p, p], axis=1)
+        p = self._head().forward(z, out=z)
+        if self._head() is HEADS["sigmoid"]:
+            p /= p.sum(axis=1, keepdims=True)
+        return p
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class label per row."""
+        self._check_fitted()
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """(Weighted) accuracy of :meth:`predict` on ``(X, y)``."""
+        correct = self.predict(X) == _check_y(y, len(X))
+        return float(np.average(correct, weights=sample_weight))
+
+    # ------------------------------------------------------------------ export
+
+    def to_onnx(self, g, x: str, prefix: str = "") -> str:
+        """Emit the forward pass into an ONNX graph; the exporter mirrors :meth:`predict_proba`.
+
+        Per hidden layer ``i``: ``dense_{i}_matmul`` (MatMul with ``dense_{i}_weight``),
+        ``dense_{i}_add`` (Add ``dense_{i}_bias``), ``dense_{i}_sigmoid``; then
+        ``output_matmul``, ``output_add`` and ``output_softmax``, or for sigmoid outputs
+        ``output_sigmoid`` followed by ``output_normalise`` (K units) or
+        ``output_complement`` + ``output_probabilities`` (``[1 - p, p]``, one unit).
+
+        Parameters
+        ----------
+        g : trainer.graph.GraphBuilder
+            The graph to add nodes and initializers to.
+        x : str
+            Name of a float32 ``[batch, n_features_in_]`` tensor already in ``g``.
+        prefix : str, default=""
+            Prepended to every node/initializer name (for several networks in one graph).
+
+        Returns
+        -------
+        str
+            Name of the float32 ``[batch, n_classes]`` probabilities tensor, columns in
+            ``classes_`` order.
+        """
+        self._check_fitted()
+        a = x
+        n = len(self.coefs_)
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
+            base = f"{prefix}dense_{i}" if i < n - 1 else f"{prefix}output"
+            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
+            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
+            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
+            a = g.op("Add", [a, c], name=f"{base}_add")
+            if i < n - 1:
+                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
+        out = f"{prefix}output"
+        if len(self.classes_) == 2:
+            p = g.op("Sigmoid", [a], name=f"{out}_sigmoid")
+            one = g.const(f"{out}_one", np.ones((1, 1), np.float32))
+            q = g.op("Sub", [one, p], name=f"{out}_complement")
+            return g.op("Concat", [q, p], name=f"{out}_probabilities", axis=1)
+        if self._head() is HEADS["softmax"]:
+            return g.op("Softmax", [a], name=f"{out}_softmax", axis=1)
+        p = g.op("Sigmoid", [a], name=f"{out}_sigmoid")
+        axes = g.const(f"{out}_sum_axes", np.array([1], np.int64))
+        total = g.op("ReduceSum", [p, axes], name=f"{out}_sum", keepdims=1)
+        return g.op("Div", [p, total], name=f"{out}_normalise")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _backprop(layers, head, x, y, w, p_buf, dz_buf, pv: ParameterVector, l2: float) -> float:
+    """Forward pass, loss, and backward pass for one batch; gradients land in ``pv.grads``.
+
+    ``w`` holds per-row weights that sum to 1 (``None``: equal weights). Returns the
+    batch's data loss (without the L2 term, whose gradient ``l2 * W`` is added here).
+    """
+    a = x
+    for layer in layers:
+        a = layer.forward(a, train=True)
+    p = head.forward(a, out=p_buf)
+    loss = head.loss(a, p, y, w)
+    grad = head.backward(p, y, w, out=dz_buf)
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    if l2:
+        n_w = pv.n_weights
+        pv.grads[:n_w] += l2 * pv.params[:n_w]
+    return loss
+
+
+class _Monitor:
+    """Decides when to lower the learning rate and when to stop, and keeps the best weights.
+
+    Monitors validation accuracy when a validation split is given, else the training loss.
+    A plateau is ``n_iter_no_change`` epochs without an improvement of ``tol``; the first
+    ``LR_DROPS`` plateaus divide the learning rate by ``LR_DECAY``, the next one stops.
+    """
+
+    def __init__(self, net: SigmoidNetwork, val, stop: bool):
+        self.net, self.val, self.stop = net, val, stop
+        self.best = -np.inf
+        self.best_params = None
+        self.waited = 0
+        self.drops = 0
+        self.last_score = None
+        self.converged = False
+
+    def update(self, loss: float, optimizer) -> bool:
+        net = self.net
+        if self.val is not None:
+            Xv, yv, wv = self.val
+            score = net.score(Xv, yv, sample_weight=wv)
+            net.validation_scores_.append(score)
+            self.last_score = score
+        else:
+            score = -loss
+        if not self.stop:
+            return False
+        if score > self.best + net.tol:
+            self.waited = 0
+        else:
+            self.waited += 1
+        if score > self.best:
+            self.best = score
+            if self.val is not None:
+                self.best_params = net._pv.params.copy()
+        if self.waited < net.n_iter_no_change:
+            return False
+        if self.drops < LR_DROPS:
+            self.drops += 1
+            self.waited = 0
+            optimizer.learning_rate /= LR_DECAY
+            return False
+        self.converged = True
+        return True
+
+    def finish(self) -> None:
+        net = self.net
+        if self.val is not None and self.best_params is not None:
+            net._pv.params[...] = self.best_params
+            net.best_validation_score_ = float(self.best)
+        if self.stop and not self.converged:
+            warnings.warn(
+                f"SigmoidNetwork reached max_epochs={net.max_epochs} before the "
+                f"{'validation score' if self.val is not None else 'training loss'} stopped "
+                "improving; raise max_epochs or learning_rate, or standardise the features",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+
+class _progress:
+    """A tqdm bar on a terminal when verbose; a log line per epoch when verbose elsewhere."""
+
+    def __init__(self, verbose: bool, total: int):
+        self.bar = None
+        self.verbose = verbose
+        if verbose and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="epoch", desc="SigmoidNetwork", leave=False)
+
+    def update(self, epoch: int, loss: float, score) -> None:
+        if not self.verbose:
+            return
+        if self.bar is None:
+            log.info("epoch %d loss %.5f validation %s", epoch, loss,
+                     "-" if score is None else f"{score:.4f}")
+            return
+        post = {"loss": f"{loss:.4f}"}
+        if score is not None:
+            post["val"] = f"{score:.4f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _positive(name: str, value, integral: bool = False) -> None:
+    kind = numbers.Integral if integral else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        what = "a positive int" if integral else "a positive number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _check_y(y, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (one label per row), got shape {y.shape}")
+    if len(y) != n:
+        raise ValueError(f"X has {n} rows but y has {len(y)} labels; they must match")
+    if y.dtype == object:
+        kinds = {type(v) for v in y.tolist()}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type"
+            )
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinite labels; drop those rows")
+    return y
+
+
+def _rng(random_state) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31))
+    return np.random.default_rng(random_state)
+
+
+def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
+    """Indices ``(train, held_out)``, holding out about ``fraction`` of every class."""
+    train, held = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        held.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
