@@ -375,6 +375,7 @@ PUBLISHES = [
     ("pump-1", "sensors/pump-2/vibration", False),        # a sensor cannot pose as another
     ("pump-1", "edge/pump-1/classification", False),      # nor fake a classification
     ("simulator", "sensors/sim-7/vibration", True),
+    ("simulator", "sim/sim-7/label", True),
     ("sigmoid-edge", "edge/pump-2/classification", True),
     ("sigmoid-edge", "sigmoid-edge/pi-1/status", True),
     ("sigmoid-edge", "homeassistant/sensor/pump-2/config", True),
@@ -396,7 +397,7 @@ SUBSCRIBERS = {
                        "sigmoid-edge:sigmoid-edge/pi-1/status",
                        "sigmoid-edge:homeassistant/sensor/pump-2/config",
                        "homeassistant:homeassistant/status"}),
-    "trainer": (["sigmoid-edge/+/status", "sensors/#", "edge/#"],
+    "trainer": (["sigmoid-edge/+/status", "sensors/#", "edge/#", "sim/#"],
                 {"sigmoid-edge:sigmoid-edge/pi-1/status"}),
     "pump-1": (["sensors/#", "edge/#", "sigmoid-edge/#", "homeassistant/#"], set()),
     "simulator": (["sensors/#", "edge/#"], set()),
