@@ -91,7 +91,11 @@ def test_sigint_mid_stream_leaves_a_complete_file(broker, tmp_path):
                             "--synthetic", "--broker", broker.url, "--devices", "8",
                             "--rate", "500", "--duration", "10"])
     try:
-        time.sleep(2.0)  # 8 devices x 500 Hz: about 4000 rows per second are arriving
+        # 8 devices x 500 Hz: about 4000 rows per second arrive; stop once 2000 are on disk.
+        deadline = time.monotonic() + 20
+        while not out.exists() or out.read_bytes().count(b"\n") < 2000:
+            assert time.monotonic() < deadline, "the recording did not grow"
+            time.sleep(0.05)
         stdout, _ = stop(proc, signal.SIGINT)
         assert sim.poll() is None  # still streaming when the recorder stopped
     finally:
