@@ -76,18 +76,19 @@ class SigmoidNetwork:
     nesterov : bool, default=True
         Nesterov momentum for ``solver="sgd"``.
     early_stopping : bool or "auto", default="auto"
-        Hold out ``validation_fraction`` of the training data (stratified) and stop when
-        its accuracy stops improving, keeping the best weights. ``False`` monitors the
-        training loss instead. ``"auto"`` holds out data only when there are at least
-        2000 samples.
+        Hold out ``validation_fraction`` of the training data (stratified), stop when
+        neither its accuracy nor its log-loss improves any more, and keep the weights with
+        the best validation accuracy. ``False`` monitors the training loss instead.
+        ``"auto"`` holds out data only from 2000 samples on (a smaller split is too noisy
+        to stop on, and the data is better spent on training).
     validation_fraction : float, default=0.1
         Share of the training data held out when early stopping.
     n_iter_no_change : int, default=5
-        Epochs without an improvement of at least ``tol`` before the learning rate is
-        divided by 10; after the second plateau training stops.
+        Epochs without progress (see ``tol``) before the learning rate is divided by 10;
+        the next such plateau stops training.
     tol : float, default=1e-4
-        Minimum improvement of the monitored score (validation accuracy or training
-        loss) that counts.
+        Smallest change that counts as progress: a rise in validation accuracy or a fall
+        in validation log-loss (with a validation split), else a fall in training loss.
     class_weight : None, "balanced" or dict, default=None
         Per-class weights multiplied into ``sample_weight``; ``"balanced"`` weights class
         ``c`` by ``n_samples / (n_classes * n_c)``.
