@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 APT_PACKAGES := mosquitto mosquitto-clients
 
-.PHONY: test demo bench lint system-deps clean
+.PHONY: test demo bench lint fuzz system-deps clean
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
@@ -16,6 +16,10 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Hypothesis fuzzing at 100k examples per test (CI runs a few thousand inside `make test`).
+fuzz: $(STAMP) system-deps
+	FUZZ_EXAMPLES=100000 $(PY) -m pytest -m fuzz -o timeout=0
 
 bench: $(STAMP)
 	$(PY) -m bench

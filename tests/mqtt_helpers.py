@@ -6,6 +6,7 @@ config in a temp dir, and talk to it with paho and with ``mosquitto_pub``/``mosq
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import socket
@@ -50,23 +51,27 @@ class Broker:
         unless the extra lines say otherwise.
     persistence : bool
         Keep sessions and retained messages on disk across restarts.
+    tls : bool
+        The extra lines make the listener TLS (see ``tests/tls_helpers.py``): only changes
+        :attr:`url` to ``mqtts://``.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, config: str = "",
-                 persistence: bool = False):
+                 persistence: bool = False, tls: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.host = HOST
         self.extra = config
         self.persistence = persistence
+        self.tls = tls
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
         lines = [
@@ -79,6 +84,10 @@ class Broker:
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to the "mosquitto" user, which cannot read
+            # password, ACL, key or persistence files in a root-owned 0700 temp dir.
+            lines.append("user root")
         if "allow_anonymous" not in self.extra:
             lines.append("allow_anonymous true")
         self.conf_path.write_text("\n".join(lines) + "\n" + self.extra + "\n")
@@ -182,18 +191,33 @@ class Message:
 class Collector:
     """A paho subscriber that collects messages into a queue (for assertions).
 
-    Use as a context manager; :meth:`get` waits for the next message.
+    Use as a context manager; :meth:`get` waits for the next message. For a TLS broker
+    with passwords pass ``username``, ``password`` and ``tls_ca`` (and ``tls_cert`` /
+    ``tls_key`` for a client certificate); a refused connection raises ``ConnectionError``.
     """
 
-    def __init__(self, broker: Broker, *topics: str, qos: int = 1):
+    def __init__(self, broker: Broker, *topics: str, qos: int = 1,
+                 username: str | None = None, password: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None):
         self.messages: queue.Queue[Message] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self._subscribed = queue.Queue()
+        self._connected: queue.Queue = queue.Queue()
         self.client.on_message = lambda c, u, m: self.messages.put(
             Message(m.topic, m.payload, bool(m.retain), m.qos))
         self.client.on_subscribe = lambda *a: self._subscribed.put(True)
+        self.client.on_connect = lambda c, u, f, rc, p: self._connected.put(rc)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls_ca or tls_cert:
+            self.client.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+        rc = self._connected.get(timeout=10)
+        if rc.is_failure:
+            self.close()
+            raise ConnectionError(f"broker refused the Collector: {rc}")
         for t in topics:
             self.client.subscribe(t, qos)
             self._subscribed.get(timeout=10)

@@ -1,0 +1,455 @@
+"""Daemon configuration: defaults < TOML file < ``SIGMOID_EDGE_*`` environment < command line.
+
+Every key of ``CONFIG_SCHEMA.md`` is a field of :class:`Config`. Values are validated up
+front, Frigate-style: a bad value stops the daemon before it connects, with a message that
+names the key, where the value came from, what it was and what is allowed.
+
+>>> cfg = load_config(cli={"model": "m.onnx", "broker": "mqtt://localhost:1883"}, env={})
+>>> cfg.qos, cfg.input_topic
+(1, 'sensors/{device}/#')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "SIGMOID_EDGE_"
+# Characters that must never appear in a topic level we build (MQTT wildcards, separators,
+# NUL and control characters).
+_UNSAFE_LEVEL = re.compile(r"[+#/\x00-\x1f\x7f]")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which, where from, and what to do."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker listens, parsed from an ``mqtt://`` or ``mqtts://`` URL."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt://HOST[:PORT]`` (default 1883) or ``mqtts://HOST[:PORT]`` (default 8883).
+
+    Raises
+    ------
+    ConfigError
+        If the scheme is not mqtt/mqtts, the host is missing or the port is not a number.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"broker must be a URL like mqtt://HOST:1883 or mqtts://HOST:8883, got {url!r}"
+        )
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(
+            f"broker URL scheme must be mqtt:// or mqtts:// (TLS), got {scheme + '://'!r} "
+            f"in {url!r}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"broker URL {url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} has no host name")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"broker URL {url!r} must not have a path or query")
+    if parts.username or parts.password:
+        raise ConfigError(
+            "do not put credentials in the broker URL; use --username and "
+            "SIGMOID_EDGE_PASSWORD or --password-file"
+        )
+    tls = scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+@dataclass
+class Config:
+    """All settings of ``sigmoid-edge run`` (see ``CONFIG_SCHEMA.md``).
+
+    Extra keys beyond the schema: ``max_payload_bytes`` and ``max_depth`` (payload limits),
+    ``gap_periods`` (a ``ts`` gap of more than this many sample periods restarts a window),
+    ``keepalive`` (seconds) and ``password`` (only from ``SIGMOID_EDGE_PASSWORD`` or the
+    password file, never from a file key or the command line).
+    """
+
+    model: str = ""
+    broker: str = "mqtt://localhost:1883"
+    client_id: str = ""
+    qos: int = 1
+    node: str = ""
+    input_topic: str = "sensors/{device}/#"
+    output_topic: str = "edge/{device}/classification"
+    mqtt_version: str = "5"
+    username: str = ""
+    password_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    threads: int = 1
+    hop: int = 0
+    max_devices: int = 1000
+    queue_size: int = 10000
+    stats_interval: float = 30.0
+    trusted_keys: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    channels: dict[str, str] = field(default_factory=dict)
+    smoothing: int = 1
+    min_confidence: float = 0.0
+    on_change: bool = False
+    # Keys beyond the schema.
+    max_payload_bytes: int = 256 * 1024
+    max_depth: int = 8
+    gap_periods: float = 5.0
+    keepalive: int = 60
+    password: str = field(default="", repr=False)
+    # Where each value came from ("default", "file", "env", "cli"), for error messages.
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    # Derived, filled by validate().
+    @property
+    def address(self) -> BrokerAddress:
+        return parse_broker_url(self.broker)
+
+    @property
+    def status_topic(self) -> str:
+        return f"sigmoid-edge/{self.node}/status"
+
+    @property
+    def stats_topic(self) -> str:
+        return f"sigmoid-edge/{self.node}/stats"
+
+    @property
+    def errors_topic(self) -> str:
+        return f"sigmoid-edge/{self.node}/errors"
+
+    @property
+    def model_topic(self) -> str:
+        return f"sigmoid-edge/{self.node}/model"
+
+
+_POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change")
+_INTERNAL = ("sources", "password")
+FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in _INTERNAL}
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    path: str | os.PathLike | None = None,
+) -> Config:
+    """Merge defaults, a TOML file, the environment and command-line values, then validate.
+
+    Parameters
+    ----------
+    cli : mapping
+        Command-line values by key; ``None`` values mean "not given".
+    env : mapping, optional
+        The environment (``os.environ`` when omitted); only ``SIGMOID_EDGE_*`` is read.
+    path : path, optional
+        A TOML file with the keys of ``CONFIG_SCHEMA.md``. When omitted, ``cli["config"]``
+        or ``SIGMOID_EDGE_CONFIG`` is used if set.
+
+    Returns
+    -------
+    Config
+        Validated; ``node`` and ``client_id`` are filled in and the password is read.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, its source and what is allowed.
+    """
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    cfg = Config()
+    sources = {name: "default" for name in FIELDS}
+    path = path or cli.get("config") or env.get(ENV_PREFIX + "CONFIG") or None
+    if path:
+        for key, value in _read_toml(Path(path)).items():
+            setattr(cfg, key, _coerce(key, value, f"config file {path}"))
+            sources[key] = f"config file {path}"
+    for key in FIELDS:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None and raw != "":
+            where = f"environment {ENV_PREFIX}{key.upper()}"
+            setattr(cfg, key, _coerce(key, _from_env(key, raw, where), where))
+            sources[key] = where
+    for key, value in cli.items():
+        if key in FIELDS:
+            where = f"--{key.replace('_', '-')}"
+            setattr(cfg, key, _coerce(key, value, where))
+            sources[key] = where
+    cfg.sources = sources
+    cfg.password = _read_password(cfg, env)
+    validate(cfg)
+    return cfg
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "channels":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: [channels] must be a table")
+            flat["channels"] = value
+        elif key == "postprocess":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: [postprocess] must be a table")
+            for sub, v in value.items():
+                if sub not in _POSTPROCESS_KEYS:
+                    raise ConfigError(
+                        f"config file {path}: unknown key postprocess.{sub}; "
+                        f"known: {', '.join(_POSTPROCESS_KEYS)}"
+                    )
+                flat[sub] = v
+        elif key in _POSTPROCESS_KEYS:
+            raise ConfigError(f"config file {path}: {key} belongs in the [postprocess] table")
+        elif key == "password":
+            raise ConfigError(
+                f"config file {path}: do not store the password in the config; use "
+                "password_file or the SIGMOID_EDGE_PASSWORD environment variable"
+            )
+        elif key not in FIELDS:
+            close = [k for k in FIELDS if k.startswith(key[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config file {path}: unknown key {key!r}{hint}")
+        else:
+            flat[key] = value
+    return flat
+
+
+def _from_env(key: str, raw: str, where: str) -> Any:
+    """Turn an environment string into the value type the key wants."""
+    if key == "channels":
+        # SIGMOID_EDGE_CHANNELS="x=ENERGY.Power,y=ENERGY.Voltage"
+        out = {}
+        for item in raw.split(","):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ConfigError(
+                    f"{where} must look like 'name=json.path,name2=path2', got {raw!r}"
+                )
+            out[name.strip()] = path.strip()
+        return out
+    if key == "trusted_keys":
+        return [p for p in raw.split(",") if p]
+    return raw
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Convert ``value`` to the type of field ``key``; strings (env, CLI) are parsed."""
+    default = FIELDS[key].default
+    if key == "mqtt_version":
+        text = str(value).strip()
+        if text in ("5", "5.0"):
+            return "5"
+        if text in ("3.1.1", "311", "3"):
+            return "3.1.1"
+        raise ConfigError(f"mqtt_version ({where}) must be 5 or 3.1.1, got {value!r}")
+    if key == "channels":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(
+                f"channels ({where}) must map channel names to JSON paths (strings), "
+                f"got {value!r}"
+            )
+        return dict(value)
+    if key == "trusted_keys":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"trusted_keys ({where}) must be a list of file paths, got {value!r}")
+        return list(value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key} ({where}) must be true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} ({where}) must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{key} ({where}) must be an integer, got {value!r}") from None
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} ({where}) must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} ({where}) must be a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} ({where}) must be a string, got {value!r}")
+    return value
+
+
+def _read_password(cfg: Config, env: Mapping[str, str]) -> str:
+    secret = env.get(ENV_PREFIX + "PASSWORD", "")
+    if secret:
+        return secret
+    if cfg.password_file:
+        try:
+            text = Path(cfg.password_file).read_text()
+        except OSError as e:
+            raise ConfigError(
+                f"password_file ({cfg.sources.get('password_file')}) cannot be read: "
+                f"{cfg.password_file}: {e.strerror}"
+            ) from None
+        # One line; a trailing newline from `echo secret > file` is not part of it.
+        return text.rstrip("\r\n")
+    return ""
+
+
+def _where(cfg: Config, key: str) -> str:
+    return cfg.sources.get(key, "default")
+
+
+def _fail(cfg: Config, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{key} ({_where(cfg, key)}): {message}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value and fill in derived defaults (``node``, ``client_id``).
+
+    Files named by the config (model, TLS, keys) must exist; the model itself is loaded by
+    ``--check-config`` (see :func:`edge.models.load_model`), not here.
+    """
+    if not cfg.model:
+        raise ConfigError(
+            "model: no model file given; pass --model PATH (or model = \"...\" in the "
+            "config file, or SIGMOID_EDGE_MODEL)"
+        )
+    if not Path(cfg.model).is_file():
+        raise _fail(cfg, "model", f"model file {cfg.model} does not exist")
+    try:
+        address = parse_broker_url(cfg.broker)
+    except ConfigError as e:
+        raise _fail(cfg, "broker", str(e)) from None
+    if cfg.qos not in (0, 1, 2):
+        raise _fail(cfg, "qos", f"must be 0, 1 or 2, got {cfg.qos}")
+    if not cfg.node:
+        cfg.node = _default_node()
+    if _UNSAFE_LEVEL.search(cfg.node):
+        raise _fail(
+            cfg, "node", f"must not contain '+', '#', '/' or control characters, got {cfg.node!r}"
+        )
+    if not cfg.client_id:
+        cfg.client_id = f"sigmoid-edge-{cfg.node}"
+    if len(cfg.client_id.encode()) > 65535:
+        raise _fail(cfg, "client_id", "is too long")
+    _check_template(cfg, "input_topic", subscribe=True)
+    _check_template(cfg, "output_topic", subscribe=False)
+    for key in ("threads", "max_devices", "queue_size", "max_payload_bytes", "max_depth"):
+        if getattr(cfg, key) < 1:
+            raise _fail(cfg, key, f"must be at least 1, got {getattr(cfg, key)}")
+    if cfg.hop < 0:
+        raise _fail(cfg, "hop", f"must be 0 (the model's hop) or positive, got {cfg.hop}")
+    if cfg.stats_interval <= 0:
+        raise _fail(cfg, "stats_interval", f"must be positive seconds, got {cfg.stats_interval}")
+    if cfg.smoothing < 1:
+        raise _fail(cfg, "smoothing", f"must be at least 1 (1 = off), got {cfg.smoothing}")
+    if not 0.0 <= cfg.min_confidence <= 1.0:
+        raise _fail(cfg, "min_confidence", f"must be between 0 and 1, got {cfg.min_confidence}")
+    if cfg.gap_periods <= 0:
+        raise _fail(cfg, "gap_periods", f"must be positive, got {cfg.gap_periods}")
+    if not 5 <= cfg.keepalive <= 65535:
+        raise _fail(cfg, "keepalive", f"must be between 5 and 65535 s, got {cfg.keepalive}")
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        raise _fail(cfg, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+    cfg.log_level = cfg.log_level.lower()
+    for name, path in cfg.channels.items():
+        if not name or not path or any(not part for part in path.split(".")):
+            raise _fail(
+                cfg, "channels", f"channel {name!r} has an invalid JSON path {path!r} "
+                "(dot-separated keys, e.g. ENERGY.Power)"
+            )
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(cfg, key)
+        if value and not Path(value).is_file():
+            raise _fail(cfg, key, f"file {value} does not exist")
+    if cfg.tls_key and not cfg.tls_cert:
+        raise _fail(cfg, "tls_key", "a client key needs a client certificate (tls_cert)")
+    if cfg.tls_cert and not cfg.tls_key:
+        raise _fail(cfg, "tls_cert", "a client certificate needs its key (tls_key)")
+    if (cfg.tls_ca or cfg.tls_cert) and not address.tls:
+        raise _fail(
+            cfg, "broker", f"TLS files are set but the URL {cfg.broker} is not mqtts://"
+        )
+    if cfg.password and not cfg.username:
+        raise _fail(cfg, "username", "a password is set but no username; pass --username")
+    for key_path in cfg.trusted_keys:
+        if not Path(key_path).is_file():
+            raise _fail(cfg, "trusted_keys", f"key file {key_path} does not exist")
+    return cfg
+
+
+def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
+    template = getattr(cfg, key)
+    levels = template.split("/")
+    if template.count("{device}") != 1 or "{device}" not in levels:
+        raise _fail(
+            cfg, key, f"must contain {{device}} exactly once as a whole topic level "
+            f"(e.g. sensors/{{device}}/#), got {template!r}"
+        )
+    for i, level in enumerate(levels):
+        if level == "{device}":
+            continue
+        if "{" in level or "}" in level:
+            raise _fail(cfg, key, f"only {{device}} may be used as a placeholder, got {template!r}")
+        if subscribe:
+            if "#" in level and (level != "#" or i != len(levels) - 1):
+                raise _fail(cfg, key, f"'#' must be the last level on its own, got {template!r}")
+            if "+" in level and level != "+":
+                raise _fail(cfg, key, f"'+' must be a whole level, got {template!r}")
+        elif _UNSAFE_LEVEL.search(level) or not level:
+            raise _fail(cfg, key, f"must not contain wildcards or empty levels, got {template!r}")
+
+
+def _default_node() -> str:
+    name = socket.gethostname().split(".")[0] or "edge"
+    return _UNSAFE_LEVEL.sub("_", name)
+
+
+def check_device_name(name: str) -> bool:
+    """True when ``name`` is safe to put into a topic level (no wildcards, '/', controls)."""
+    return bool(name) and _UNSAFE_LEVEL.search(name) is None

@@ -1,0 +1,206 @@
+"""``sigmoid-edge run``: wires config, MQTT link, parser, runner, model slot and stats.
+
+Data flows one way: :mod:`edge.mqtt` (network thread) -> :mod:`edge.payload` ->
+:class:`edge.runner.Runner` queue -> :mod:`edge.windows` -> model -> publish. This module is
+the only place that knows all of them. The main thread only waits on the stop event
+(Frigate's pattern: ``stop.wait(interval)`` is the loop's sleep), publishes stats, logs
+drops, and reloads the model on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+
+from edge.config import Config, check_device_name
+from edge.models import LoadedModel, ModelError, ModelSlot, load_model
+from edge.mqtt import MqttLink
+from edge.payload import PayloadParser, Rejected
+from edge.runner import Runner
+from edge.stats import RateLimit, Stats
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # main loop period (s): signal handling, reloads
+DROP_LOG_INTERVAL = 10.0  # at most one "queue full" log line per this many seconds
+
+
+def input_filter(template: str) -> tuple[str, int]:
+    """``sensors/{device}/#`` -> (``sensors/+/#``, index of the device level)."""
+    levels = template.split("/")
+    return "/".join("+" if lv == "{device}" else lv for lv in levels), levels.index("{device}")
+
+
+def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
+    """The payload parser for a model's channels and the configured channel mapping.
+
+    Raises
+    ------
+    ModelError
+        If the mapping names channels the model does not have.
+    """
+    try:
+        return PayloadParser(model.info.channels, cfg.channels,
+                             max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
+    except ValueError as e:
+        raise ModelError(f"{model.source}: {e}") from None
+
+
+class Daemon:
+    """One running edge daemon.
+
+    Parameters
+    ----------
+    cfg : Config
+        Validated configuration.
+    model : LoadedModel, optional
+        Already loaded (``--check-config`` path); loaded from ``cfg.model`` otherwise.
+
+    Examples
+    --------
+    >>> daemon = Daemon(cfg)        # doctest: +SKIP
+    >>> daemon.run()                # blocks until SIGTERM/SIGINT  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: Config, model: LoadedModel | None = None):
+        self.cfg = cfg
+        model = model or load_model(cfg.model, threads=cfg.threads)
+        self.parser = make_parser(model, cfg)
+        self.slot = ModelSlot(model, threads=cfg.threads)
+        # Checked on every new model before it replaces the current one.
+        self.slot.checks.append(lambda new: make_parser(new, cfg))
+        self.slot.listeners.append(self._on_swap)
+        self.stats = Stats()
+        self.link = MqttLink.from_config(cfg)
+        self.runner = Runner(
+            self.slot, self.link.publish, self.stats, output_topic=cfg.output_topic,
+            queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
+            gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
+            min_confidence=cfg.min_confidence, on_change=cfg.on_change,
+        )
+        self.filter, self._device_level = input_filter(cfg.input_topic)
+        self._known_devices: set[str] = set()
+        self._errors_limit = RateLimit(per_second=1.0, burst=5)
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self._accepting = True
+        self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
+
+    # network thread: parse and enqueue, nothing else
+    def on_input(self, msg) -> None:
+        """Handle one input message (paho's network thread)."""
+        stats = self.stats
+        stats.messages_in += 1
+        if not self._accepting:
+            return
+        device = "?"
+        try:
+            device = msg.topic.split("/")[self._device_level]
+            if device not in self._known_devices:
+                if not check_device_name(device):
+                    raise Rejected("bad_device", f"device name {device!r} is not allowed in a "
+                                                 "topic")
+                if len(self._known_devices) > 4 * self.cfg.max_devices:
+                    self._known_devices.clear()
+                self._known_devices.add(device)
+            values, ts = self.parser.parse(msg.payload)
+        except Rejected as r:
+            self._reject(r.reason, r.detail, device, msg)
+            return
+        except Exception as e:  # a bug must cost one message, not the daemon
+            log.debug("internal error on a message", exc_info=True)
+            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
+            return
+        self.runner.submit(device, values, ts, time.time())
+
+    def _reject(self, reason: str, detail: str, device: str, msg) -> None:
+        self.stats.reject(reason)
+        if self._errors_limit.allow():
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = repr(msg._topic)
+            suppressed = self._errors_limit.suppressed
+            self._errors_limit.suppressed = 0
+            log.warning("rejected a message on %r: %s: %s", topic, reason, detail)
+            self.link.publish(self.cfg.errors_topic, json.dumps({
+                "reason": reason, "detail": detail, "device": device if
+                check_device_name(device) else None, "topic": topic,
+                "suppressed_since_last": suppressed, "time": round(time.time(), 3),
+            }), qos=1)
+
+    # model swaps
+    def _on_swap(self, old: LoadedModel, new: LoadedModel) -> None:
+        self.parser = make_parser(new, self.cfg)
+        self.stats.model_swaps += 1
+
+    def reload(self, origin: str = "SIGHUP") -> bool:
+        """Reload the model file; on any failure the current model keeps serving."""
+        try:
+            new = self.slot.swap(self.cfg.model, origin=f"{self.cfg.model} ({origin})")
+        except ModelError as e:
+            self.stats.model_rejects += 1
+            log.error("model reload refused, still serving %s %s: %s",
+                      self.slot.current.info.name, self.slot.current.info.version, e)
+            self.link.publish(self.cfg.errors_topic, json.dumps({
+                "reason": "model_rejected", "detail": str(e), "origin": origin,
+                "serving": self.slot.current.identity, "time": round(time.time(), 3)}), qos=1)
+            return False
+        log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version, new.sha256)
+        return True
+
+    # lifecycle
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the worker and connect (raises :class:`edge.mqtt.MqttError` on failure)."""
+        self.runner.start()
+        self.link.start(timeout)
+
+    def publish_stats(self) -> None:
+        snap = self.stats.snapshot()
+        snap["node"] = self.cfg.node
+        snap["model"] = self.slot.current.identity
+        snap["devices"] = len(self.runner.buffers) if self.runner.buffers is not None else 0
+        self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads the model. Returns the exit code."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+            signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+        self.start()
+        m = self.slot.current.info
+        log.info("serving %s %s: %d channels %s, window %d, hop %d, labels %s; input %s -> %s",
+                 m.name, m.version, len(m.channels), list(m.channels), m.window,
+                 self.runner.buffers.hop, list(m.labels), self.filter, self.cfg.output_topic)
+        next_stats = time.monotonic() + self.cfg.stats_interval
+        next_drop_log, drops_logged = 0.0, 0
+        while not self.stop_event.wait(TICK):
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                self.reload()
+            now = time.monotonic()
+            if self.stats.drops > drops_logged and now >= next_drop_log:
+                log.warning("queue full: dropped %d oldest messages (total %d); the worker "
+                            "cannot keep up", self.stats.drops - drops_logged, self.stats.drops)
+                drops_logged, next_drop_log = self.stats.drops, now + DROP_LOG_INTERVAL
+            if now >= next_stats:
+                next_stats = now + self.cfg.stats_interval
+                self.publish_stats()
+            if not self.runner.alive:
+                log.error("the worker thread stopped; exiting")
+                break
+        self.stop()
+        return 0
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop taking input, finish the batch, publish ``offline``, disconnect."""
+        log.info("stopping: finishing the current batch")
+        self._accepting = False
+        self.runner.stop(timeout)
+        self.publish_stats()
+        self.link.stop(timeout)
+        log.info("stopped")

@@ -1,0 +1,244 @@
+"""Load a model file, check it against the contract, self-test it, and swap it safely.
+
+:func:`load_model` turns bytes or a path into a :class:`LoadedModel` (onnxruntime session,
+decoded metadata, sha256 of the file bytes) or raises :class:`ModelError` saying what is
+wrong. :class:`ModelSlot` holds the serving model: :meth:`ModelSlot.swap` validates a new
+model completely *before* it replaces the current one, so a bad file never stops the
+daemon, and keeps the previous model for :meth:`ModelSlot.rollback`. The worker reads
+``slot.current`` once per batch, so a swap always lands between batches.
+
+Signature checks (``--trusted-key``) plug in as *verifiers*: callables
+``verifier(data: bytes, signature: bytes | None, origin: str)`` that raise
+:class:`ModelError` to refuse a model; :meth:`ModelSlot.swap` runs them all first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, check_session
+from edge.contract import decode_metadata as _decode
+
+log = logging.getLogger(__name__)
+
+Verifier = Callable[[bytes, "bytes | None", str], None]
+
+
+class ModelError(ValueError):
+    """A model file cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A validated model ready to serve.
+
+    Attributes
+    ----------
+    session : onnxruntime.InferenceSession
+    info : ModelInfo
+        Decoded metadata (labels, channels, window, hop, ...).
+    sha256 : str
+        Hex digest of the model file's bytes (what outputs report).
+    source : str
+        Where it came from (a path, or ``"mqtt"`` for a push).
+    """
+
+    session: object
+    info: ModelInfo
+    sha256: str
+    source: str
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """``{"name", "version", "sha256"}`` as published with every classification."""
+        return {"name": self.info.name, "version": self.info.version, "sha256": self.sha256}
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities ``[B, classes]`` for float32 windows ``[B, window, channels]``."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+
+
+def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
+               origin: str | None = None) -> LoadedModel:
+    """Load, validate and self-test a model.
+
+    Parameters
+    ----------
+    source : bytes or path
+        The model file's bytes, or its path.
+    threads : int
+        onnxruntime intra-op threads (1 suits a Pi running other services).
+    origin : str, optional
+        A label for messages; the path by default.
+
+    Raises
+    ------
+    ModelError
+        If the file cannot be read, is not ONNX, breaks the contract or fails the self-test.
+    """
+    import onnxruntime as ort
+
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        origin = origin or "model bytes"
+    else:
+        origin = origin or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
+    if not data:
+        raise ModelError(f"{origin}: the model file is empty")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for bad files
+        raise ModelError(f"{origin}: not a loadable ONNX model: {str(e).strip()[:300]}") from None
+    try:
+        info = _decode(dict(session.get_modelmeta().custom_metadata_map))
+        check_session(session, info)
+    except ContractError as e:
+        raise ModelError(f"{origin}: {e}") from None
+    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin)
+    self_test(model)
+    return model
+
+
+def self_test(model: LoadedModel) -> None:
+    """Run the model on an all-zero window and check the output is a probability vector.
+
+    Raises
+    ------
+    ModelError
+        If it fails to run, or the output has the wrong shape or is not a distribution.
+    """
+    info = model.info
+    zeros = np.zeros((2, info.window, len(info.channels)), dtype=np.float32)
+    try:
+        probs = model.predict(zeros)
+    except Exception as e:
+        raise ModelError(f"{model.source}: self-test on a zero window failed: {e}") from None
+    expected = (2, len(info.labels))
+    if probs.shape != expected:
+        raise ModelError(
+            f"{model.source}: self-test output has shape {list(probs.shape)}, expected "
+            f"{list(expected)} (batch x labels)"
+        )
+    if not np.isfinite(probs).all() or (probs < -1e-3).any() or (
+        np.abs(probs.sum(axis=1) - 1.0) > 0.02
+    ).any():
+        raise ModelError(
+            f"{model.source}: self-test output is not a probability vector (rows must be "
+            f">= 0 and sum to 1): {probs[0].tolist()}"
+        )
+
+
+class ModelSlot:
+    """The serving model, with the previous one kept for rollback.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The first model.
+    threads : int
+        onnxruntime threads for models loaded by :meth:`swap`.
+    verifiers : list of callables, optional
+        Each ``verifier(data, signature, origin)`` may raise :class:`ModelError`.
+    """
+
+    def __init__(self, model: LoadedModel, *, threads: int = 1,
+                 verifiers: list[Verifier] | None = None):
+        self.current = model
+        self.previous: LoadedModel | None = None
+        self.threads = threads
+        self.verifiers: list[Verifier] = list(verifiers or [])
+        # Called with a loaded, self-tested model before it becomes current; raise
+        # ModelError (or ValueError) to refuse it (e.g. the channel mapping does not fit).
+        self.checks: list[Callable[[LoadedModel], object]] = []
+        # Called with (old, new) after a swap or rollback.
+        self.listeners: list[Callable[[LoadedModel, LoadedModel], None]] = []
+        self._lock = threading.Lock()  # one swap at a time (SIGHUP and a push may race)
+
+    def swap(self, source: bytes | str | os.PathLike, *, signature: bytes | None = None,
+             origin: str | None = None) -> LoadedModel:
+        """Validate a new model completely, then make it current.
+
+        Parameters
+        ----------
+        source : bytes or path
+            The new model file's bytes or path.
+        signature : bytes, optional
+            Passed to the verifiers (e.g. an Ed25519 signature of the bytes).
+        origin : str, optional
+            Where it came from, for messages (``"SIGHUP"``, ``"mqtt push"``...).
+
+        Returns
+        -------
+        LoadedModel
+            The new current model.
+
+        Raises
+        ------
+        ModelError
+            If a verifier refuses it or it fails :func:`load_model`; the current model
+            keeps serving.
+        """
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+            label = origin or "pushed model"
+        else:
+            label = origin or str(source)
+            try:
+                data = Path(source).read_bytes()
+            except OSError as e:
+                raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
+        for verify in self.verifiers:
+            verify(data, signature, label)
+        new = load_model(data, threads=self.threads, origin=label)
+        for check in self.checks:
+            try:
+                check(new)
+            except ModelError:
+                raise
+            except ValueError as e:
+                raise ModelError(f"{label}: {e}") from None
+        with self._lock:
+            old = self.current
+            self.previous, self.current = old, new
+        log.info("model swapped: %s %s (sha256 %.12s) -> %s %s (sha256 %.12s)",
+                 old.info.name, old.info.version, old.sha256,
+                 new.info.name, new.info.version, new.sha256)
+        for listener in self.listeners:
+            listener(old, new)
+        return new
+
+    def rollback(self) -> LoadedModel:
+        """Make the previous model current again.
+
+        Raises
+        ------
+        ModelError
+            If there is no previous model.
+        """
+        with self._lock:
+            if self.previous is None:
+                raise ModelError("no previous model to roll back to")
+            old = self.current
+            self.current, self.previous = self.previous, old
+            new = self.current
+        log.warning("model rolled back to %s %s (sha256 %.12s)",
+                    new.info.name, new.info.version, new.sha256)
+        for listener in self.listeners:
+            listener(old, new)
+        return new

@@ -1,0 +1,312 @@
+"""The worker: queue -> window buffers -> one onnxruntime call per batch -> post-process -> publish.
+
+The network thread only parses and calls :meth:`Runner.submit`, which appends to a bounded
+``deque`` (full: the oldest item is dropped and counted). The worker thread drains the
+queue, groups the samples by device, pushes them into :class:`edge.windows.WindowBuffers`,
+and runs *all* windows that became ready, across devices, through the model in one call.
+Post-processing follows Edge Impulse's performance calibration: an optional moving average
+of the last ``smoothing`` probability vectors per device, a ``min_confidence`` below which
+the label is ``uncertain``, and an ``on_change`` mode that publishes only label changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.models import LoadedModel, ModelSlot
+from edge.stats import Stats
+from edge.windows import WindowBuffers
+
+log = logging.getLogger(__name__)
+
+UNCERTAIN = "uncertain"
+MAX_DRAIN = 20000  # queue items handled per cycle, so one cycle stays short
+MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
+
+Publish = Callable[[str, str, int], object]
+
+
+class PostProcess:
+    """Per-device smoothing, confidence threshold and publish-on-change.
+
+    Parameters
+    ----------
+    labels : tuple of str
+    smoothing : int
+        Average of the last ``smoothing`` probability vectors (1 = off).
+    min_confidence : float
+        Below this, the label is ``"uncertain"``.
+    on_change : bool
+        Publish only when a device's label differs from the last one published.
+    max_devices : int
+        Devices whose history is kept (least recently used forgotten).
+    """
+
+    def __init__(self, labels, *, smoothing: int = 1, min_confidence: float = 0.0,
+                 on_change: bool = False, max_devices: int = 1000):
+        self.labels = tuple(labels)
+        self.smoothing = smoothing
+        self.min_confidence = min_confidence
+        self.on_change = on_change
+        self.max_devices = max_devices
+        self._history: OrderedDict[str, deque] = OrderedDict()
+        self._last: OrderedDict[str, str] = OrderedDict()
+
+    def __call__(self, devices: list[str], probs: np.ndarray):
+        """Yield ``(index, label, confidence, probabilities)`` for the windows to publish."""
+        if self.smoothing > 1:
+            probs = probs.copy()
+            for i, device in enumerate(devices):
+                hist = self._history.get(device)
+                if hist is None:
+                    hist = self._history[device] = deque(maxlen=self.smoothing)
+                    if len(self._history) > self.max_devices:
+                        self._history.popitem(last=False)
+                else:
+                    self._history.move_to_end(device)
+                hist.append(probs[i])
+                probs[i] = np.mean(hist, axis=0)
+        best = probs.argmax(axis=1)
+        conf = probs[np.arange(len(probs)), best]
+        for i, device in enumerate(devices):
+            label = self.labels[best[i]] if conf[i] >= self.min_confidence else UNCERTAIN
+            if self.on_change:
+                if self._last.get(device) == label:
+                    continue
+                self._last[device] = label
+                self._last.move_to_end(device)
+                if len(self._last) > self.max_devices:
+                    self._last.popitem(last=False)
+            yield i, label, float(conf[i]), probs[i]
+
+
+class Runner:
+    """The worker thread between the network thread and the model.
+
+    Parameters
+    ----------
+    slot : ModelSlot
+        Read once per batch, so a model swap lands between batches.
+    publish : callable
+        ``publish(topic, payload, qos)``, e.g. :meth:`edge.mqtt.MqttLink.publish`.
+    stats : Stats
+    output_topic : str
+        Template with ``{device}``.
+    queue_size : int
+        Bound of the queue from the network thread.
+    hop : int
+        0 = the model's hop.
+    max_devices, gap_periods :
+        For the window buffers.
+    smoothing, min_confidence, on_change :
+        For :class:`PostProcess`.
+    """
+
+    def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
+                 output_topic: str = "edge/{device}/classification", queue_size: int = 10000,
+                 hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
+                 smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
+                 output_qos: int = 1):
+        self.slot = slot
+        self.publish = publish
+        self.stats = stats
+        self.output_topic = output_topic
+        self.output_qos = output_qos
+        self.hop_override = hop
+        self.max_devices = max_devices
+        self.gap_periods = gap_periods
+        self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
+                              on_change=on_change, max_devices=max_devices)
+        self.queue: deque = deque(maxlen=queue_size)
+        self.queue_size = queue_size
+        stats.queue_depth = self.queue.__len__
+        self._wake = threading.Event()
+        self._idle = False
+        self._stop = threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._loop, name="sigmoid-edge-worker",
+                                        daemon=True)
+        self._model: LoadedModel | None = None
+        self.buffers: WindowBuffers | None = None
+        self.post: PostProcess | None = None
+        self._use(slot.current)
+
+    # network thread
+    def submit(self, device: str, values, ts, received: float) -> None:
+        """Enqueue one parsed payload (never blocks; a full queue drops its oldest item)."""
+        q = self.queue
+        if len(q) >= self.queue_size:
+            self.stats.drops += 1
+        q.append((device, values, ts, received))
+        if self._idle:
+            self._wake.set()
+
+    # lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Finish the batch in hand and what is queued (up to ``timeout``), then stop."""
+        self._deadline = time.monotonic() + timeout
+        if not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout + 1.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # worker thread
+    def _use(self, model: LoadedModel) -> None:
+        info = model.info
+        hop = self.hop_override or info.hop
+        old = self.buffers
+        if old is None or (old.window, old.channels, old.hop) != (
+                info.window, len(info.channels), hop):
+            if old is not None and len(old):
+                log.warning("new model has a different window/channels/hop: %d device "
+                            "buffers restarted", len(old))
+            self.buffers = WindowBuffers(
+                info.window, len(info.channels), hop, max_devices=self.max_devices,
+                sample_rate_hz=info.sample_rate_hz, gap_periods=self.gap_periods)
+        else:
+            self.buffers.period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else None
+        if self.post is None or self.post.labels != info.labels:
+            self.post = PostProcess(info.labels, **self.post_args)
+        self._model = model
+        self._identity = model.identity
+        self._period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else 0.0
+
+    def _loop(self) -> None:
+        q = self.queue
+        while True:
+            if not q:
+                if self._stop.is_set():
+                    return
+                self._idle = True
+                self._wake.clear()
+                if not q:
+                    self._wake.wait(0.2)
+                self._idle = False
+                continue
+            if self._stop.is_set() and time.monotonic() > self._deadline:
+                log.warning("stopping with %d queued messages unprocessed", len(q))
+                return
+            try:
+                self.cycle()
+            except Exception:  # never let the worker die; the next cycle starts clean
+                log.exception("worker cycle failed")
+                time.sleep(0.05)
+
+    def cycle(self) -> int:
+        """Drain the queue once: buffer, infer, publish. Returns windows classified."""
+        model = self.slot.current
+        if model is not self._model:
+            self._use(model)
+        q = self.queue
+        pop = q.popleft
+        groups: dict[str, list] = {}
+        for _ in range(min(len(q), MAX_DRAIN)):
+            item = pop()
+            g = groups.get(item[0])
+            if g is None:
+                groups[item[0]] = [item]
+            else:
+                g.append(item)
+        buffers = self.buffers
+        width = buffers.channels
+        newest: dict[str, float] = {}
+        gaps_before = buffers.gaps
+        for device, items in groups.items():
+            chunk = self._chunk(items, width)
+            if chunk is None:
+                continue
+            values, times, own = chunk
+            self.stats.samples += len(values)
+            buffers.push(device, values, times, own)
+            newest[device] = items[-1][3]
+        self.stats.gaps += buffers.gaps - gaps_before
+        self.stats.evictions = buffers.evictions
+        windows, devices, starts, ends = buffers.take()
+        if not devices:
+            return 0
+        self.stats.windows += len(devices)
+        for lo in range(0, len(devices), MAX_BATCH):
+            self._classify(windows[lo:lo + MAX_BATCH], devices[lo:lo + MAX_BATCH],
+                           starts[lo:lo + MAX_BATCH], ends[lo:lo + MAX_BATCH], newest)
+        return len(devices)
+
+    def _chunk(self, items: list, width: int):
+        """One device's queued payloads -> (values [n, C] float32, times [n], own_times)."""
+        if all(type(it[1]) is list for it in items):  # the common case: one sample each
+            rows = [it[1] for it in items]
+            if len(rows[0]) != width:
+                return None  # parsed for a model with other channels, before a swap
+            values = np.array(rows, dtype=np.float32)
+            ts = [it[2] for it in items]
+            if None in ts:
+                return values, np.array([it[3] for it in items], dtype=np.float64), False
+            return values, np.array(ts, dtype=np.float64), True
+        parts, times, own = [], [], True
+        for _, vals, ts, received in items:
+            if type(vals) is list:
+                vals = np.array([vals], dtype=np.float32)
+            if vals.shape[1] != width:
+                continue
+            n = len(vals)
+            if isinstance(ts, np.ndarray):
+                t = ts
+            elif ts is not None:
+                t = ts + np.arange(n) * self._period
+            else:
+                own = False
+                t = received - np.arange(n - 1, -1, -1) * self._period
+            parts.append(vals)
+            times.append(np.asarray(t, dtype=np.float64).reshape(n))
+        if not parts:
+            return None
+        return np.concatenate(parts), np.concatenate(times), own
+
+    def _classify(self, windows, devices, starts, ends, newest) -> None:
+        model = self._model
+        try:
+            probs = model.predict(windows)
+        except Exception:
+            log.exception("inference failed on a batch of %d windows", len(windows))
+            return
+        stats = self.stats
+        stats.inferences += 1
+        stats.classifications += len(devices)
+        stats.batch_max = max(stats.batch_max, len(devices))
+        labels = model.info.labels
+        identity = self._identity
+        topic = self.output_topic
+        published = 0
+        for i, label, conf, p in self.post(devices, probs):
+            device = devices[i]
+            payload = json.dumps({
+                "device": device,
+                "label": label,
+                "confidence": round(conf, 6),
+                "probabilities": {k: round(float(v), 6) for k, v in zip(labels, p, strict=True)},
+                "window_start": round(float(starts[i]), 6),
+                "window_end": round(float(ends[i]), 6),
+                "model": identity,
+            })
+            self.publish(topic.replace("{device}", device), payload, self.output_qos)
+            published += 1
+        stats.published += published
+        now = time.time()
+        for device in set(devices):
+            received = newest.get(device)
+            if received is not None:
+                stats.latencies.append(now - received)

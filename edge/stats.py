@@ -1,0 +1,123 @@
+"""Counters the daemon publishes on ``sigmoid-edge/{node}/stats``, and rate-limited errors.
+
+Each counter has exactly one writer thread, so plain ``+=`` is safe without a lock: the
+network thread counts ``messages_in``, ``rejected`` and ``drops``; the worker counts
+``windows``, ``inferences``, ``classifications``, ``published`` and latencies. Readers
+(the stats publisher) may see a value one increment old, which is fine for monitoring.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import Counter, deque
+
+import numpy as np
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now (Linux ``/proc``), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Stats:
+    """Counters and a latency reservoir.
+
+    Attributes
+    ----------
+    messages_in : int
+        Messages received on the input subscription.
+    rejected : collections.Counter
+        Rejected messages by reason (see :data:`edge.payload.REASONS`).
+    drops : int
+        Messages dropped because the queue to the worker was full (oldest first).
+    samples, windows, inferences, classifications, published : int
+        Samples buffered, windows completed, onnxruntime calls, windows classified,
+        classifications published (after ``on_change``).
+    model_swaps, model_rejects : int
+        Accepted and refused model reloads or pushes.
+    """
+
+    def __init__(self, latency_window: int = 4096):
+        self.started = time.time()
+        self.messages_in = 0
+        self.rejected: Counter[str] = Counter()
+        self.drops = 0
+        self.samples = 0
+        self.windows = 0
+        self.inferences = 0
+        self.classifications = 0
+        self.published = 0
+        self.gaps = 0
+        self.evictions = 0
+        self.model_swaps = 0
+        self.model_rejects = 0
+        self.batch_max = 0
+        # Seconds from a window's last message arriving to its classification being handed
+        # to the MQTT client; the last `latency_window` of them.
+        self.latencies: deque[float] = deque(maxlen=latency_window)
+        self.queue_depth = lambda: 0  # replaced by the daemon with the real queue's length
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    def latency_ms(self) -> dict[str, float | None]:
+        if not self.latencies:
+            return {"p50": None, "p99": None}
+        p50, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 99]) * 1000.0
+        return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+
+    def snapshot(self) -> dict:
+        """Everything as one JSON-ready dict (what goes on the stats topic)."""
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "messages_in": self.messages_in,
+            "rejected": dict(self.rejected),
+            "rejected_total": sum(self.rejected.values()),
+            "samples": self.samples,
+            "windows": self.windows,
+            "inferences": self.inferences,
+            "classifications": self.classifications,
+            "published": self.published,
+            "queue_depth": self.queue_depth(),
+            "drops": self.drops,
+            "gaps": self.gaps,
+            "evictions": self.evictions,
+            "batch_max": self.batch_max,
+            "model_swaps": self.model_swaps,
+            "model_rejects": self.model_rejects,
+            "latency_ms": self.latency_ms(),
+            "rss_mb": round(rss_bytes() / 2**20, 1),
+        }
+
+
+class RateLimit:
+    """Allow at most ``burst`` events, refilled at ``per_second``; count what was suppressed.
+
+    Used for the ``errors`` topic and for log lines, so a flood of bad messages costs a
+    counter increment each, not a publish or a log write each.
+    """
+
+    def __init__(self, per_second: float = 1.0, burst: int = 5):
+        self.rate = per_second
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.suppressed += 1
+        return False

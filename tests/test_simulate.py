@@ -1,0 +1,160 @@
+"""``sigmoid-edge simulate`` against a real mosquitto, read back with real clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge import simulate, synthetic
+from tests.mqtt_helpers import Collector, free_port, mosquitto_sub
+
+RATE = 200
+DURATION = 1.0
+
+
+def run_simulate(broker, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "edge", "--log-level", "warning", "simulate",
+           "--broker", broker.url, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def expected_stream(device_index: int, n_devices: int, n: int, seed: int = 0):
+    """The first ``n`` samples and per-sample labels the simulator sends for one device."""
+    src = simulate.SyntheticSource(rate_hz=RATE, seed=seed)
+    data, labels = [], []
+    for seg in src.segments(device_index, n_devices):
+        data.append(seg.data)
+        labels += [seg.label] * len(seg.data)
+        if len(labels) >= n:
+            break
+    return np.concatenate(data)[:n], labels[:n]
+
+
+def decode(fmt: str, payload: bytes):
+    """(samples [k, 3], ts [k] or None) of one sensor message."""
+    doc = json.loads(payload)
+    if fmt == "object":
+        assert set(doc) == {"ts", "x", "y", "z"}
+        return np.array([[doc["x"], doc["y"], doc["z"]]]), np.array([doc["ts"]])
+    if fmt == "array":
+        assert isinstance(doc, list) and len(doc) == 3
+        return np.array([doc]), None
+    assert set(doc) == {"samples", "ts"} and len(doc["samples"]) == len(doc["ts"])
+    return np.array(doc["samples"]), np.array(doc["ts"])
+
+
+@pytest.mark.parametrize("fmt", ["object", "array", "batch"])
+def test_synthetic_streams_arrive_complete_in_order_and_labelled(broker, fmt):
+    devices = 2
+    with Collector(broker, "sensors/#", "sim/#", qos=1) as sub:
+        proc = run_simulate(broker, "--synthetic", "--devices", str(devices), "--rate",
+                            str(RATE), "--duration", str(DURATION), "--format", fmt)
+        assert proc.returncode == 0, proc.stderr
+        n = int(RATE * DURATION)
+        # The broker forwards in order, so once every device's final (null) label is
+        # here, all of its samples are too.
+        msgs, ended = [], 0
+        while ended < devices:
+            msgs.append(sub.get(timeout=10))
+            ended += msgs[-1].topic.startswith("sim/") and b'"label": null' in msgs[-1].payload
+    for k in range(devices):
+        dev = f"dev{k + 1}"
+        data = [decode(fmt, m.payload) for m in msgs if m.topic == f"sensors/{dev}/data"]
+        samples = np.concatenate([d for d, _ in data])
+        want, want_labels = expected_stream(k, devices, n)
+        assert samples.shape == (n, 3)
+        np.testing.assert_allclose(samples, want, rtol=1e-6, atol=1e-6)
+        if fmt == "batch":
+            # About one message per 0.1 s, not one per sample.
+            assert 0.8 * DURATION / 0.1 <= len(data) <= 1.5 * DURATION / 0.1
+        labels = [json.loads(m.payload) for m in msgs if m.topic == f"sim/{dev}/label"]
+        assert labels[-1]["label"] is None and labels[-1]["device"] == dev
+        assert labels[0]["label"] == want_labels[0]
+        if fmt != "array":
+            ts = np.concatenate([t for _, t in data])
+            np.testing.assert_allclose(np.diff(ts), 1 / RATE, atol=2e-6)
+            assert labels[0]["ts"] == pytest.approx(ts[0], abs=1e-5)
+            # Every label change is announced with the time of its first sample.
+            change = np.flatnonzero(np.array(want_labels[1:]) != np.array(want_labels[:-1])) + 1
+            starts = {round(d["ts"], 4): d["label"] for d in labels if d["label"]}
+            for i in change:
+                assert starts[round(float(ts[i]), 4)] == want_labels[i]
+            # The last label message ends the stream right after the last sample.
+            assert labels[-1]["ts"] == pytest.approx(ts[-1] + 1 / RATE, abs=1e-5)
+    assert f"{devices * n} samples" in proc.stdout
+
+
+def test_label_topic_is_outside_the_daemon_input(broker):
+    # The daemon subscribes to sensors/+/#: label messages must never match it.
+    with Collector(broker, "sensors/+/#", qos=1) as sensors:
+        got = {}
+
+        def sub_labels():
+            got["labels"] = mosquitto_sub(broker, "sim/+/label", 2, timeout=10)
+
+        t = threading.Thread(target=sub_labels)
+        t.start()
+        time.sleep(0.5)  # let mosquitto_sub subscribe
+        proc = run_simulate(broker, "--synthetic", "--rate", "50", "--duration", "0.5")
+        t.join(15)
+        assert proc.returncode == 0, proc.stderr
+        topics = {m.topic for m in sensors.take(25, timeout=5)}
+    assert topics == {"sensors/dev1/data"}
+    assert [topic for topic, _ in got["labels"]] == ["sim/dev1/label"] * 2
+    assert json.loads(got["labels"][0][1])["label"] in synthetic.LABELS
+
+
+def test_device_stream_pauses_and_labels():
+    segs = iter([simulate.Segment("a", np.zeros((3, 1), np.float32)),
+                 simulate.Segment("b", np.ones((2, 1), np.float32), gap=4)])
+    s = simulate.DeviceStream("d", segs)
+    ev = s.advance(5)
+    assert [(k, c) for k, c, _ in ev] == [("label", 0), ("data", 0)]
+    assert ev[0][2] == "a" and len(ev[1][2]) == 3 and s.clock == 5
+    ev = s.advance(10)  # 2 more periods of pause, then segment b at clock 7
+    assert [(k, c) for k, c, _ in ev] == [("label", 7), ("data", 7)]
+    assert ev[0][2] == "b" and ev[1][2].tolist() == [[1.0], [1.0]]
+    assert s.done and s.clock == 9
+
+
+def test_array_source_gives_each_device_its_own_cases():
+    cases = [np.full((4, 2), k, np.float32) for k in range(5)]
+    src = simulate.ArraySource(cases, list("abcde"), ["p", "q"], 10.0, gap=3)
+    dev1 = list(src.segments(1, 2))
+    assert [s.label for s in dev1] == ["b", "d"]
+    assert [s.gap for s in dev1] == [0, 3]
+    looped = src.segments(0, 2)
+    src.loop = True
+    assert [next(looped).label for _ in range(5)] == ["a", "c", "e", "a", "c"]
+
+
+def test_missing_values_are_interpolated():
+    x = np.array([[1.0], [np.nan], [3.0], [np.nan]], np.float32)
+    np.testing.assert_array_equal(simulate._fill_missing(x)[:, 0], [1, 2, 3, 3])
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give a DATA file"),
+    (["--synthetic", "nofile.ts"], "either DATA or --synthetic"),
+    (["missing.ts"], "no such file"),
+    (["--synthetic", "--devices", "0"], "devices must be >= 1"),
+])
+def test_bad_arguments_say_what_to_do(broker, args, message):
+    proc = run_simulate(broker, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_unreachable_broker_is_a_clear_error():
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "simulate", "--synthetic", "--broker",
+         f"mqtt://127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"cannot reach the MQTT broker at mqtt://127.0.0.1:{port}" in proc.stderr
