@@ -420,10 +420,10 @@ class MqttLink:
             # Never mark ourselves connected when the broker said no (Frigate's mistake).
             self.refused = explain(reason_code)
             self._slow_retry = str(reason_code) in _CREDENTIAL_REFUSALS
-            if self._refusal_logged != self.refused:  # once per outage and reason
+            # At start, start() raises the refusal; later, log it once per outage and reason.
+            if self.connects and self._refusal_logged != self.refused:
                 self._refusal_logged = self.refused
-                retry = (f"; retrying every {self.auth_retry:g} s" if self._slow_retry
-                         and self.connects else "")
+                retry = f"; retrying every {self.auth_retry:g} s" if self._slow_retry else ""
                 log.error("%s%s", self.refused, retry)
             return
         self.refused = None
