@@ -186,7 +186,13 @@ class Daemon:
 
         With trusted keys the file needs a valid ``MODEL.sig`` (see :mod:`edge.updates`).
         """
-        return self.updates.reload_file(origin) in ("accepted", "unchanged")
+        outcome = self.updates.reload_file(origin)
+        if outcome in ("accepted", "unchanged"):
+            new = self.slot.current
+            log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version,
+                     new.sha256)
+            return True
+        return False
 
     # lifecycle
     def start(self, timeout: float = 10.0) -> None:

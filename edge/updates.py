@@ -17,8 +17,9 @@ untouched:
 A SIGHUP reload goes through the same steps, reading ``MODEL`` and ``MODEL.sig`` from disk
 when keys are trusted. The previous model is kept: if the new one fails on real windows
 (inference raises or returns non-finite probabilities) the worker rolls back to it, writes
-it back to disk and re-runs the batch, so no window is lost. Every outcome is published
-on ``sigmoid-edge/{node}/errors`` and counted in ``stats`` (``model_updates``).
+it back to disk and re-runs the batch, so no window is lost. Refusals, rollbacks and
+accepted pushes are published on ``sigmoid-edge/{node}/errors``; everything is counted in
+``stats`` (``model_updates``).
 """
 
 from __future__ import annotations
@@ -257,7 +258,8 @@ class ModelUpdates:
             doc["key_id"] = verified.key.key_id
         log.info("model update from %s accepted: %s %s (sha256 %.12s)", origin, new.info.name,
                  new.info.version, new.sha256)
-        self._report(doc)
+        if origin == "push":  # a remote push has no other way to learn it was taken
+            self._report(doc)
         return "accepted"
 
     def _rejected(self, reason: str, detail: str, origin: str) -> str:
