@@ -107,11 +107,174 @@ def _push(args) -> int:
     return 0
 
 
+def _hidden(text: str) -> tuple[int, ...]:
+    """``--hidden 64,32`` -> (64, 32); ``--hidden none`` (or "") -> () (logistic regression)."""
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes like 64,32 (or 'none'), got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _features(text: str) -> list[str]:
+    from trainer.features.registry import parse_features
+
+    try:
+        return parse_features(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_fit(sub) -> None:
+    p = add_command(
+        sub, "fit",
+        "Fit a model on a .ts or CSV file; write model.onnx, model.int8.onnx, report.json "
+        "and report.png to DIR.",
+        "sigmoid-train fit BasicMotions_TRAIN.ts --test BasicMotions_TEST.ts --out models/bm",
+    )
+    p.add_argument("train", metavar="TRAIN", help="training data: a UEA/UCR .ts file or a "
+                   "CSV sensor log (ts, optional device and label, one column per channel)")
+    p.add_argument("--test", metavar="TEST", help="test data, same format (only reported)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--hidden", type=_hidden, metavar="64,32",
+                   help="hidden layer sizes, or 'none' for logistic regression "
+                        "(default: chosen by validation)")
+    p.add_argument("--features", type=_features, metavar="SPECS",
+                   help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
+                        "raw:points=16 (default: chosen by validation)")
+    p.add_argument("--window", type=_positive, metavar="N",
+                   help="samples per window (CSV: required; .ts: resample every case to N; "
+                        "default: the longest case)")
+    p.add_argument("--hop", type=_positive, metavar="N",
+                   help="samples between windows (CSV default: window/2; .ts: window)")
+    p.add_argument("--name", help="model name (default: the data set's name)")
+    p.add_argument("--version", default="1", dest="model_version",
+                   help="model version string (default: 1)")
+    p.set_defaults(func=_fit)
+
+
+def _fit(args) -> int:
+    from edge.sensorfiles import SensorFileError
+    from trainer.data import load_dataset
+    from trainer.fit import FitOptions, fit, write_outputs
+
+    try:
+        train = load_dataset(args.train, window=args.window, hop=args.hop)
+        test = None
+        if args.test:
+            test = load_dataset(args.test, window=train.window, hop=train.hop,
+                                channels=list(train.channels) if args.test.lower().endswith(
+                                    ".csv") else None)
+            if test.X.shape[2] != train.X.shape[2]:
+                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
+                                 f"training data has {train.X.shape[2]}")
+        options = FitOptions(features=args.features, hidden_layers=args.hidden,
+                             seed=args.seed, name=args.name, version=args.model_version)
+        result = fit(train, test, options)
+        paths = write_outputs(args.out, result)
+    except (SensorFileError, ValueError, FileNotFoundError) as exc:
+        return _fail("fit", str(exc))
+    r = result["report"]
+    for split in ("train", "test"):
+        if split in r["metrics"]["float"]:
+            f, q = r["metrics"]["float"][split], r["metrics"]["int8"][split]
+            print(f"{split:5s} accuracy float {f['accuracy']:.4f} int8 {q['accuracy']:.4f}  "
+                  f"macro-F1 float {f['macro_f1']:.4f} int8 {q['macro_f1']:.4f}  "
+                  f"agreement {r['int8_float_agreement'][split]:.4f}  (n={f['n']})")
+    p = r["parameters"]
+    print(f"features {','.join(p['features'])}; hidden {p['hidden_layers']}; "
+          f"int8 {r['quantization']['chosen']}; "
+          f"batch-1 latency float {r['latency']['float']['batch1_us']} us, "
+          f"int8 {r['latency']['int8']['batch1_us']} us")
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = add_command(sub, "evaluate",
+                    "Score a model file on labelled data with onnxruntime (accuracy, "
+                    "macro-F1, confusion matrix).",
+                    "sigmoid-train evaluate models/bm/model.int8.onnx BasicMotions_TEST.ts --json")
+    p.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
+    p.add_argument("data", metavar="DATA", help="a labelled .ts file or CSV sensor log")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from edge.contract import ContractError
+    from edge.sensorfiles import SensorFileError
+    from trainer.modelfile import evaluate
+
+    try:
+        result = evaluate(args.model, args.data)
+    except (ContractError, SensorFileError, ValueError, FileNotFoundError) as exc:
+        return _fail("evaluate", str(exc))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.model} on {args.data}: accuracy {result['accuracy']:.4f}, "
+          f"macro-F1 {result['macro_f1']:.4f}, n {result['n']}")
+    width = max(len(v) for v in result["labels"])
+    print("confusion (rows true, columns predicted):")
+    print(" " * (width + 2) + " ".join(f"{v[:6]:>6s}" for v in result["labels"]))
+    for label, row in zip(result["labels"], result["confusion"], strict=True):
+        print(f"  {label:>{width}s} " + " ".join(f"{n:6d}" for n in row))
+    if result["unknown_labels"]:
+        print(f"labels the model does not know (counted as errors): {result['unknown_labels']}")
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = add_command(sub, "inspect",
+                    "Show a model file's metadata, inputs/outputs, size, op counts and "
+                    "quantization.", "sigmoid-train inspect models/bm/model.int8.onnx")
+    p.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_inspect)
+
+
+def _inspect(args) -> int:
+    import json
+
+    from edge.contract import ContractError
+    from trainer.modelfile import format_inspect, inspect
+
+    try:
+        info = inspect(args.model)
+    except (ContractError, FileNotFoundError) as exc:
+        return _fail("inspect", str(exc))
+    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = base_parser(
         "sigmoid-train",
         "Fit sigmoid networks on sensor time series and export them as one ONNX file.",
     )
+    _add_fit(sub)
+    _add_evaluate(sub)
+    _add_inspect(sub)
     _add_keygen(sub)
     _add_sign(sub)
     _add_push(sub)

@@ -1,0 +1,296 @@
+"""int8 variants of an exported model, measured, and the choice among them.
+
+Measure, do not assume. For each model ``sigmoid-train fit`` builds these variants with
+``onnxruntime.quantization`` and measures label agreement with the float model,
+accuracy, size and single-thread latency (batch 1 and per window at batch 64):
+
+- ``dynamic``: weights int8, activation ranges computed per call. Small and often fast,
+  but a window's result depends on the other windows in its batch (the range is taken
+  over the batch), so it is measured for the report and never chosen: the daemon
+  batches windows of different devices together.
+- ``static_{qdq,qop}_{tensor,channel}[_net]``: static quantization, activation ranges
+  calibrated once on training windows (MinMax), in QDQ or QOperator format, weights per
+  tensor or per output channel; ``_net`` quantizes only the network and keeps feature
+  extraction in float (the spectral log-energies and statistics are where int8 rounding
+  hurts most).
+
+Every candidate is checked for batch independence (each window alone gives bit-identical
+probabilities to the same window inside a batch). Among the batch-independent candidates
+whose label agreement with the float model is at least :data:`MIN_AGREEMENT` and whose
+accuracy is at most :data:`MAX_ACCURACY_LOSS` below float, the one with the lowest
+batch-1 latency wins (ties within 10% go to the smaller file); if none qualifies, the
+highest agreement wins and the report says the goal was missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edge import contract
+
+log = logging.getLogger(__name__)
+
+MIN_AGREEMENT = 0.99
+MAX_ACCURACY_LOSS = 0.01
+# Graph tensors where feature extraction ends and the network begins (see pipeline.py):
+# the scaled features when scaling is kept as nodes, else the features.
+NETWORK_INPUTS = ("scaled_features", "features")
+CALIBRATION_WINDOWS = 512
+FORMATS = ("qdq", "qop")
+GRANULARITIES = ("tensor", "channel")
+
+
+def session(model: onnx.ModelProto | bytes | str, threads: int = 1):
+    """An onnxruntime CPU session with ``threads`` intra-op threads (1 = a Pi core's share)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, X: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Probabilities for windows ``X``, ``batch`` windows per call."""
+    out = [sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + batch]})[0]
+           for i in range(0, len(X), batch)]
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def latency_us(sess, window: np.ndarray, batch: int, *, min_time: float = 0.1,
+               repeats: int = 5) -> float:
+    """Median over ``repeats`` of the mean time per call (microseconds) at ``batch``."""
+    x = np.ascontiguousarray(np.repeat(window[None], batch, axis=0), np.float32)
+    feed = {contract.INPUT_NAME: x}
+    for _ in range(20):
+        sess.run(None, feed)
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < min_time / repeats:
+        sess.run(None, feed)
+        n += 1
+    per = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            sess.run(None, feed)
+        per.append((time.perf_counter() - t) / n)
+    return float(np.median(per) * 1e6)
+
+
+def batch_independent(sess, X: np.ndarray, n: int = 16) -> bool:
+    """True if each of the first ``n`` windows gives bit-identical output alone and in a batch."""
+    X = X[:n]
+    together = sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X})[0]
+    alone = np.concatenate([sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + 1]})[0]
+                            for i in range(len(X))])
+    return bool(np.array_equal(together, alone))
+
+
+class _Windows:
+    """Calibration data for ``quantize_static``: training windows, 32 per call."""
+
+    def __init__(self, X: np.ndarray, batch: int = 32):
+        self._it: Iterator = iter(range(0, len(X), batch))
+        self.X, self.batch = X, batch
+
+    def get_next(self):
+        i = next(self._it, None)
+        return None if i is None else {contract.INPUT_NAME: self.X[i:i + self.batch]}
+
+    def rewind(self):
+        self._it = iter(range(0, len(self.X), self.batch))
+
+
+def network_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes downstream of the network input (the network, not the features)."""
+    produced = {o for node in model.graph.node for o in node.output}
+    start = next((t for t in NETWORK_INPUTS if t in produced), None)
+    if start is None:
+        raise ValueError(f"model has none of the tensors {NETWORK_INPUTS}: not a pipeline model")
+    tensors = {start}
+    names = []
+    for node in model.graph.node:  # nodes are in topological order
+        if any(i in tensors for i in node.input):
+            names.append(node.name)
+            tensors.update(node.output)
+    return names
+
+
+def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.ModelProto:
+    """One int8 variant of ``model`` (see the module docstring for ``name``)."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="sigmoid-quant-") as tmp, _quiet_root_logger():
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        if name == "dynamic":
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        else:
+            _, fmt, gran, *net = name.split("_")
+            nodes = network_nodes(model) if net else None
+            quantize_static(
+                src, dst, _Windows(X_cal),
+                quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                per_channel=gran == "channel",
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=nodes,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+        out = onnx.load(dst)
+    # quantize_* keeps metadata_props; keep opset/IR as the tools wrote them.
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The quantization tools log advice ("consider pre-processing") on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def variant_names() -> list[str]:
+    names = ["dynamic"]
+    for fmt in FORMATS:
+        for gran in GRANULARITIES:
+            names += [f"static_{fmt}_{gran}", f"static_{fmt}_{gran}_net"]
+    return names
+
+
+@dataclass
+class Measured:
+    name: str
+    model: onnx.ModelProto
+    figures: dict[str, Any]
+
+
+def measure(model: onnx.ModelProto, X_eval: np.ndarray, y_eval: np.ndarray | None,
+            labels: list[str], reference: np.ndarray, *, time_it: bool = True) -> dict:
+    """Agreement with ``reference`` labels, accuracy, size, latency, batch independence."""
+    sess = session(model)
+    P = run(sess, X_eval)
+    pred = P.argmax(axis=1)
+    figures: dict[str, Any] = {
+        "agreement": float((pred == reference).mean()),
+        "size_bytes": len(model.SerializeToString()),
+        "batch_independent": batch_independent(sess, X_eval),
+        "nodes": len(model.graph.node),
+    }
+    if y_eval is not None:
+        figures["accuracy"] = float((np.asarray(labels)[pred] == y_eval).mean())
+    if time_it:
+        figures["latency_us_batch1"] = round(latency_us(sess, X_eval[0], 1), 2)
+        figures["latency_us_per_window_batch64"] = round(latency_us(sess, X_eval[0], 64) / 64, 3)
+    return figures
+
+
+def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
+           y_eval: np.ndarray | None, labels: list[str],
+           candidates: list[str] | None = None,
+           reference_model: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, dict]:
+    """Build, measure and choose an int8 variant of ``float_model``.
+
+    Parameters
+    ----------
+    float_model : onnx.ModelProto
+        The exported float model.
+    X_cal : ndarray
+        Training windows for calibration (at most :data:`CALIBRATION_WINDOWS` are used).
+    X_eval, y_eval : ndarray
+        Windows (and labels, optional) to measure agreement and accuracy on.
+    labels : list of str
+        Class labels in output order.
+    candidates : list of str, optional
+        Variant names to try (default: all of :func:`variant_names`).
+    reference_model : onnx.ModelProto, optional
+        The float model the int8 one must agree with (default ``float_model``; the fit
+        passes the deployed float model, whose scaling is folded into the network).
+
+    Returns
+    -------
+    model : onnx.ModelProto
+        The chosen int8 model, with metadata ``quantization`` set to the choice and figures.
+    report : dict
+        ``chosen``, ``reason``, the float figures and every variant's figures.
+    """
+    from trainer.export import set_metadata
+
+    rng = np.random.default_rng(0)
+    if len(X_cal) > CALIBRATION_WINDOWS:
+        X_cal = X_cal[np.sort(rng.choice(len(X_cal), CALIBRATION_WINDOWS, replace=False))]
+    X_cal = np.ascontiguousarray(X_cal, np.float32)
+    X_eval = np.ascontiguousarray(X_eval, np.float32)
+    reference_model = reference_model or float_model
+    ref = run(session(reference_model), X_eval).argmax(axis=1)
+    float_fig = measure(reference_model, X_eval, y_eval, labels, ref)
+    variants: dict[str, Measured] = {}
+    for name in candidates or variant_names():
+        try:
+            m = build_variant(float_model, name, X_cal)
+            variants[name] = Measured(name, m, measure(m, X_eval, y_eval, labels, ref))
+        except Exception as exc:  # a variant the tools cannot build is reported, not fatal
+            log.warning("int8 variant %s failed: %s", name, exc)
+            variants[name] = Measured(name, None, {"error": str(exc)})
+    usable = {n: v for n, v in variants.items()
+              if v.model is not None and v.figures["batch_independent"]}
+    if not usable:
+        raise RuntimeError("no batch-independent int8 variant could be built: "
+                           + "; ".join(f"{n}: {v.figures}" for n, v in variants.items()))
+
+    def ok(f):
+        loss = float_fig.get("accuracy", 0) - f.get("accuracy", 0) if y_eval is not None else 0
+        return f["agreement"] >= MIN_AGREEMENT and loss <= MAX_ACCURACY_LOSS + 1e-12
+
+    good = {n: v for n, v in usable.items() if ok(v.figures)}
+    if good:
+        fastest = min(v.figures["latency_us_batch1"] for v in good.values())
+        near = [v for v in good.values() if v.figures["latency_us_batch1"] <= 1.1 * fastest]
+        best = min(near, key=lambda v: (v.figures["size_bytes"], v.figures["latency_us_batch1"]))
+        reason = (f"batch-independent, agreement >= {MIN_AGREEMENT}, accuracy loss <= "
+                  f"{MAX_ACCURACY_LOSS}; fastest at batch 1 (smaller file within 10%)")
+        goal_met = True
+    else:
+        best = max(usable.values(), key=lambda v: (v.figures["agreement"],
+                                                    -v.figures["latency_us_batch1"]))
+        reason = (f"no variant reached agreement {MIN_AGREEMENT} with accuracy loss <= "
+                  f"{MAX_ACCURACY_LOSS}: highest agreement among batch-independent variants")
+        goal_met = False
+    summary = {
+        "type": "int8",
+        "method": best.name,
+        "calibration_windows": int(len(X_cal)),
+        "agreement": best.figures["agreement"],
+        "goal_met": goal_met,
+        "float": float_fig,
+        "chosen": best.figures,
+    }
+    report = {"chosen": best.name, "reason": reason, "goal_met": goal_met,
+              "float": float_fig,
+              "variants": {n: v.figures for n, v in variants.items()}}
+    set_metadata(best.model, contract.QUANTIZATION, summary)
+    return best.model, report
