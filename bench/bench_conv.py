@@ -146,7 +146,7 @@ def run(sets, sizes, seeds, repeats) -> None:
             acc, ref, fit_s, flipped, agree = [], [], [], [], []
             for seed in range(seeds):
                 t = time.perf_counter()
-                conv = ConvFeatures(n_features=size, seed=seed).fit(X_tr)
+                conv = ConvFeatures(n_features=size, random_state=seed).fit(X_tr)
                 F_tr = conv.transform(X_tr)
                 fit_s.append(time.perf_counter() - t)
                 F_te = conv.transform(X_te)
