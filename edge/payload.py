@@ -22,6 +22,11 @@ import math
 
 import numpy as np
 
+try:  # optional (`pip install 'sigmoid-edge[fast]'`): parses sensor JSON 5-10x faster
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the install
+    _fast_loads = None
+
 F32_MAX = float(np.finfo(np.float32).max)
 
 REASONS = {
@@ -64,6 +69,10 @@ class PayloadParser:
         Larger payloads are rejected unread.
     max_depth : int
         Deeper JSON nesting is rejected.
+    fast_json : bool, optional
+        Parse with ``orjson`` when it is installed (the default). Whatever it refuses is
+        parsed again with the standard library, so the reasons are the same either way
+        (``NaN`` is ``not_finite``, not ``invalid_json``).
 
     Notes
     -----
@@ -75,8 +84,12 @@ class PayloadParser:
     """
 
     def __init__(self, channels, paths=None, *, max_bytes: int = 256 * 1024,
-                 max_depth: int = 8):
+                 max_depth: int = 8, fast_json: bool | None = None):
         self.channels = tuple(channels)
+        use_fast = _fast_loads is not None if fast_json is None else fast_json
+        if use_fast and _fast_loads is None:
+            raise ValueError("fast_json needs orjson: pip install 'sigmoid-edge[fast]'")
+        self._loads = _fast_loads if use_fast else _std_loads
         paths = dict(paths or {})
         unknown = sorted(set(paths) - set(self.channels))
         if unknown:
@@ -109,11 +122,9 @@ class PayloadParser:
             if depth > self.max_depth:
                 raise Rejected("too_deep", f"nesting depth {depth} > max_depth {self.max_depth}")
         try:
-            doc = json.loads(payload)
-        except RecursionError:
-            raise Rejected("too_deep", "nesting too deep for the JSON parser") from None
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-            raise Rejected("invalid_json", str(e)[:120]) from None
+            doc = self._loads(payload)
+        except Exception:  # orjson refuses NaN, 1e400, deep nesting: ask the standard parser
+            doc = _std_loads(payload)
         kind = type(doc)
         if kind is dict:
             if "samples" in doc:
@@ -207,6 +218,16 @@ class PayloadParser:
         return values, ts
 
 
+def _std_loads(payload: bytes):
+    """``json.loads`` with its failures turned into rejections."""
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise Rejected("too_deep", "nesting too deep for the JSON parser") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise Rejected("invalid_json", str(e)[:120]) from None
+
+
 def _check_row(row: list, width: int) -> None:
     """Check one sample: ``width`` finite numbers that fit in float32 (bools are not numbers)."""
     if len(row) != width:
@@ -257,8 +278,12 @@ def _check_ts(ts) -> float:
     return float(ts)
 
 
+_BRACKET_STEP = np.zeros(256, dtype=np.int32)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+
+
 def _bracket_depth(payload: bytes) -> int:
     """Maximum nesting of ``[``/``{`` in raw bytes (brackets inside strings count too)."""
-    b = np.frombuffer(payload, dtype=np.uint8)
-    step = (np.isin(b, (0x5B, 0x7B))).astype(np.int32) - np.isin(b, (0x5D, 0x7D))
-    return int(np.cumsum(step).max(initial=0))
+    steps = _BRACKET_STEP[np.frombuffer(payload, dtype=np.uint8)]
+    return int(np.cumsum(steps).max(initial=0))

@@ -476,13 +476,26 @@ def verify(model: bytes, signature: Signature, keys: Iterable[TrustedKey]) -> Tr
 
 
 def verify_push(payload: bytes, keys: Iterable[TrustedKey],
-                max_bytes: int = MAX_MODEL_BYTES) -> VerifiedModel:
+                max_bytes: int = MAX_MODEL_BYTES,
+                current: Signature | None = None) -> VerifiedModel:
     """Decode and verify a message from ``sigmoid-edge/{node}/model``.
+
+    Parameters
+    ----------
+    payload : bytes
+        The MQTT payload.
+    keys : iterable of TrustedKey
+        The daemon's trusted keys; empty means remote push is off (always refused).
+    max_bytes : int
+        Size bound of the whole payload.
+    current : Signature, optional
+        The signature of the model in use: a validly signed but older push is refused
+        (:func:`check_not_older`).
 
     Raises
     ------
     SignatureError
-        See :func:`decode_push` and :func:`verify`.
+        See :func:`decode_push`, :func:`verify` and :func:`check_not_older`.
     """
     keys = list(keys)
     if not keys:
@@ -494,6 +507,7 @@ def verify_push(payload: bytes, keys: Iterable[TrustedKey],
         )
     push = decode_push(payload, max_bytes)
     key = verify(push.model, push.signature, keys)
+    check_not_older(push.signature, current)
     return VerifiedModel(model=push.model, signature=push.signature, key=key)
 
 
@@ -504,8 +518,12 @@ def sig_path_for(model_path: str | Path) -> Path:
 
 
 def verify_file(model_path: str | Path, sig_path: str | Path | None,
-                keys: Iterable[TrustedKey], max_bytes: int = MAX_MODEL_BYTES) -> VerifiedModel:
+                keys: Iterable[TrustedKey], max_bytes: int = MAX_MODEL_BYTES,
+                current: Signature | None = None) -> VerifiedModel:
     """Verify a model file against its signature file (``MODEL.sig`` when ``sig_path`` is None).
+
+    ``current`` (the signature of the model in use) refuses an older model, as in
+    :func:`verify_push`.
 
     Read the model once and verify those bytes, so a file replaced between the check and
     the load cannot slip through: load the model from ``VerifiedModel.model``.
@@ -537,6 +555,7 @@ def verify_file(model_path: str | Path, sig_path: str | Path | None,
         raise SignatureError("malformed", f"cannot read model {model_path}: {exc.strerror}") \
             from None
     key = verify(model, signature, keys)
+    check_not_older(signature, current)
     return VerifiedModel(model=model, signature=signature, key=key)
 
 

@@ -74,9 +74,12 @@ def test_nested_paths_for_tasmota():
         (b'{"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}', "too_deep"),
     ],
 )
-def test_rejections_have_reasons(payload, reason):
+@pytest.mark.parametrize("fast_json", [False, True], ids=["json", "orjson"])
+def test_rejections_have_reasons(payload, reason, fast_json):
+    if fast_json:
+        pytest.importorskip("orjson")
     with pytest.raises(Rejected) as e:
-        PayloadParser(XYZ, max_depth=8).parse(payload)
+        PayloadParser(XYZ, max_depth=8, fast_json=fast_json).parse(payload)
     # NaN ts is caught as a bad value of the sample's own check or as bad_ts
     assert e.value.reason == reason or (reason == "not_finite" and e.value.reason == "bad_ts")
     assert e.value.reason in REASONS and e.value.detail
@@ -112,13 +115,31 @@ def test_parser_never_crashes_and_accepts_only_finite_float32(doc):
 @given(st.binary(max_size=64))
 def test_parser_survives_arbitrary_bytes(raw):
     try:
-        PayloadParser(XYZ).parse(raw)
+        PayloadParser(XYZ, fast_json=False).parse(raw)
     except Rejected as e:
         assert e.reason in REASONS
 
 
 def stream(n: int, channels: int = 2) -> np.ndarray:
     return np.arange(n * channels, dtype=np.float32).reshape(n, channels)
+
+
+@pytest.mark.parametrize("fast_json", [False, True], ids=["json", "orjson"])
+def test_both_json_backends_agree(fast_json):
+    if fast_json:
+        pytest.importorskip("orjson")
+    p = PayloadParser(XYZ, fast_json=fast_json)
+    for raw in (b'{"x": 1, "y": 2, "z": 3, "ts": 5}', b"[1, 2, 3]", b"[1e400, 0, 0]",
+                b'{"x": 100000000000000000000000000000000000000000000, "y": 0, "z": 0}'):
+        try:
+            got = p.parse(raw)
+        except Rejected as e:
+            got = e.reason
+        try:
+            want = PayloadParser(XYZ, fast_json=False).parse(raw)
+        except Rejected as e:
+            want = e.reason
+        assert got == want, raw
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 50])

@@ -321,8 +321,8 @@ def test_push_with_unknown_ca_fails_clearly(tls_broker, keys, model_file, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--broker", "mqtt://127.0.0.1:1", "--node", NODE), "cannot reach the broker"),
-    (("--broker", "mqtt://u:pw@127.0.0.1:1883", "--node", NODE), "password in the broker URL"),
+    (("--broker", "mqtt://127.0.0.1:1", "--node", NODE), "cannot connect to the broker"),
+    (("--broker", "mqtt://u:pw@127.0.0.1:1883", "--node", NODE), "credentials in the broker URL"),
     (("--broker", "http://127.0.0.1", "--node", NODE), "mqtt:// or mqtts://"),
     (("--broker", "mqtt://127.0.0.1", "--node", "a/#"), "one topic level"),
     (("--broker", "mqtt://127.0.0.1", "--node", NODE, "--tls-ca", "ca.crt"), "mqtts://"),
@@ -390,3 +390,20 @@ def test_push_a_model_signed_elsewhere(broker, keys, model_file, tmp_path):
     other.write_bytes(tiny_model("9.9.9"))
     proc = run_train("push", other, "--sig", sig_path, "--broker", broker.url, "--node", NODE)
     assert proc.returncode == 1 and "is not a signature of" in proc.stderr
+
+
+def test_verify_push_refuses_replay_of_an_older_push(keys):
+    from trainer.signing import load_private_key, sign_model
+
+    key = load_private_key(keys["trusted"][0])
+    pushes = {}
+    for version, signed_at in (("1", 1_700_000_000), ("2", 1_700_000_500)):
+        model = tiny_model(version)
+        pushes[version] = signing.encode_push(
+            model, sign_model(model, key, "m.onnx", signed_at=signed_at))
+    good = trusted(keys, "trusted")
+    running = signing.verify_push(pushes["2"], good).signature
+    assert signing.verify_push(pushes["2"], good, current=running).signature == running
+    with pytest.raises(SignatureError, match="older than the model in use") as err:
+        signing.verify_push(pushes["1"], good, current=running)
+    assert err.value.reason == "replay"

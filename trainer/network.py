@@ -97,6 +97,11 @@ class SigmoidNetwork:
     verbose : bool, default=False
         Show a progress bar (epoch, loss, validation score) when stderr is a terminal,
         and log one line per epoch otherwise.
+    pretrain : None or "rbm", default=None
+        ``"rbm"``: before backpropagation, initialise the hidden layers by greedy
+        layer-wise RBM pretraining (a deep belief network, :mod:`trainer.rbm`) on the
+        training inputs plus any ``unlabelled`` rows given to :meth:`fit`. The output
+        layer starts as usual. Helps most with few labels and many unlabelled windows.
 
     Attributes
     ----------
@@ -148,6 +153,7 @@ class SigmoidNetwork:
         dtype="float32",
         random_state=None,
         verbose=False,
+        pretrain=None,
     ):
         self.hidden_layers = hidden_layers
         self.output = output
@@ -166,6 +172,7 @@ class SigmoidNetwork:
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.pretrain = pretrain
 
     # ------------------------------------------------------------------ estimator contract
 
@@ -254,6 +261,8 @@ class SigmoidNetwork:
             raise ValueError(
                 f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}"
             )
+        if self.pretrain not in (None, "rbm"):
+            raise ValueError(f"pretrain must be None or 'rbm', got {self.pretrain!r}")
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -306,7 +315,7 @@ class SigmoidNetwork:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y, sample_weight=None) -> SigmoidNetwork:
+    def fit(self, X, y, sample_weight=None, unlabelled=None) -> SigmoidNetwork:
         """Train from scratch.
 
         Parameters
@@ -317,6 +326,8 @@ class SigmoidNetwork:
             Labels: strings, integers or booleans; at least two classes.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weight per sample.
+        unlabelled : array-like of shape (n_unlabelled, n_features), optional
+            Extra inputs without labels, used only by ``pretrain="rbm"``.
 
         Returns
         -------
@@ -324,6 +335,9 @@ class SigmoidNetwork:
         """
         self._validate_params()
         X = self._check_X(X, fitting=True)
+        if unlabelled is not None and self.pretrain is None:
+            raise ValueError("unlabelled data is only used by pretrain='rbm'; set it or drop "
+                             "the unlabelled rows")
         y = _check_y(y, len(X))
         classes = np.unique(y)
         if len(classes) < 2:
@@ -337,6 +351,8 @@ class SigmoidNetwork:
         rng = _rng(self.random_state)
         self._rng = rng
         self._init_parameters(rng)
+        if self.pretrain == "rbm":
+            self._pretrain_rbm(X, unlabelled)
         w = self._sample_weights(y, sample_weight)
         Y = self._targets(y)
 
@@ -428,6 +444,19 @@ class SigmoidNetwork:
             W[...] = glorot_uniform(n_in, n_out, rng)
         self._pv = pv
         self.coefs_, self.intercepts_ = pv.views(pv.params)
+
+    def _pretrain_rbm(self, X: np.ndarray, unlabelled) -> None:
+        """Greedy layer-wise RBM pretraining of the hidden layers, in place."""
+        from trainer.rbm import pretrain_layers
+
+        if unlabelled is not None:
+            X = np.concatenate([X, self._check_X(unlabelled, fitting=False)])
+        seed = int(self._rng.integers(2**31))
+        layers = pretrain_layers(X, tuple(self.hidden_layers), dtype=np.dtype(self.dtype),
+                                 random_state=seed)
+        for (coef, intercept), W, b in zip(layers, self.coefs_, self.intercepts_, strict=False):
+            W[...] = coef
+            b[...] = intercept
 
     def _parameter_vector(self) -> ParameterVector:
         """The flat vector behind ``coefs_``/``intercepts_``, rebuilt if they were replaced

@@ -5,23 +5,22 @@ The push is one QoS 1 message on ``sigmoid-edge/{node}/model`` (format in
 publish was authorised: mosquitto acknowledges an ACL-denied QoS 1 publish with
 "Not authorized" under MQTT 5, where MQTT 3.1.1 would drop it silently.
 
-:func:`connect` is a small, private broker connection (URL + user/password + TLS); it is
-meant to be replaced by the daemon's reusable helper in ``edge/mqtt.py`` once both exist.
+The connection is the daemon's (:func:`edge.mqtt.connect_client`: URL, user/password,
+TLS); this module adds the push-specific checks and hints.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import ssl
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
+from edge.config import ConfigError, parse_broker_url
+from edge.mqtt import MqttError, connect_client
 from edge.signing import (
     MAX_MODEL_BYTES,
     PUSH_TOPIC,
@@ -33,7 +32,6 @@ from edge.signing import (
 from trainer.signing import load_private_key, sign_model
 
 PASSWORD_ENV = "SIGMOID_EDGE_PASSWORD"
-SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 
 
 class PushError(RuntimeError):
@@ -46,131 +44,90 @@ class BrokerSettings:
 
     Attributes
     ----------
-    host, port : str, int
-        From the URL (``mqtt://host:1883`` or ``mqtts://host:8883``).
+    url : str
+        ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``, checked.
     tls : bool
         True for ``mqtts://``.
-    username, password : str or None
-        Credentials; the password never comes from the command line.
-    tls_ca, tls_cert, tls_key : str or None
-        CA bundle (system CAs when None) and client certificate/key for mutual TLS.
+    username, password : str
+        Credentials (empty for anonymous); the password never comes from the command line.
+    tls_ca, tls_cert, tls_key : str
+        CA bundle (system CAs when empty) and client certificate/key for mutual TLS.
     """
 
-    host: str
-    port: int
+    url: str
     tls: bool
-    username: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    username: str = ""
+    password: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
-def read_password(password_file: str | None, environ=os.environ) -> str | None:
-    """The broker password: the first line of ``password_file``, else ``$SIGMOID_EDGE_PASSWORD``."""
-    if password_file:
-        try:
-            text = Path(password_file).read_text()
-        except OSError as exc:
-            raise PushError(f"cannot read --password-file {password_file}: {exc.strerror}") \
-                from None
-        return text.splitlines()[0] if text else ""
-    return environ.get(PASSWORD_ENV) or None
+def read_password(password_file: str | None, environ=os.environ) -> str:
+    """The broker password: ``$SIGMOID_EDGE_PASSWORD``, else the contents of ``password_file``.
+
+    The same order as the daemon (``edge.config``); a trailing newline is not part of it.
+    """
+    secret = environ.get(PASSWORD_ENV, "")
+    if secret or not password_file:
+        return secret
+    try:
+        text = Path(password_file).read_text()
+    except OSError as exc:
+        raise PushError(f"cannot read --password-file {password_file}: {exc.strerror}") \
+            from None
+    return text.rstrip("\r\n")
 
 
 def broker_settings(url: str, *, username: str | None = None, password: str | None = None,
                     tls_ca: str | None = None, tls_cert: str | None = None,
                     tls_key: str | None = None) -> BrokerSettings:
-    """Parse a broker URL and combine it with credentials and TLS files, checking both."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise PushError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
-    if parts.password is not None:
-        raise PushError(
-            f"do not put a password in the broker URL; set {PASSWORD_ENV} or use --password-file")
+    """Check a broker URL, credentials and TLS files together."""
     try:
-        port = parts.port
-    except ValueError:
-        raise PushError(f"broker URL {url!r} has a bad port") from None
-    default_port, tls = SCHEMES[parts.scheme]
-    if not parts.hostname:
-        raise PushError(f"broker URL {url!r} has no host")
-    if not tls and (tls_ca or tls_cert or tls_key):
+        address = parse_broker_url(url)
+    except ConfigError as exc:
+        raise PushError(str(exc)) from None
+    if not address.tls and (tls_ca or tls_cert or tls_key):
         raise PushError(f"TLS options need an mqtts:// broker URL, got {url!r}")
     if bool(tls_cert) != bool(tls_key):
         raise PushError("--tls-cert and --tls-key go together (client certificate and its key)")
     for option, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path and not Path(path).is_file():
             raise PushError(f"{option} {path}: no such file")
+    if password and not username:
+        raise PushError(f"a password was given ({PASSWORD_ENV} or --password-file) "
+                        "without --username")
     return BrokerSettings(
-        host=parts.hostname, port=port or default_port, tls=tls,
-        username=username or parts.username, password=password,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        url=address.url, tls=address.tls, username=username or "", password=password or "",
+        tls_ca=tls_ca or "", tls_cert=tls_cert or "", tls_key=tls_key or "",
     )
 
 
-def connect(settings: BrokerSettings, timeout: float = 10.0,
-            client_id: str | None = None) -> mqtt.Client:
-    """A connected MQTT 5 paho client with its network loop running.
+def connect(settings: BrokerSettings, timeout: float = 10.0) -> mqtt.Client:
+    """A connected MQTT 5 client with its network loop running.
 
     Raises
     ------
     PushError
         When the broker cannot be reached, the TLS handshake fails, or the broker refuses
-        the connection (bad user name or password, not authorised).
+        the connection; the message says what to check.
     """
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id or f"sigmoid-train-push-{uuid.uuid4().hex[:8]}",
-        protocol=mqtt.MQTTv5,
-        reconnect_on_failure=False,
-    )
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
-    elif settings.password is not None:
-        raise PushError("a password was given without --username")
-    if settings.tls:
-        try:
-            client.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert,
-                           keyfile=settings.tls_key)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise PushError(f"cannot load the TLS files: {exc}") from None
-
-    connected = threading.Event()
-    result: dict = {}
-
-    def on_connect(client, userdata, flags, reason_code, properties):
-        result["rc"] = reason_code
-        connected.set()
-
-    def on_disconnect(client, userdata, flags, reason_code, properties):
-        result.setdefault("rc", reason_code)
-        connected.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    where = f"{'mqtts' if settings.tls else 'mqtt'}://{settings.host}:{settings.port}"
     try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except ssl.SSLCertVerificationError as exc:
-        raise PushError(f"TLS certificate of {where} not accepted: {exc.verify_message}; "
-                        "pass the broker's CA with --tls-ca") from None
-    except ssl.SSLError as exc:
-        raise PushError(f"TLS handshake with {where} failed: {exc}") from None
-    except OSError as exc:
-        raise PushError(f"cannot reach the broker at {where}: {exc.strerror or exc}") from None
-    client.loop_start()
-    if not connected.wait(timeout):
-        _close(client)
-        raise PushError(f"no answer from the broker at {where} within {timeout:g} s")
-    rc = result["rc"]
-    if rc.is_failure:
-        _close(client)
-        hint = ""
-        if rc.value in (134, 135):  # Bad user name or password / Not authorized
-            hint = f"; check --username and the password ({PASSWORD_ENV} or --password-file)"
-        raise PushError(f"the broker at {where} refused the connection: {rc}{hint}")
-    return client
+        return connect_client(
+            settings.url, timeout=timeout, keepalive=30, mqtt_version="5",
+            username=settings.username, password=settings.password,
+            tls_ca=settings.tls_ca, tls_cert=settings.tls_cert, tls_key=settings.tls_key,
+        )
+    except MqttError as exc:
+        message = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        message += "; the broker's TLS certificate is not trusted: pass its CA with --tls-ca"
+    elif "refused the connection" in message and settings.username:
+        message += (f"; check --username {settings.username} and the password "
+                    f"({PASSWORD_ENV} or --password-file)")
+    elif "refused the connection" in message:
+        message += f"; this broker may need --username and a password ({PASSWORD_ENV})"
+    raise PushError(message)
 
 
 def _close(client: mqtt.Client) -> None:

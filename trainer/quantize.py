@@ -16,8 +16,10 @@ accuracy, size and single-thread latency (batch 1 and per window at batch 64):
   family) stay float in every variant.
 
 Every candidate is checked for batch independence (each window alone gives bit-identical
-probabilities to the same window inside a batch). Among the batch-independent candidates
-whose label agreement with the float model is at least :data:`MIN_AGREEMENT` and whose
+probabilities to the same window inside a batch). Agreement is measured twice: on the
+training windows, and held out from calibration (calibrate on one half, check the other,
+and back). Among the batch-independent candidates whose label agreement with the float
+model is at least :data:`MIN_AGREEMENT` both ways and whose
 accuracy is at most :data:`MAX_ACCURACY_LOSS` below float, the one with the lowest
 batch-1 latency wins (ties within 10% go to the smaller file); if none qualifies, the
 highest agreement wins and the report says the goal was missed.
@@ -43,6 +45,11 @@ log = logging.getLogger(__name__)
 
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_LOSS = 0.01
+# Variants whose held-out mean |p_int8 - p_float| is within this factor of the best compete
+# on latency. Label agreement on a few dozen training windows cannot tell them apart, but
+# quantizing the features measured 3x the probability error of keeping them in float and
+# 0.93 test agreement on synthetic vibration data (1.00 on the training windows).
+ERROR_SLACK = 1.5
 # Graph tensors where feature extraction ends and the network begins (see pipeline.py):
 # the scaled features when scaling is kept as nodes, else the features.
 NETWORK_INPUTS = ("scaled_features", "features")
@@ -199,13 +206,16 @@ class Measured:
 
 
 def measure(model: onnx.ModelProto, X_eval: np.ndarray, y_eval: np.ndarray | None,
-            labels: list[str], reference: np.ndarray, *, time_it: bool = True) -> dict:
+            labels: list[str], reference: np.ndarray, *, time_it: bool = True,
+            reference_probs: np.ndarray | None = None) -> dict:
     """Agreement with ``reference`` labels, accuracy, size, latency, batch independence."""
     sess = session(model)
     P = run(sess, X_eval)
     pred = P.argmax(axis=1)
     figures: dict[str, Any] = {
         "agreement": float((pred == reference).mean()),
+        "probability_error": float(np.abs(P - reference_probs).mean())
+        if reference_probs is not None else 0.0,
         "size_bytes": len(model.SerializeToString()),
         "batch_independent": batch_independent(sess, X_eval),
         "nodes": len(model.graph.node),
@@ -255,13 +265,30 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
     X_cal = np.ascontiguousarray(X_cal, np.float32)
     X_eval = np.ascontiguousarray(X_eval, np.float32)
     reference_model = reference_model or float_model
-    ref = run(session(reference_model), X_eval).argmax(axis=1)
-    float_fig = measure(reference_model, X_eval, y_eval, labels, ref)
+    ref_sess = session(reference_model)
+    P_ref = run(ref_sess, X_eval)
+    ref = P_ref.argmax(axis=1)
+    float_fig = measure(reference_model, X_eval, y_eval, labels, ref, reference_probs=P_ref)
+    # Cross-calibration: calibrate on one half, measure agreement on the other, and back.
+    # Agreement on the calibration windows themselves flatters variants that quantize the
+    # features (their ranges fit those windows exactly): measured 1.00 there, 0.93 on test.
+    halves = np.array_split(rng.permutation(len(X_cal)), 2) if len(X_cal) >= 8 else None
+    P_cal = run(ref_sess, X_cal) if halves else None
     variants: dict[str, Measured] = {}
     for name in candidates or variant_names():
         try:
             m = build_variant(float_model, name, X_cal)
-            variants[name] = Measured(name, m, measure(m, X_eval, y_eval, labels, ref))
+            fig = measure(m, X_eval, y_eval, labels, ref, reference_probs=P_ref)
+            if halves:
+                hits, err = 0, 0.0
+                for fit_idx, check_idx in (halves, halves[::-1]):
+                    half = build_variant(float_model, name, X_cal[fit_idx])
+                    Q = run(session(half), X_cal[check_idx])
+                    hits += int((Q.argmax(axis=1) == P_cal[check_idx].argmax(axis=1)).sum())
+                    err += float(np.abs(Q - P_cal[check_idx]).sum())
+                fig["heldout_agreement"] = hits / len(X_cal)
+                fig["heldout_probability_error"] = err / P_cal.size
+            variants[name] = Measured(name, m, fig)
         except Exception as exc:  # a variant the tools cannot build is reported, not fatal
             log.warning("int8 variant %s failed: %s", name, exc)
             variants[name] = Measured(name, None, {"error": str(exc)})
@@ -271,20 +298,31 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
         raise RuntimeError("no batch-independent int8 variant could be built: "
                            + "; ".join(f"{n}: {v.figures}" for n, v in variants.items()))
 
-    def ok(f):
+    def worst_agreement(f) -> float:
+        return min(f["agreement"], f.get("heldout_agreement", 1.0))
+
+    def ok(f) -> bool:
         loss = float_fig.get("accuracy", 0) - f.get("accuracy", 0) if y_eval is not None else 0
-        return f["agreement"] >= MIN_AGREEMENT and loss <= MAX_ACCURACY_LOSS + 1e-12
+        return worst_agreement(f) >= MIN_AGREEMENT and loss <= MAX_ACCURACY_LOSS + 1e-12
+
+    def error(f) -> float:
+        return f.get("heldout_probability_error", f["probability_error"])
 
     good = {n: v for n, v in usable.items() if ok(v.figures)}
     if good:
-        fastest = min(v.figures["latency_us_batch1"] for v in good.values())
-        near = [v for v in good.values() if v.figures["latency_us_batch1"] <= 1.1 * fastest]
-        best = min(near, key=lambda v: (v.figures["size_bytes"], v.figures["latency_us_batch1"]))
-        reason = (f"batch-independent, agreement >= {MIN_AGREEMENT}, accuracy loss <= "
-                  f"{MAX_ACCURACY_LOSS}; fastest at batch 1 (smaller file within 10%)")
+        least = min(error(v.figures) for v in good.values())
+        close = [v for v in good.values()
+                 if error(v.figures) <= ERROR_SLACK * least + 1e-4]
+        fastest = min(v.figures["latency_us_batch1"] for v in close)
+        near = [v for v in close if v.figures["latency_us_batch1"] <= 1.1 * fastest]
+        best = min(near, key=lambda v: (error(v.figures), v.figures["size_bytes"]))
+        reason = (f"batch-independent, agreement >= {MIN_AGREEMENT} (on the training windows "
+                  f"and held out from calibration), accuracy loss <= {MAX_ACCURACY_LOSS}, "
+                  f"held-out probability error within {ERROR_SLACK}x of the best; then the "
+                  "fastest at batch 1 (within 10%: lower error, then smaller file)")
         goal_met = True
     else:
-        best = max(usable.values(), key=lambda v: (v.figures["agreement"],
+        best = max(usable.values(), key=lambda v: (worst_agreement(v.figures),
                                                     -v.figures["latency_us_batch1"]))
         reason = (f"no variant reached agreement {MIN_AGREEMENT} with accuracy loss <= "
                   f"{MAX_ACCURACY_LOSS}: highest agreement among batch-independent variants")
@@ -294,6 +332,7 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
         "method": best.name,
         "calibration_windows": int(len(X_cal)),
         "agreement": best.figures["agreement"],
+        "heldout_agreement": best.figures.get("heldout_agreement"),
         "goal_met": goal_met,
         "float": float_fig,
         "chosen": best.figures,

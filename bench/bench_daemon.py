@@ -1,0 +1,362 @@
+"""Benchmark the edge daemon against its goals, side by side on one mosquitto broker.
+
+    python bench/bench_daemon.py           # full run (about 2 minutes)
+    python bench/bench_daemon.py --quick   # smoke run (about 30 s)
+
+1. Throughput on one-sample JSON messages: the daemon (parse, enqueue, window, infer,
+   publish) vs a null paho subscriber that only ``json.loads`` each message, same QoS, same
+   broker, same publishers (``mosquitto_pub -l``, one per device), alternating rounds.
+   Goal: >= 0.95x.
+2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``). Goal: >= 500k/s.
+3. p99 publish-to-classification latency at 1k msg/s spread over 100 devices, daemon as a
+   real ``sigmoid-edge run`` process; each sample's ``ts`` is its publish time, so
+   ``window_end`` of a classification is the publish time of the message that completed
+   the window. Goal: <= 10 ms.
+4. RSS of that daemon process with its model loaded. Goal: <= 75 MB.
+5. Start to subscribed: process start to the retained ``online`` status (published right
+   after the subscription). Goal: <= 1.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from tests.models import mean_model  # noqa: E402
+from tests.mqtt_helpers import Broker, require  # noqa: E402
+
+try:
+    import orjson  # noqa: F401
+
+    HAVE_ORJSON = True
+except ImportError:
+    HAVE_ORJSON = False
+
+# Unbounded queues so a slow subscriber is measured, not broker drops. set_tcp_nodelay: without
+# it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
+BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
+               "set_tcp_nodelay true\n")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pub_files(workdir: Path, n: int, devices: int, payload) -> list[tuple[str, Path]]:
+    per = n // devices
+    out = []
+    for d in range(devices):
+        path = workdir / f"dev{d}.txt"
+        path.write_text("\n".join(payload(i) for i in range(per)) + "\n")
+        out.append((f"sensors/dev{d}/a", path))
+    return out
+
+
+def blast(broker: Broker, files, qos: int) -> None:
+    """Start one mosquitto_pub -l per device file, all at once; wait for them."""
+    procs = []
+    for topic, path in files:
+        f = open(path, "rb")
+        procs.append((subprocess.Popen(
+            [require("mosquitto_pub"), "-h", broker.host, "-p", str(broker.port), "-t", topic,
+             "-q", str(qos), "-l"], stdin=f), f))
+    for p, f in procs:
+        p.wait()
+        f.close()
+
+
+class NullSubscriber:
+    """A paho subscriber that only json.loads each message (the comparison baseline)."""
+
+    def __init__(self, broker: Broker, qos: int):
+        self.count = 0
+        self.first = self.last = 0.0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        ready = threading.Event()
+
+        def on_message(client, userdata, msg):
+            if not self.count:
+                self.first = (time.perf_counter(), time.process_time())
+            json.loads(msg.payload)
+            self.count += 1
+
+        self.client.on_message = on_message
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe("sensors/+/#", qos)
+        ready.wait(5)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def run_null(broker, files, n, qos) -> tuple[float, float]:
+    """(messages per wall second, messages per CPU second of this process)."""
+    sub = NullSubscriber(broker, qos)
+    blast(broker, files, qos)
+    deadline = time.monotonic() + 120
+    while sub.count < n and time.monotonic() < deadline:
+        time.sleep(0.002)  # the same completion poll as for the daemon
+    done = (time.perf_counter(), time.process_time())
+    sub.close()
+    if sub.count < n:
+        raise RuntimeError(f"null subscriber got {sub.count} of {n}")
+    return n / (done[0] - sub.first[0]), n / (done[1] - sub.first[1])
+
+
+def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
+                      fast_json: bool = False) -> tuple:
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.payload import PayloadParser
+
+    cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
+                       "queue_size": 200000}, env={})
+    d = Daemon(cfg)
+    d.parser = PayloadParser(d.slot.current.info.channels, fast_json=fast_json)
+    first = []
+    handler = d.on_input
+
+    def timed(msg, _h=handler):  # stamp the first message, then the daemon's own handler
+        if not first:
+            first.append((time.perf_counter(), time.process_time()))
+        _h(msg)
+
+    d.link.client.on_message = _guarded(timed)
+    d.start()
+    d.link.subscribed.wait(5)
+    blast(broker, files, qos)
+    total = n * samples_per_msg
+    deadline = time.monotonic() + 180
+    while d.stats.samples < total and time.monotonic() < deadline:
+        time.sleep(0.002)
+    # Every sample buffered and every window classified and handed to paho.
+    while d.runner.queue and time.monotonic() < deadline:
+        time.sleep(0.002)
+    done = (time.perf_counter(), time.process_time())
+    stats = d.stats.snapshot()
+    d.stop()
+    if d.stats.samples < total:
+        raise RuntimeError(f"daemon buffered {d.stats.samples} of {total} samples: {stats}")
+    return total / (done[0] - first[0][0]), total / (done[1] - first[0][1]), stats
+
+
+def _guarded(fn):
+    def on_message(client, userdata, msg):
+        fn(msg)
+    return on_message
+
+
+def bench_throughput(broker, model, workdir, n, qos, rounds) -> dict:
+    rng = np.random.default_rng(0)
+    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
+    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
+                                                                   strict=True))))
+    runs = {"null": [], "daemon": [], "orjson": []}
+    last = None
+    for _ in range(rounds):
+        runs["null"].append(run_null(broker, files, n, qos))
+        *rates, last = run_daemon_inproc(broker, model, files, n, qos)
+        runs["daemon"].append(tuple(rates))
+        if HAVE_ORJSON:
+            runs["orjson"].append(run_daemon_inproc(broker, model, files, n, qos,
+                                                    fast_json=True)[:2])
+    med = statistics.median
+    out = {"qos": qos, "classifications": last["classifications"],
+           "inferences": last["inferences"], "drops": last["drops"]}
+    for name, values in runs.items():
+        if values:
+            out[name] = {"wall": med(v[0] for v in values), "cpu": med(v[1] for v in values),
+                         "wall_all": [round(v[0]) for v in values]}
+    return out
+
+
+def bench_batches(broker, model, workdir, n_msgs, per_msg) -> dict:
+    rng = np.random.default_rng(1)
+    block = rng.normal(0, 1, (per_msg, 3)).round(4).tolist()
+    files = pub_files(workdir, n_msgs, 10, lambda i: json.dumps({"samples": block}))
+    rate, cpu, stats = run_daemon_inproc(broker, model, files, n_msgs, 1,
+                                         samples_per_msg=per_msg)
+    fast = fast_cpu = None
+    if HAVE_ORJSON:
+        fast, fast_cpu, _ = run_daemon_inproc(broker, model, files, n_msgs, 1,
+                                              samples_per_msg=per_msg, fast_json=True)
+    return {"samples_per_s": rate, "cpu": cpu, "fast_samples_per_s": fast,
+            "fast_cpu": fast_cpu, "per_msg": per_msg,
+            "messages": n_msgs,
+            "windows": stats["windows"], "inferences": stats["inferences"],
+            "batch_max": stats["batch_max"]}
+
+
+def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
+    """Start `python -m edge run`; return it and the seconds until `online` arrived."""
+    got = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.on_message = lambda cl, u, m: m.payload == b"online" and got.set()
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    ready = threading.Event()
+    c.on_subscribe = lambda *a: ready.set()
+    c.subscribe("sigmoid-edge/bench/status", 1)
+    ready.wait(5)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--model", str(model),
+                             "--broker", broker.url, "--node", "bench", "--log-level",
+                             "warning", *args], env=env, cwd=ROOT)
+    if not got.wait(30):
+        proc.kill()
+        raise RuntimeError("daemon did not come online")
+    took = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return proc, took
+
+
+def stop_daemon(proc) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+def bench_startup(broker, model, rounds) -> dict:
+    times = []
+    for _ in range(rounds):
+        # Clear the retained status so each round waits for a fresh `online`.
+        proc, took = start_daemon(broker, model)
+        times.append(took)
+        stop_daemon(proc)
+    return {"median_s": statistics.median(times), "all": times}
+
+
+def bench_latency(broker, model, seconds, rate=1000, devices=100) -> dict:
+    proc, _ = start_daemon(broker, model)
+    rss_start = rss_mb(proc.pid)
+    lat = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+
+    def on_message(client, userdata, msg):
+        now = time.time()
+        lat.append(now - json.loads(msg.payload)["window_end"])
+
+    sub.on_message = on_message
+    ready = threading.Event()
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    sub.subscribe("edge/+/classification", 1)
+    ready.wait(5)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    n = int(seconds * rate)
+    t0 = time.perf_counter()
+    for i in range(n):
+        target = t0 + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        d = i % devices
+        pub.publish(f"sensors/d{d}/a", json.dumps({"x": 0.5, "y": 0.1, "z": -0.2,
+                                                   "ts": time.time()}), qos=1)
+    achieved = n / (time.perf_counter() - t0)
+    time.sleep(1.0)
+    rss_end = rss_mb(proc.pid)
+    stop_daemon(proc)
+    pub.disconnect()
+    pub.loop_stop()
+    sub.disconnect()
+    sub.loop_stop()
+    ms = np.array(lat) * 1000
+    return {"rate": achieved, "classifications": len(ms),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max()), "rss_start_mb": rss_start, "rss_end_mb": rss_end}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    args = ap.parse_args()
+    quick = args.quick
+    import onnxruntime
+
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"machine: {os.cpu_count()} cores {platform.machine()}, Python "
+          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, paho "
+          f"{mqtt.__version__ if hasattr(mqtt, '__version__') else ''}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        broker = Broker(tmp / "broker", config=BROKER_CONF).start()
+        try:
+            model = mean_model(tmp / "model.onnx", window=64, hop=32, sample_rate_hz=100.0,
+                               name="bench", labels=("a", "b", "c", "d"))
+            lat_model = mean_model(tmp / "lat.onnx", window=16, hop=8, sample_rate_hz=10.0,
+                                   name="bench-lat", labels=("a", "b", "c", "d"))
+            n = 20000 if quick else 100000
+            rounds = 1 if quick else 3
+            results = {}
+            for qos in (0, 1):
+                r = bench_throughput(broker, model, tmp, n, qos, rounds)
+                results[f"throughput_qos{qos}"] = r
+                null = r["null"]
+                print(f"[1] one-sample JSON, QoS {qos}, {n} msgs from 4 mosquitto_pub -l, "
+                      f"median of {rounds} alternating rounds; {r['classifications']} windows "
+                      f"in {r['inferences']} inferences, drops {r['drops']}")
+                for name in ("null", "daemon", "orjson"):
+                    if name in r:
+                        v = r[name]
+                        print(f"    {name:>7}: {v['wall']:8,.0f} msg/s wall "
+                              f"({v['wall'] / null['wall']:.2f}x), {v['cpu']:8,.0f} msg per "
+                              f"CPU-s ({v['cpu'] / null['cpu']:.2f}x); rounds {v['wall_all']}",
+                              flush=True)
+            b = bench_batches(broker, model, tmp, 500 if quick else 3000, 100)
+            results["batches"] = b
+            print(f"[2] batch payloads of {b['per_msg']} samples, {b['messages']} msgs, "
+                  f"10 devices: {b['samples_per_s']:,.0f} samples/s wall, {b['cpu']:,.0f} per "
+                  f"CPU-s (goal >= 500k); "
+                  f"{b['windows']} windows in {b['inferences']} inferences, largest batch "
+                  f"{b['batch_max']}", flush=True)
+            if b["fast_samples_per_s"]:
+                print(f"    with orjson: {b['fast_samples_per_s']:,.0f} samples/s wall, "
+                      f"{b['fast_cpu']:,.0f} per CPU-s", flush=True)
+            s = bench_startup(broker, model, 2 if quick else 5)
+            results["startup"] = s
+            print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
+                  f"(goal <= 1.5 s); all {[round(x, 2) for x in s['all']]}", flush=True)
+            lat = bench_latency(broker, lat_model, 5 if quick else 30)
+            results["latency"] = lat
+            print(f"[3] latency at {lat['rate']:.0f} msg/s over 100 devices: p50 "
+                  f"{lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (goal <= 10 ms), max "
+                  f"{lat['max_ms']:.1f} ms over {lat['classifications']} classifications",
+                  flush=True)
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
+            print(f"[4] RSS of the daemon process: {lat['rss_start_mb']:.1f} MB at start, "
+                  f"{lat['rss_end_mb']:.1f} MB after the latency run (goal <= 75 MB)")
+        finally:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
