@@ -16,6 +16,7 @@ The builder runs ``onnx.checker`` with ``full_check=True`` on every model.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -83,9 +84,14 @@ def build_model(
     }
     if sample_rate_hz:
         meta[contract.SAMPLE_RATE_HZ] = float(sample_rate_hz)
+    # A network may add outputs after `probabilities` (an anomaly score, a cluster index)
+    # and the metadata that goes with them: it names them, it emitted them in to_onnx.
+    network = getattr(pipeline, "network_", None)
+    extra_outputs = list(getattr(network, "onnx_outputs", lambda: [])())
+    meta.update(getattr(network, "onnx_metadata", lambda: {})())
     return g.model(
         [float_input(contract.INPUT_NAME, ["batch", window, len(channels)])],
-        [float_input(contract.OUTPUT_NAME, ["batch", len(pipeline.classes_)])],
+        [float_input(contract.OUTPUT_NAME, ["batch", len(pipeline.classes_)]), *extra_outputs],
         metadata=contract.encode_metadata(meta),
         doc="window -> features -> scaling -> sigmoid network -> probabilities",
     )
@@ -93,11 +99,7 @@ def build_model(
 
 def set_metadata(model: onnx.ModelProto, key: str, value: Any) -> None:
     """Set (or replace) one metadata entry, encoded as the contract says."""
-    encoded = value if key in contract.STRING_KEYS else None
-    if encoded is None:
-        import json
-
-        encoded = json.dumps(value, sort_keys=True)
+    encoded = str(value) if key in contract.STRING_KEYS else json.dumps(value, sort_keys=True)
     for prop in model.metadata_props:
         if prop.key == key:
             prop.value = encoded
