@@ -4,9 +4,9 @@
     python bench/soak.py --quick               # 30 s smoke run
 
 The daemon is a real process on a real mosquitto; a paho publisher sends one-sample JSON
-messages (with ``ts``) at ``--rate`` msg/s spread over ``--devices`` devices, QoS 1. Every
-``--sample`` seconds the daemon's RSS (``/proc/PID/status``) and its ``stats`` (queue
-depth, drops) are recorded. After the first ``--warmup`` seconds (allocator and
+messages (no ``ts``: the daemon stamps them on arrival) at ``--rate`` msg/s spread over
+``--devices`` devices, QoS 1. Every ``--sample`` seconds the daemon's RSS
+(``/proc/PID/status``) and its ``stats`` (queue depth, drops) are recorded. After the first ``--warmup`` seconds (allocator and
 onnxruntime arenas settle), RSS growth is the least-squares slope over the remaining
 samples, in MB per hour. Goal: <= 5 MB/h and no backlog: the queue is empty at the end,
 nothing was dropped, and every window the published samples complete was classified.
