@@ -6,10 +6,11 @@
 The daemon is a real process on a real mosquitto; a paho publisher sends one-sample JSON
 messages (no ``ts``: the daemon stamps them on arrival) at ``--rate`` msg/s spread over
 ``--devices`` devices, QoS 1. Every ``--sample`` seconds the daemon's RSS
-(``/proc/PID/status``) and its ``stats`` (queue depth, drops) are recorded. After the first ``--warmup`` seconds (allocator and
-onnxruntime arenas settle), RSS growth is the least-squares slope over the remaining
-samples, in MB per hour. Goal: <= 5 MB/h and no backlog: the queue is empty at the end,
-nothing was dropped, and every window the published samples complete was classified.
+(``/proc/PID/status``) and its ``stats`` (queue depth, drops) are recorded. After the first
+``--warmup`` seconds (allocator and onnxruntime arenas settle), RSS growth is the
+least-squares slope over the remaining samples, in MB per hour. Goal: <= 5 MB/h and no
+backlog: the queue is empty at the end, nothing was dropped, and every window the published
+samples complete was classified.
 """
 
 from __future__ import annotations
