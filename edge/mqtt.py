@@ -36,7 +36,8 @@ Handler = Callable[[mqtt.MQTTMessage], None]
 # What to tell a user for the CONNACK refusals they can act on.
 _HINTS = {
     "Bad user name or password": "check --username and SIGMOID_EDGE_PASSWORD/--password-file",
-    "Not authorized": "the broker's ACL does not allow this client; check the user and ACL",
+    "Not authorized": "check --username, the password (SIGMOID_EDGE_PASSWORD or "
+                      "--password-file) and the broker's ACL",
     "Client identifier not valid": "choose another --client-id",
     "Unsupported protocol version": "try --mqtt-version 3.1.1",
     "Server unavailable": "the broker is not ready; try again later",
@@ -207,6 +208,7 @@ class MqttLink:
         self._pending_subs: set[int] = set()
         self._stopping = False
         self._outage_logged = False
+        self._starting = False
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -241,14 +243,18 @@ class MqttLink:
         MqttError
             If the broker is unreachable, refuses us, or does not answer within ``timeout``.
         """
-        _connect(self.client, self.address, self.keepalive)
-        self.client.loop_start()
-        deadline = time.monotonic() + timeout
-        while not self.connected.wait(0.05):
-            if self.refused is not None or time.monotonic() > deadline:
-                self.client.loop_stop()
-                raise MqttError(self.refused or f"no answer from the broker at "
-                                                 f"{self.address.url} within {timeout:g} s")
+        self._starting = True
+        try:
+            _connect(self.client, self.address, self.keepalive)
+            self.client.loop_start()
+            deadline = time.monotonic() + timeout
+            while not self.connected.wait(0.05):
+                if self.refused is not None or time.monotonic() > deadline:
+                    self.client.loop_stop()
+                    raise MqttError(self.refused or f"no answer from the broker at "
+                                                     f"{self.address.url} within {timeout:g} s")
+        finally:
+            self._starting = False
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1,
                 retain: bool = False) -> mqtt.MQTTMessageInfo:
@@ -272,7 +278,8 @@ class MqttLink:
         if reason_code.is_failure:
             # Never mark ourselves connected when the broker said no (Frigate's mistake).
             self.refused = explain(reason_code)
-            log.error("%s", self.refused)
+            if not self._starting:  # during start() the caller raises it as MqttError
+                log.error("%s", self.refused)
             return
         self.refused = None
         if self._outage_logged:
