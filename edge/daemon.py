@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import signal
 import threading
 import time
@@ -86,6 +87,7 @@ class Daemon:
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._accepting = True
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
 
@@ -137,20 +139,58 @@ class Daemon:
         self.parser = make_parser(new, self.cfg)
         self.stats.model_swaps += 1
 
-    def reload(self, origin: str = "SIGHUP") -> bool:
-        """Reload the model file; on any failure the current model keeps serving."""
+    def swap_model(self, source, *, signature: bytes | None = None,
+                   origin: str = "file") -> bool:
+        """Validate and swap in a new model (bytes or a path); report the outcome.
+
+        The entry point for every model change (SIGHUP reload, a signed MQTT push): runs
+        the slot's verifiers and checks, loads and self-tests the model, swaps it between
+        batches, counts ``model_swaps``/``model_rejects`` and publishes a refusal on the
+        errors topic. Call it off the network thread (see :meth:`call_soon`).
+
+        Returns
+        -------
+        bool
+            True when the new model is serving; False when it was refused and the previous
+            one keeps serving.
+        """
+        label = f"{source} ({origin})" if not isinstance(source, bytes | bytearray) else origin
         try:
-            new = self.slot.swap(self.cfg.model, origin=f"{self.cfg.model} ({origin})")
+            new = self.slot.swap(source, signature=signature, origin=label)
         except ModelError as e:
             self.stats.model_rejects += 1
-            log.error("model reload refused, still serving %s %s: %s",
+            log.error("model refused (%s), still serving %s %s: %s", origin,
                       self.slot.current.info.name, self.slot.current.info.version, e)
             self.link.publish(self.cfg.errors_topic, json.dumps({
                 "reason": "model_rejected", "detail": str(e), "origin": origin,
                 "serving": self.slot.current.identity, "time": round(time.time(), 3)}), qos=1)
             return False
-        log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version, new.sha256)
+        log.info("reloaded model %s %s (sha256 %s) from %s", new.info.name, new.info.version,
+                 new.sha256, origin)
         return True
+
+    def reload(self, origin: str = "SIGHUP") -> bool:
+        """Reload the model file; on any failure the current model keeps serving."""
+        return self.swap_model(self.cfg.model, origin=origin)
+
+    def call_soon(self, fn) -> None:
+        """Run ``fn()`` on the main thread's loop (for slow work a handler must not do).
+
+        Thread-safe; a handler on the network thread uses it to hand off e.g. a pushed
+        model: ``daemon.call_soon(lambda: daemon.swap_model(data, origin="mqtt push"))``.
+        """
+        self._tasks.put(fn)
+
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                fn = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("a deferred task failed")
 
     # lifecycle
     def start(self, timeout: float = 10.0) -> None:
@@ -182,6 +222,7 @@ class Daemon:
             if self.reload_event.is_set():
                 self.reload_event.clear()
                 self.reload()
+            self._run_tasks()
             now = time.monotonic()
             if self.stats.drops > drops_logged and now >= next_drop_log:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "

@@ -246,3 +246,20 @@ def test_status_is_retained_and_stats_are_published(broker, model):
     # After a clean stop the retained status says offline.
     assert mosquitto_sub(broker, "sigmoid-edge/testnode/status", 1) == [
         ("sigmoid-edge/testnode/status", "offline")]
+
+
+def test_swap_model_bytes_between_batches_with_other_channels(broker, model, tmp_path):
+    one = mean_model(tmp_path / "one.onnx", channels=("level",), window=4, hop=4, version="9")
+    with running(broker, model) as daemon, Collector(broker, OUT) as out:
+        publish_all(out, "sensors/s/a", ["[2, 2, 2]"] * 6)  # a half-full window of 3 channels
+        wait_for(lambda: daemon.stats.samples == 6)
+        assert daemon.swap_model(one.read_bytes(), origin="test push")
+        publish_all(out, "sensors/s/a", ["0.1"] * 4)  # the new model's one channel
+        doc = classifications(out, 1)[0]
+        assert daemon.stats.model_swaps == 1 and daemon.slot.previous.info.version == "1"
+        # Refused: the configured channel mapping does not fit; version 9 keeps serving.
+        daemon.cfg.channels = {"nope": "x"}
+        assert not daemon.swap_model(model.read_bytes(), origin="test push")
+        assert daemon.stats.model_rejects == 1 and daemon.slot.current.info.version == "9"
+    assert doc["label"] == "low" and doc["model"]["version"] == "9"
+    assert doc["model"]["sha256"] == hashlib.sha256(one.read_bytes()).hexdigest()
