@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-APT_PACKAGES := mosquitto mosquitto-clients
 
 .PHONY: test demo bench lint fuzz system-deps clean
 
@@ -43,17 +42,25 @@ apt-python-venv:
 		echo "python3-venv is missing; install it with: sudo apt-get install -y python3-venv" >&2; exit 1; \
 	fi
 
-# The integration tests run a real mosquitto broker and the real mosquitto_pub/_sub clients.
+# The integration tests run a real mosquitto broker and the real mosquitto_pub/_sub clients;
+# tests/test_deploy.py checks the deploy files with shellcheck, docker-compose (no Docker
+# engine needed), systemd-analyze and openssl. Each tool maps to the Debian package that has it.
+SYSTEM_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients mosquitto_passwd:mosquitto \
+	shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd openssl:openssl
+
 system-deps:
 	@missing=""; \
-	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
-	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	for pair in $(SYSTEM_TOOLS); do \
+		tool=$${pair%%:*}; pkg=$${pair#*:}; \
+		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
+	done; \
+	missing=$$(printf '%s\n' $$missing | sort -u | xargs); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing$$missing with apt-get"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+			echo "installing $$missing with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 		else \
-			echo "missing:$$missing; install with: sudo apt-get install -y $(APT_PACKAGES)" >&2; exit 1; \
+			echo "missing: $$missing; install with: sudo apt-get install -y --no-install-recommends $$missing" >&2; exit 1; \
 		fi; \
 	fi
 

@@ -234,3 +234,61 @@ def make_fault_windows(
             kinds.append(fault)
     order = rng.permutation(len(xs))
     return np.stack(xs)[order], np.array(kinds)[order]
+
+
+def write_recording(
+    path,
+    segments: list[tuple[str, int]],
+    *,
+    seed: int = 0,
+    channels: tuple[str, ...] = CHANNELS,
+    labels: bool = True,
+    device: str = "sim",
+    severity: float = 1.0,
+    start_ts: float = 1_700_000_000.0,
+) -> None:
+    """Write a CSV sensor log (the format ``sigmoid-train`` reads) of consecutive segments.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file (replaced).
+    segments : list of (str, int)
+        ``(kind, n_samples)`` in order; ``kind`` is ``"normal"`` (one continuous normal
+        recording across all normal segments) or one of :data:`FAULTS`.
+    seed : int
+        Seed of the random generator.
+    channels : tuple of str
+        Channel names (1 to 6).
+    labels : bool
+        Write a ``label`` column with each segment's kind.
+    device : str
+        The ``device`` column.
+    severity : float
+        Fault size (see :func:`faulty_signal`).
+    start_ts : float
+        Time stamp of the first sample, in seconds.
+    """
+    from pathlib import Path
+
+    from edge.sensorfiles import CsvWriter
+
+    rng = np.random.default_rng(seed)
+    n_ch = len(channels)
+    total = sum(n for _, n in segments)
+    normal = signal("normal", total, rng, channels=n_ch)
+    parts, kinds = [], []
+    at = 0
+    for kind, n in segments:
+        if kind == "normal":
+            parts.append(normal[at:at + n])
+        else:
+            parts.append(faulty_signal(kind, n, rng, channels=n_ch, severity=severity))
+        kinds += [kind] * n
+        at += n
+    values = np.concatenate(parts)
+    ts = start_ts + np.arange(total) / SAMPLE_RATE_HZ
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    with CsvWriter(path, channels, device=True, label=labels) as w:
+        w.write_many(ts, values, device=[device] * total, label=kinds if labels else None)

@@ -54,10 +54,13 @@ class Broker:
     tls : bool
         The extra lines make the listener TLS (see ``tests/tls_helpers.py``): only changes
         :attr:`url` to ``mqtts://``.
+    standalone : bool
+        ``config`` is the whole mosquitto.conf (e.g. a production file with its ports and
+        paths rewritten) and is written as it is; its listener must use ``port``.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, config: str = "",
-                 persistence: bool = False, tls: bool = False):
+                 persistence: bool = False, tls: bool = False, standalone: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -65,6 +68,7 @@ class Broker:
         self.extra = config
         self.persistence = persistence
         self.tls = tls
+        self.standalone = standalone
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
@@ -74,6 +78,9 @@ class Broker:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
+        if self.standalone:
+            self.conf_path.write_text(self.extra + "\n")
+            return
         lines = [
             f"listener {self.port} {self.host}",
             f"persistence {'true' if self.persistence else 'false'}",

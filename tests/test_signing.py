@@ -222,26 +222,26 @@ def test_push_payload_round_trip_and_size_bound(keys):
 # --- push ---------------------------------------------------------------------------------
 
 
-def sub_raw(broker, topic, extra=(), timeout=10):
-    """Start the real ``mosquitto_sub`` printing one raw payload (-N: no newline added)."""
-    proc = subprocess.Popen(
+def sub_retained(broker, topic, extra=(), timeout=10) -> bytes:
+    """The retained payload on ``topic``, read raw by the real ``mosquitto_sub`` (-N)."""
+    proc = subprocess.run(
         [require("mosquitto_sub"), "-h", broker.host, "-p", str(broker.port), "-t", topic,
          "-q", "1", "-C", "1", "-N", "-W", str(timeout), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.3)  # let it subscribe before the push
-    return proc
+        capture_output=True, timeout=timeout + 5)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def test_push_over_plain_broker_arrives_intact(broker, keys, model_file):
-    sub = sub_raw(broker, TOPIC)
     with Collector(broker, TOPIC) as collector:
         proc = run_train("push", model_file, "--broker", broker.url, "--node", NODE,
-                         "--key", keys["trusted"][0])
+                         "--key", keys["trusted"][0], "--retain")
         assert proc.returncode == 0, proc.stderr
         assert f"to {TOPIC}" in proc.stdout
         msg = collector.get()
-    raw, err = sub.communicate(timeout=15)
-    assert msg.qos == 1 and msg.topic == TOPIC
+    # --retain: a subscriber that comes later still gets it (read by mosquitto_sub).
+    raw = sub_retained(broker, TOPIC)
+    assert msg.qos == 1 and msg.topic == TOPIC and not msg.retain
     for payload in (msg.payload, raw):
         verified = signing.verify_push(payload, trusted(keys, "trusted"))
         assert verified.model == model_file.read_bytes()
@@ -260,7 +260,6 @@ def tls_broker(make_secure_broker):
 
 def test_push_over_tls_with_password_arrives_intact(tls_broker, keys, model_file):
     sb = tls_broker
-    sub = sub_raw(sb.broker, TOPIC, sb.client_args("watcher"))
     with Collector(sb.broker, TOPIC, **sb.paho_kwargs("watcher")) as collector:
         # password from the environment
         proc = run_train("push", model_file, "--broker", sb.url, "--node", NODE,
@@ -272,11 +271,11 @@ def test_push_over_tls_with_password_arrives_intact(tls_broker, keys, model_file
         # password from a file
         proc = run_train("push", model_file, "--broker", sb.url, "--node", NODE,
                          "--key", keys["trusted"][0], "--username", "trainer",
-                         "--tls-ca", sb.tls.ca_cert,
+                         "--tls-ca", sb.tls.ca_cert, "--retain",
                          "--password-file", sb.password_file_for("trainer"))
         assert proc.returncode == 0, proc.stderr
         second = collector.get()
-    raw, _ = sub.communicate(timeout=15)
+    raw = sub_retained(sb.broker, TOPIC, sb.client_args("watcher"))
     for payload in (first.payload, second.payload, raw):
         verified = signing.verify_push(payload, trusted(keys, "trusted"))
         assert verified.model == model_file.read_bytes()

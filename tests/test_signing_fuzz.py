@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edge import signing
 from edge.signing import REASONS, SignatureError
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 

@@ -167,6 +167,16 @@ def _add_fit(sub) -> None:
     p.add_argument("--name", help="model name (default: the data set's name)")
     p.add_argument("--version", default="1", dest="model_version",
                    help="model version string (default: 1)")
+    p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,
+                   metavar="DETECTOR",
+                   help="also output anomaly_score (autoencoder, the default, or kmeans) "
+                        "with a calibrated anomaly_threshold in the metadata")
+    p.add_argument("--pretrain", choices=("rbm",),
+                   help="rbm: greedy layer-wise RBM pretraining of the hidden layers before "
+                        "backpropagation (a deep belief network)")
+    p.add_argument("--unlabelled", metavar="FILE",
+                   help="extra unlabelled windows (.ts or CSV, same channels) for RBM "
+                        "pretraining; implies --pretrain rbm")
     p.set_defaults(func=_fit)
 
 
@@ -185,8 +195,15 @@ def _fit(args) -> int:
             if test.X.shape[2] != train.X.shape[2]:
                 raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
                                  f"training data has {train.X.shape[2]}")
+        unlabelled = None
+        if args.unlabelled:
+            unlabelled = load_dataset(args.unlabelled, window=train.window, hop=train.hop,
+                                      channels=_channels_for(args.unlabelled, train),
+                                      labelled=False).X
         options = FitOptions(features=args.features, hidden_layers=args.hidden,
-                             seed=args.seed, name=args.name, version=args.model_version)
+                             seed=args.seed, name=args.name, version=args.model_version,
+                             anomaly=args.anomaly, unlabelled=unlabelled,
+                             pretrain=args.pretrain or ("rbm" if args.unlabelled else None))
         result = fit(train, test, options)
         paths = write_outputs(args.out, result)
     except (SensorFileError, ValueError, FileNotFoundError) as exc:
@@ -203,6 +220,140 @@ def _fit(args) -> int:
           f"int8 {r['quantization']['chosen']}; "
           f"batch-1 latency float {r['latency']['float']['batch1_us']} us, "
           f"int8 {r['latency']['int8']['batch1_us']} us")
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return 0
+
+
+DETECTOR_CHOICES = ("autoencoder", "kmeans")
+
+
+def _channels_for(path: str, train) -> list[str] | None:
+    """CSV files are read with the training channels, in their order; .ts files by position."""
+    return list(train.channels) if path.lower().endswith(".csv") else None
+
+
+def _add_fit_anomaly(sub) -> None:
+    p = add_command(
+        sub, "fit-anomaly",
+        "Fit an anomaly model on normal data only: outputs anomaly_score and [normal, "
+        "anomaly] probabilities, threshold in the metadata; writes model.onnx, "
+        "report.json and report.png to DIR.",
+        "sigmoid-train fit-anomaly normal_running.csv --window 128 --hop 64 "
+        "--test labelled.csv --out models/pump-anomaly",
+    )
+    p.add_argument("data", metavar="DATA",
+                   help="normal running: a CSV sensor log or .ts file (labels not needed)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="autoencoder",
+                   help="autoencoder (sigmoid layers; score = reconstruction error, the "
+                        "default) or kmeans (score = distance to the nearest centroid)")
+    p.add_argument("--test", metavar="TEST",
+                   help="labelled data to measure on: --normal-label is normal, every other "
+                        "label an anomaly (AUC, detection and false-alarm rates in the report)")
+    p.add_argument("--normal-label", metavar="LABEL",
+                   help="train only on DATA's windows with this label (default: all windows "
+                        "of DATA are normal); in --test, the normal label (default: normal)")
+    p.add_argument("--window", type=_positive, metavar="N", help="samples per window (CSV: "
+                   "required; .ts: resample every case to N)")
+    p.add_argument("--hop", type=_positive, metavar="N",
+                   help="samples between windows (CSV default: window/2)")
+    p.add_argument("--features", type=_features, metavar="SPECS",
+                   help="feature families (default: stats,diff_stats,"
+                        "spectral:bands=16:max_bins=64)")
+    p.add_argument("--hidden", type=_hidden, metavar="32,8,32",
+                   help="autoencoder hidden layers (default: one bottleneck layer of "
+                        "min(16, features/2) units)")
+    p.add_argument("--clusters", type=_positive, metavar="K",
+                   help="k-means clusters (default: min(8, windows/10))")
+    p.add_argument("--quantile", type=float, default=None, metavar="Q",
+                   help="threshold = this quantile of a log-normal fitted to the "
+                        "out-of-fold scores of the normal windows (default: 0.999)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--name", help="model name (default: the data file's name)")
+    p.add_argument("--version", default="1", dest="model_version",
+                   help="model version string (default: 1)")
+    p.set_defaults(func=_fit_anomaly)
+
+
+def _fit_anomaly(args) -> int:
+    from edge.sensorfiles import SensorFileError
+    from trainer.anomaly import DEFAULT_QUANTILE
+    from trainer.data import load_dataset
+    from trainer.unsupervised import fit_anomaly, write
+
+    try:
+        train = load_dataset(args.data, window=args.window, hop=args.hop, labelled=False)
+        test = None
+        if args.test:
+            test = load_dataset(args.test, window=train.window, hop=train.hop,
+                                channels=_channels_for(args.test, train))
+            if test.X.shape[2] != train.X.shape[2]:
+                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
+                                 f"training data has {train.X.shape[2]}")
+        result = fit_anomaly(train, test, detector=args.detector, features=args.features,
+                             hidden_layers=args.hidden or (), n_clusters=args.clusters,
+                             quantile=args.quantile or DEFAULT_QUANTILE,
+                             normal_label=args.normal_label, seed=args.seed, name=args.name,
+                             version=args.model_version)
+        paths = write(args.out, result)
+    except (SensorFileError, ValueError, FileNotFoundError) as exc:
+        return _fail("fit-anomaly", str(exc))
+    r = result["report"]
+    print(f"{args.detector} on {r['parameters']['n_features']} features of "
+          f"{r['data']['train'].get('windows', len(train.X))} normal windows; "
+          f"anomaly_threshold {r['threshold']:.5g} ({r['anomaly']['threshold_rule']})")
+    if "test" in r:
+        t = r["test"]
+        parts = [f"{k} {t[k]:.4f}" for k in ("auc", "detection_rate", "false_alarm_rate")
+                 if t[k] is not None]
+        print(f"test ({t['normal_windows']} normal, {t['anomaly_windows']} anomalous windows): "
+              + ", ".join(parts))
+    print(f"batch-1 latency {r['latency']['batch1_us']} us")
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return 0
+
+
+def _add_cluster(sub) -> None:
+    p = add_command(
+        sub, "cluster",
+        "Cluster unlabelled windows with k-means: outputs cluster, soft assignments "
+        "(probabilities over cluster_0..) and anomaly_score; writes model.onnx, "
+        "report.json and report.png (a 2-D projection coloured by cluster) to DIR.",
+        "sigmoid-train cluster recording.csv --window 128 --k 4 --out models/modes",
+    )
+    p.add_argument("data", metavar="DATA", help="a CSV sensor log or .ts file (labels optional)")
+    p.add_argument("--k", required=True, type=_positive, metavar="N", help="number of clusters")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--window", type=_positive, metavar="N", help="samples per window (CSV: "
+                   "required; .ts: resample every case to N)")
+    p.add_argument("--hop", type=_positive, metavar="N",
+                   help="samples between windows (CSV default: window/2)")
+    p.add_argument("--features", type=_features, metavar="SPECS",
+                   help="feature families (default: stats,diff_stats,"
+                        "spectral:bands=16:max_bins=64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--name", help="model name (default: the data file's name)")
+    p.add_argument("--version", default="1", dest="model_version",
+                   help="model version string (default: 1)")
+    p.set_defaults(func=_cluster)
+
+
+def _cluster(args) -> int:
+    from edge.sensorfiles import SensorFileError
+    from trainer.data import load_dataset
+    from trainer.unsupervised import fit_clusters, write
+
+    try:
+        data = load_dataset(args.data, window=args.window, hop=args.hop, labelled=False)
+        result = fit_clusters(data, n_clusters=args.k, features=args.features, seed=args.seed,
+                              name=args.name, version=args.model_version)
+        paths = write(args.out, result)
+    except (SensorFileError, ValueError, FileNotFoundError) as exc:
+        return _fail("cluster", str(exc))
+    for name, info in result["report"]["clusters"].items():
+        labels = info.get("labels")
+        found = f"  labels in the file: {labels}" if labels else ""
+        print(f"{name}: {info['windows']} windows{found}")
     print("wrote " + ", ".join(str(v) for v in paths.values()))
     return 0
 
@@ -273,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Fit sigmoid networks on sensor time series and export them as one ONNX file.",
     )
     _add_fit(sub)
+    _add_fit_anomaly(sub)
+    _add_cluster(sub)
     _add_evaluate(sub)
     _add_inspect(sub)
     _add_keygen(sub)

@@ -83,9 +83,14 @@ def build_model(
     }
     if sample_rate_hz:
         meta[contract.SAMPLE_RATE_HZ] = float(sample_rate_hz)
+    # A network may add outputs after `probabilities` (an anomaly score, a cluster index)
+    # and the metadata that goes with them: it names them, it emitted them in to_onnx.
+    network = getattr(pipeline, "network_", None)
+    extra_outputs = list(getattr(network, "onnx_outputs", lambda: [])())
+    meta.update(getattr(network, "onnx_metadata", lambda: {})())
     return g.model(
         [float_input(contract.INPUT_NAME, ["batch", window, len(channels)])],
-        [float_input(contract.OUTPUT_NAME, ["batch", len(pipeline.classes_)])],
+        [float_input(contract.OUTPUT_NAME, ["batch", len(pipeline.classes_)]), *extra_outputs],
         metadata=contract.encode_metadata(meta),
         doc="window -> features -> scaling -> sigmoid network -> probabilities",
     )

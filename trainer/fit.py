@@ -7,6 +7,7 @@ so a failed fit never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -42,6 +43,12 @@ class FitOptions:
     network_params: dict[str, Any] = field(default_factory=dict)
     network_factory: Any = None
     quantization_variants: list[str] | None = None
+    # `fit --anomaly DETECTOR`: the classifier also carries an anomaly score.
+    anomaly: str | None = None
+    # `fit --pretrain rbm [--unlabelled FILE]`: RBM pretraining of the final network (the
+    # selection of features and layers runs without it), on these extra windows too.
+    pretrain: str | None = None
+    unlabelled: np.ndarray | None = None
 
 
 def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, Any]:
@@ -80,9 +87,17 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
     hidden = tuple(params.pop("hidden_layers", ()))
 
     t0 = time.perf_counter()
+    factory = options.network_factory
+    if options.pretrain:
+        params["pretrain"] = options.pretrain
+    if options.anomaly:
+        from trainer.anomaly import WithAnomaly
+
+        factory = functools.partial(WithAnomaly, detector=options.anomaly,
+                                    base_factory=options.network_factory)
     pipeline = Pipeline(features, hidden_layers=hidden, random_state=options.seed,
-                        network_params=params, network_factory=options.network_factory)
-    pipeline.fit(train.X, train.y)
+                        network_params=params, network_factory=factory)
+    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled)
     fit_time = time.perf_counter() - t0
     labels = [str(c) for c in pipeline.classes_]
 
@@ -157,8 +172,6 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
 
 def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
     """Write the four files: all to temporary names first, then renamed into place."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     payloads = {
         "model.onnx": result["float_model"].SerializeToString(),
         "model.int8.onnx": result["int8_model"].SerializeToString(),
@@ -166,6 +179,13 @@ def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
                         + "\n").encode(),
         "report.png": result["png"],
     }
+    return write_files(out_dir, payloads)
+
+
+def write_files(out_dir, payloads: dict[str, bytes]) -> dict[str, Path]:
+    """Write ``{file name: bytes}`` into ``out_dir``: all to temporary names, then renamed."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     staged: dict[str, str] = {}
     try:
         for name, data in payloads.items():

@@ -61,8 +61,12 @@ class Pipeline:
         self.network_params = network_params
         self.network_factory = network_factory
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Pipeline:
-        """Fit the feature families, the scaler and the network on windows ``[N, W, C]``."""
+    def fit(self, X: np.ndarray, y: np.ndarray, unlabelled: np.ndarray | None = None) -> Pipeline:
+        """Fit the feature families, the scaler and the network on windows ``[N, W, C]``.
+
+        ``unlabelled`` windows (same shape) go to the network's ``fit(..., unlabelled=F)``
+        as scaled features, for ``SigmoidNetwork(pretrain="rbm")``.
+        """
         X = _check_windows(X)
         self.window_, self.n_channels_ = X.shape[1], X.shape[2]
         self.families_ = []
@@ -77,7 +81,12 @@ class Pipeline:
         factory = self.network_factory or default_network
         self.network_ = factory(self.hidden_layers, self.random_state,
                                 **(self.network_params or {}))
-        self.network_.fit(self._scale(F), np.asarray(y))
+        if unlabelled is None:
+            self.network_.fit(self._scale(F), np.asarray(y))
+        else:
+            U = _check_windows(unlabelled, self.window_, self.n_channels_)
+            self.network_.fit(self._scale(F), np.asarray(y),
+                              unlabelled=self._scale(self._raw_features(U)))
         self.classes_ = np.asarray(self.network_.classes_)
         return self
 

@@ -53,6 +53,7 @@ def load_dataset(
     window: int | None = None,
     hop: int | None = None,
     channels: list[str] | None = None,
+    labelled: bool = True,
 ) -> Dataset:
     """Load labelled windows from a ``.ts`` archive or a CSV sensor log.
 
@@ -69,6 +70,10 @@ def load_dataset(
     channels : list of str, optional
         CSV: which channels, in this order (e.g. a model's). ``.ts`` channels are
         named ``dim_0``, ``dim_1``, ... unless given here.
+    labelled : bool
+        ``False`` for unlabelled data (anomaly models, clustering, pretraining): files
+        without labels are accepted, every window is kept, and unlabelled windows have
+        the label ``""``.
 
     Raises
     ------
@@ -82,17 +87,17 @@ def load_dataset(
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".ts":
-        return _load_ts(path, window, hop, channels)
+        return _load_ts(path, window, hop, channels, labelled)
     if suffix == ".csv":
-        return _load_csv(path, window, hop, channels)
+        return _load_csv(path, window, hop, channels, labelled)
     raise SensorFileError(
         path, None, f"unknown file type {suffix!r}: expected a UEA/UCR '.ts' file or a '.csv' log"
     )
 
 
-def _load_ts(path: Path, window, hop, channels) -> Dataset:
+def _load_ts(path: Path, window, hop, channels, labelled: bool = True) -> Dataset:
     data = read_ts(path)
-    if data.labels is None:
+    if data.labels is None and labelled:
         raise SensorFileError(path, None, "the file has no class labels (@classLabel false)")
     lengths = data.lengths
     n_ch = data.n_channels
@@ -107,7 +112,7 @@ def _load_ts(path: Path, window, hop, channels) -> Dataset:
                  path.name, resampled, len(lengths), length)
     missing = int(sum(int(np.isnan(s).sum()) for s in data.series))
     X = cases_to_windows(data.series, length)
-    y = np.array(data.labels)
+    y = np.array(data.labels if data.labels is not None else [""] * len(data.series))
     summary = {
         "format": "ts",
         "file": path.name,
@@ -124,22 +129,25 @@ def _load_ts(path: Path, window, hop, channels) -> Dataset:
     return Dataset(X, y, names, length, int(hop or length), None, str(path), summary)
 
 
-def _load_csv(path: Path, window, hop, channels) -> Dataset:
+def _load_csv(path: Path, window, hop, channels, labelled: bool = True) -> Dataset:
     if not window:
         raise ValueError(f"{path}: a CSV sensor log needs --window N (samples per window)")
     rec = read_csv(path, channels)
-    if rec.label is None:
+    if rec.label is None and labelled:
         raise SensorFileError(path, 1, "no 'label' column: windows cannot be labelled")
     hop = int(hop or max(1, window // 2))
     X, y, info = recording_windows(rec.ts, rec.values, window=int(window), hop=hop,
                                    device=rec.device, label=rec.label)
-    keep = y != ""
+    if y is None:
+        y = np.full(len(X), "")
+    keep = y != "" if labelled else np.ones(len(y), bool)
     dropped = int((~keep).sum())
     if dropped:
         log.info("%s: dropped %d windows without any labelled sample", path.name, dropped)
     X, y = X[keep], y[keep]
     if len(y) == 0:
-        raise ValueError(f"{path}: no labelled window of {window} samples; "
+        raise ValueError(f"{path}: no {'labelled ' if labelled else ''}window of {window} "
+                         "samples; "
                          f"the log has {len(rec.ts)} rows in {info['segments']} segment(s)")
     summary = {
         "format": "csv",

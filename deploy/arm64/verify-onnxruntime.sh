@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Verify onnxruntime versions on a Raspberry Pi 4 CPU (Cortex-A72) without a Raspberry Pi.
+#
+# Builds a Debian arm64 root with debootstrap, runs it under qemu user-mode emulation of a
+# Cortex-A72 (QEMU_CPU=cortex-a72, through binfmt_misc), and for each onnxruntime version:
+#   1. creates a venv with ONLY the edge install (the repo's wheel, as install-pi.sh does)
+#      plus that onnxruntime, and runs a smoke inference (a float and an int8 model built on
+#      this machine; the results must match this machine's onnxruntime);
+#   2. adds the test tools and runs the edge test subset (test files that do not import
+#      scikit-learn, without the `slow` ones) against a mosquitto inside the root.
+# A result line per version goes to stdout and to $RESULTS (TSV).
+#
+# Usage (as root, on an amd64 Debian/Ubuntu host; slow: several minutes per version):
+#   sudo deploy/arm64/verify-onnxruntime.sh 1.20.1 1.21.0 1.27.0 1.28.0
+# Environment:
+#   ROOT=/var/tmp/sigmoid-edge-arm64   where the arm64 root lives (reused across runs)
+#   SUITE=bookworm  MIRROR=<debian mirror URL> (debootstrap's default when empty)
+#   CPU=cortex-a72                     the emulated CPU (qemu -cpu name)
+#   HOST_PYTHON=.venv/bin/python       a Python with onnx + onnxruntime, to build the models
+#   RESULTS=$ROOT/results.tsv  SKIP_TESTS=1 (smoke inference only)
+#   EDGE_TESTS="tests/test_a.py ..."   the test files to run (default: see above)
+# Not part of `make test`: it needs root, binfmt_misc and a lot of time.
+set -euo pipefail
+
+die() { echo "verify-onnxruntime: $*" >&2; exit 1; }
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=${ROOT:-/var/tmp/sigmoid-edge-arm64}
+SUITE=${SUITE:-bookworm}
+MIRROR=${MIRROR:-}
+CPU=${CPU:-cortex-a72}
+RESULTS=${RESULTS:-$ROOT/results.tsv}
+SKIP_TESTS=${SKIP_TESTS:-0}
+if [ -z "${HOST_PYTHON:-}" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then HOST_PYTHON=$REPO/.venv/bin/python; else HOST_PYTHON=python3; fi
+fi
+[ "$#" -gt 0 ] || set -- 1.20.1 1.21.0 1.27.0 1.28.0
+
+[ "$(id -u)" = 0 ] || die "run as root (debootstrap, chroot and binfmt_misc need it)"
+[ "$(uname -m)" = x86_64 ] || [ "$(uname -m)" = aarch64 ] || die "needs an x86_64 or aarch64 host"
+command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install -y debootstrap"
+QEMU=$(command -v qemu-aarch64-static || true)
+[ -n "$QEMU" ] || die "qemu-aarch64-static is missing: apt-get install -y qemu-user-static"
+"$HOST_PYTHON" -c 'import onnx, onnxruntime' 2>/dev/null \
+    || die "$HOST_PYTHON lacks onnx/onnxruntime (run 'make test' once, or set HOST_PYTHON)"
+
+# binfmt_misc runs every arm64 program in the root (pip's subprocesses too) through qemu; the
+# F flag opens the interpreter now, so the root does not need a copy of it.
+register_binfmt() {
+    [ "$(uname -m)" = aarch64 ] && return 0
+    [ -e /proc/sys/fs/binfmt_misc/register ] \
+        || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+        || die "cannot mount binfmt_misc (a container without CAP_SYS_ADMIN?)"
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && return 0
+    local magic='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+    local mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+    echo ":qemu-aarch64:M::$magic:$mask:$QEMU:F" >/proc/sys/fs/binfmt_misc/register \
+        || die "cannot register qemu-aarch64 with binfmt_misc"
+}
+
+MOUNTED=()
+cleanup() {
+    local i
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+mount_into_root() {
+    mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc"); }
+    mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTED+=("$ROOT/dev"); }
+    # onnxruntime's cpuinfo reads /sys/devices/system/cpu (1.20.1 aborts without it), as on a Pi.
+    mountpoint -q "$ROOT/sys" || { mount -t sysfs sysfs "$ROOT/sys"; MOUNTED+=("$ROOT/sys"); }
+    cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    # pip in the root trusts what pip on the host trusts (e.g. a site's own CA).
+    cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/host-ca-bundle.crt"
+}
+
+make_root() {
+    if [ -e "$ROOT/.sigmoid-edge-root-ok" ]; then return 0; fi
+    echo "== debootstrap $SUITE arm64 into $ROOT (10-20 minutes under emulation)"
+    rm -rf "$ROOT"
+    mkdir -p "$ROOT"
+    # shellcheck disable=SC2086  # MIRROR is empty (debootstrap's default) or one URL
+    debootstrap --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv,ca-certificates,mosquitto,mosquitto-clients \
+        "$SUITE" "$ROOT" $MIRROR
+    touch "$ROOT/.sigmoid-edge-root-ok"
+}
+
+# Run a shell command inside the root as the emulated Cortex-A72, with a clean environment.
+in_root() {
+    chroot "$ROOT" /usr/bin/env -i QEMU_CPU="$CPU" HOME=/root LANG=C.UTF-8 \
+        PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        PIP_CERT=/etc/ssl/host-ca-bundle.crt SSL_CERT_FILE=/etc/ssl/host-ca-bundle.crt \
+        /bin/sh -c "$1"
+}
+
+# The edge test subset: files that run with the edge install plus the test tools.
+edge_tests() {
+    if [ -n "${EDGE_TESTS:-}" ]; then echo "$EDGE_TESTS"; return 0; fi
+    local f
+    for f in "$REPO"/tests/test_*.py; do
+        grep -q -E '^\s*(from|import) sklearn' "$f" || printf '%s ' "tests/${f##*/}"
+    done
+    return 0
+}
+
+describe_status() {
+    case "$1" in
+        0) echo pass ;;
+        132) echo "SIGILL (illegal instruction)" ;;
+        134) echo "SIGABRT" ;;
+        135) echo "SIGBUS" ;;
+        139) echo "SIGSEGV" ;;
+        124) echo "timeout" ;;
+        *) echo "failed (exit $1)" ;;
+    esac
+}
+
+register_binfmt
+make_root
+mount_into_root
+
+echo "== the sources and the smoke models"
+rm -rf "$ROOT/src" "$ROOT/smoke"
+mkdir -p "$ROOT/src"
+if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+    # The working tree as it is (tracked and new files), without .venv and caches.
+    (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$ROOT/src" -xf -
+else
+    tar -C "$REPO" --exclude=.venv --exclude=.git -cf - . | tar -C "$ROOT/src" -xf -
+fi
+PYTHONPATH=$REPO "$HOST_PYTHON" "$REPO/deploy/arm64/smoke_model.py" build "$ROOT/smoke" 2>/dev/null
+# The wheel is pure Python: build it here once, install the same file on the emulated Pi.
+rm -rf "$ROOT/wheel" && mkdir -p "$ROOT/wheel"
+"$HOST_PYTHON" -m pip wheel --quiet --no-deps -w "$ROOT/wheel" "$ROOT/src" 2>&1 | grep -v '^WARNING: Location' || true
+WHEEL=$(cd "$ROOT/wheel" && ls sigmoid_edge-*.whl)
+[ -n "$WHEEL" ] || die "could not build the sigmoid-edge wheel"
+# The core dependencies other than onnxruntime, to install a version pyproject excludes.
+OTHER_DEPS=$("$HOST_PYTHON" - "$ROOT/wheel/$WHEEL" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as whl:
+    meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+    lines = whl.read(meta).decode().splitlines()
+deps = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+print(" ".join(f"'{d}'" for d in deps if "extra ==" not in d and not d.startswith("onnxruntime")))
+PY
+)
+TESTS=$(edge_tests)
+echo "edge test subset: $TESTS"
+
+[ -e "$RESULTS" ] || printf 'onnxruntime\tcpu\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"
+echo "== emulated CPU: $CPU ($(in_root 'uname -m'), $(in_root 'python3 --version'))"
+for version in "$@"; do
+    venv=/venvs/ort-$version
+    log=$ROOT/ort-$version.log
+    echo "== onnxruntime $version (log: $log)"
+    install=pass smoke=- tests=- detail=
+    in_root "rm -rf $venv && python3 -m venv $venv" >"$log" 2>&1
+    if ! in_root "$venv/bin/pip install -q /wheel/$WHEEL 'onnxruntime==$version'" >>"$log" 2>&1; then
+        # pyproject excludes this version (e.g. 1.21.0): install it beside the wheel anyway.
+        install=failed
+        if grep -q ResolutionImpossible "$log" && in_root "$venv/bin/pip install -q \
+                'onnxruntime==$version' $OTHER_DEPS && $venv/bin/pip install -q --no-deps \
+                /wheel/$WHEEL" >>"$log" 2>&1; then
+            install="pass (excluded by pyproject, installed with --no-deps)"
+        fi
+    fi
+    if [ "$install" = failed ]; then
+        detail=$(tail -n 3 "$log" | tr '\t\n' '  ')
+    else
+        # The edge install must not pull the trainer's dependencies.
+        if in_root "$venv/bin/python -c 'import onnx'" >>"$log" 2>&1; then
+            install="failed (onnx is installed: the edge install pulls the trainer)"
+        fi
+        set +e
+        in_root "cd /tmp && timeout 900 $venv/bin/python /src/deploy/arm64/smoke_model.py check /smoke" >>"$log" 2>&1
+        status=$?
+        set -e
+        smoke=$(describe_status "$status")
+        detail=$(grep '^{' "$log" | tail -n 1 || true)
+        if [ "$SKIP_TESTS" != 1 ] && [ "$status" = 0 ]; then
+            set +e
+            in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis onnx tqdm \
+                && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 3600 $venv/bin/python -m pytest -q \
+                   -p no:cacheprovider -m 'not slow' --timeout 900 $TESTS" >>"$log" 2>&1
+            status=$?
+            set -e
+            tests="$(describe_status "$status"): $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs)"
+        fi
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
+done
+echo "== results in $RESULTS"

@@ -1,0 +1,350 @@
+"""What ``sigmoid-train fit-anomaly`` and ``sigmoid-train cluster`` do.
+
+Both reuse the classifier's pipeline (features -> scaling -> "network" -> one ONNX graph
+with contract metadata); the network is replaced by an anomaly detector or by k-means
+(:mod:`trainer.anomaly`). Both write ``model.onnx``, ``report.json`` and ``report.png``
+to the output directory, atomically.
+
+Only a float model is written: the detectors are tiny (k-means has no MatMul at all, the
+autoencoder two small ones), and the threshold is calibrated on float scores, which an
+int8 graph would shift. ``report.json`` has the float model's latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import contract
+from trainer.anomaly import ANOMALY_LABELS, DEFAULT_QUANTILE, AnomalyNetwork, ClusterNetwork
+from trainer.data import Dataset
+from trainer.pipeline import Pipeline
+
+# Statistics of the signal and of its first difference catch spikes, drift and stuck
+# sensors; 16 spectral bands over up to 64 DFT bins (the classifier's default is 8 bands
+# over 24 bins) resolve a change of machine speed: on the synthetic faults at W=128 the
+# speed-change AUC rose from 0.92-0.97 to 0.995 (bench/bench_anomaly.py).
+DEFAULT_FEATURES = ("stats", "diff_stats", "spectral:bands=16:max_bins=64")
+NORMAL_LABEL = "normal"
+
+
+def auc(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that an anomaly scores above a normal window
+    (ties count half), from ranks (Mann-Whitney U)."""
+    a, b = np.asarray(normal_scores, float), np.asarray(anomaly_scores, float)
+    if not len(a) or not len(b):
+        return float("nan")
+    both = np.concatenate([a, b])
+    order = both.argsort(kind="mergesort")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    # average ranks of ties
+    sorted_vals = both[order]
+    _, start, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
+    for s, c in zip(start[counts > 1], counts[counts > 1], strict=True):
+        ranks[order[s:s + c]] = ranks[order[s:s + c]].mean()
+    u = ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2
+    return float(u / (len(a) * len(b)))
+
+
+def _anomaly_factory(hidden_layers, random_state, *, detector, quantile, n_clusters,
+                     **_network_params):
+    return AnomalyNetwork(hidden_layers, random_state, detector=detector, quantile=quantile,
+                          n_clusters=n_clusters)
+
+
+def _cluster_factory(hidden_layers, random_state, *, n_clusters, quantile, **_network_params):
+    return ClusterNetwork(hidden_layers, random_state, n_clusters=n_clusters, quantile=quantile)
+
+
+def _model_and_latency(pipeline: Pipeline, data: Dataset, name: str, version: str):
+    from trainer import quantize
+    from trainer.export import build_model
+
+    training = {k: v for k, v in data.summary.items()}
+    model = build_model(pipeline, channels=list(data.channels), window=data.window,
+                        hop=data.hop, name=name, version=version,
+                        sample_rate_hz=data.sample_rate_hz, training=training)
+    sess = quantize.session(model)
+    probe = data.X[0]
+    latency = {"threads": 1,
+               "batch1_us": round(quantize.latency_us(sess, probe, 1), 2),
+               "per_window_batch64_us": round(quantize.latency_us(sess, probe, 64) / 64, 3)}
+    return model, sess, latency
+
+
+def run_outputs(sess, X: np.ndarray, names: list[str], batch: int = 256) -> list[np.ndarray]:
+    """Run ``names`` outputs of a session over windows ``X`` in batches."""
+    parts = [sess.run(names, {contract.INPUT_NAME: X[i:i + batch]})
+             for i in range(0, len(X), batch)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
+
+
+def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = "autoencoder",
+                features: list[str] | None = None, hidden_layers: tuple[int, ...] = (),
+                n_clusters: int | None = None, quantile: float = DEFAULT_QUANTILE,
+                normal_label: str | None = None, seed: int = 0, name: str | None = None,
+                version: str = "1") -> dict[str, Any]:
+    """Fit an anomaly model on normal windows; measure it on ``test`` when given.
+
+    Parameters
+    ----------
+    train : Dataset
+        Normal running. With ``normal_label``, only windows with that label are used;
+        otherwise every window is taken as normal, whatever its label.
+    test : Dataset, optional
+        Labelled windows: ``normal_label`` (default ``"normal"``) is normal, every other
+        non-empty label an anomaly. Gives AUC, detection and false-alarm rates.
+    detector : {"autoencoder", "kmeans"}
+    features : list of str, optional
+        Feature specs (default :data:`DEFAULT_FEATURES`).
+    hidden_layers, n_clusters
+        Autoencoder layers / k-means clusters (default: sized from the data).
+    quantile : float
+        Threshold quantile of the out-of-fold normal scores.
+
+    Returns
+    -------
+    dict
+        ``pipeline``, ``model`` (onnx.ModelProto), ``report`` and ``png``.
+    """
+    t_start = time.perf_counter()
+    if normal_label is not None:
+        keep = train.y == normal_label
+        if not keep.any():
+            raise ValueError(f"{train.source}: no window labelled {normal_label!r}; labels "
+                             f"are {sorted(set(train.y.tolist()))}")
+        train = dataclasses.replace(train, X=train.X[keep], y=train.y[keep])
+    features = list(features or DEFAULT_FEATURES)
+    factory = functools.partial(_anomaly_factory, detector=detector, quantile=quantile,
+                                n_clusters=n_clusters)
+    t0 = time.perf_counter()
+    pipeline = Pipeline(features, hidden_layers=tuple(hidden_layers), random_state=seed,
+                        network_factory=factory)
+    pipeline.fit(train.X, np.full(len(train.X), ANOMALY_LABELS[0]))
+    fit_time = time.perf_counter() - t0
+    name = name or train.summary.get("problem") or Path(train.source).stem
+    model, sess, latency = _model_and_latency(pipeline, train, name, version)
+    det = pipeline.network_.detector_
+
+    (train_scores,) = run_outputs(sess, train.X, [contract.ANOMALY_OUTPUT])
+    report: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": "anomaly",
+        "data": {"train": train.summary, "test": test.summary if test else None},
+        "parameters": {"detector": detector, "features": features, "seed": seed,
+                       "window": train.window, "hop": train.hop,
+                       "channels": list(train.channels), "n_features": pipeline.n_features_,
+                       "quantile": quantile, "normal_label": normal_label},
+        "anomaly": det.describe(),
+        "threshold": det.threshold_,
+        "train": {"n": int(len(train_scores)),
+                  "flagged": float((train_scores > det.threshold_).mean()),
+                  "note": "the final detector scoring its own training windows (optimistic); "
+                          "the threshold comes from out-of-fold scores"},
+        "fit_time_s": round(fit_time, 3),
+        "latency": latency,
+        "size_bytes": len(model.SerializeToString()),
+    }
+    test_scores = None
+    if test is not None:
+        (test_scores,) = run_outputs(sess, test.X, [contract.ANOMALY_OUTPUT])
+        report["test"] = _test_metrics(test.y, test_scores, det.threshold_,
+                                       normal_label or NORMAL_LABEL)
+    report["total_time_s"] = round(time.perf_counter() - t_start, 3)
+    png = _anomaly_png(pipeline.network_.loss_curve_, det.calibration_scores_, test_scores,
+                       None if test is None else test.y, det.threshold_,
+                       normal_label or NORMAL_LABEL, title=f"{name}: {detector} on "
+                       f"{', '.join(features)}")
+    return {"pipeline": pipeline, "model": model, "report": report, "png": png}
+
+
+def _test_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, normal: str) -> dict:
+    labelled = y != ""
+    is_normal = y == normal
+    is_anomaly = labelled & ~is_normal
+    flagged = scores > threshold
+    out: dict[str, Any] = {
+        "n": int(labelled.sum()),
+        "normal_windows": int(is_normal.sum()),
+        "anomaly_windows": int(is_anomaly.sum()),
+        "false_alarm_rate": float(flagged[is_normal].mean()) if is_normal.any() else None,
+        "detection_rate": float(flagged[is_anomaly].mean()) if is_anomaly.any() else None,
+        "auc": auc(scores[is_normal], scores[is_anomaly]) if is_anomaly.any() else None,
+        "by_label": {},
+    }
+    for label in sorted(set(y[is_anomaly].tolist())):
+        rows = y == label
+        out["by_label"][label] = {"n": int(rows.sum()),
+                                  "detection_rate": float(flagged[rows].mean()),
+                                  "auc": auc(scores[is_normal], scores[rows])
+                                  if is_normal.any() else None}
+    return out
+
+
+def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None = None,
+                 quantile: float = DEFAULT_QUANTILE, seed: int = 0, name: str | None = None,
+                 version: str = "1") -> dict[str, Any]:
+    """k-means on the scaled features of ``data``'s windows, as a model file.
+
+    Returns
+    -------
+    dict
+        ``pipeline``, ``model``, ``report`` (cluster sizes, and the labels found in each
+        cluster when ``data`` has labels) and ``png`` (a 2-D projection coloured by cluster).
+    """
+    t_start = time.perf_counter()
+    if not isinstance(n_clusters, int) or n_clusters < 2:
+        raise ValueError(f"--k must be an integer >= 2, got {n_clusters!r}")
+    if len(data.X) < 2 * n_clusters:
+        raise ValueError(f"{data.source}: {len(data.X)} windows are too few for {n_clusters} "
+                         "clusters; use a smaller --k, a smaller --hop or more data")
+    features = list(features or DEFAULT_FEATURES)
+    factory = functools.partial(_cluster_factory, n_clusters=n_clusters, quantile=quantile)
+    pipeline = Pipeline(features, random_state=seed, network_factory=factory)
+    pipeline.fit(data.X, np.full(len(data.X), ""))
+    name = name or data.summary.get("problem") or Path(data.source).stem
+    model, sess, latency = _model_and_latency(pipeline, data, name, version)
+    cluster, score = run_outputs(sess, data.X, ["cluster", contract.ANOMALY_OUTPUT])
+    net = pipeline.network_
+    sizes = np.bincount(cluster, minlength=n_clusters)
+    report: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kind": "clusters",
+        "data": data.summary,
+        "parameters": {"k": n_clusters, "features": features, "seed": seed,
+                       "window": data.window, "hop": data.hop,
+                       "channels": list(data.channels), "n_features": pipeline.n_features_},
+        "clusters": {f"cluster_{i}": {"windows": int(sizes[i])} for i in range(n_clusters)},
+        "kmeans": net.detector_.describe(),
+        "threshold": net.detector_.threshold_,
+        "latency": latency,
+        "size_bytes": len(model.SerializeToString()),
+    }
+    if (data.y != "").any():
+        for i in range(n_clusters):
+            labels, counts = np.unique(data.y[cluster == i], return_counts=True)
+            report["clusters"][f"cluster_{i}"]["labels"] = {
+                str(k) or "(unlabelled)": int(c) for k, c in zip(labels, counts, strict=True)}
+    F = pipeline.transform(data.X)
+    report["total_time_s"] = round(time.perf_counter() - t_start, 3)
+    png = _cluster_png(F, cluster, net.kmeans_.cluster_centers_, data.y,
+                       title=f"{name}: k-means, k={n_clusters}, {', '.join(features)}")
+    del score
+    return {"pipeline": pipeline, "model": model, "report": report, "png": png}
+
+
+def write(out_dir, result: dict[str, Any]) -> dict[str, Path]:
+    """Write ``model.onnx``, ``report.json`` and ``report.png`` (temp files + renames)."""
+    from trainer.fit import _json_default, write_files
+
+    report = json.dumps(result["report"], indent=2, default=_json_default) + "\n"
+    return write_files(out_dir, {"model.onnx": result["model"].SerializeToString(),
+                                 "report.json": report.encode(), "report.png": result["png"]})
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _anomaly_png(loss_curve, calibration, test_scores, test_y, threshold, normal,
+                 title) -> bytes:
+    plt = _pyplot()
+    fig, (ax_loss, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
+    try:
+        if len(loss_curve):
+            ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
+            ax_loss.set_yscale("log")
+            ax_loss.set_title("autoencoder loss (mean squared reconstruction error / 2)")
+        else:
+            ax_loss.text(0.5, 0.5, "k-means: no loss curve", ha="center", va="center")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.grid(alpha=0.3)
+        groups = [("normal (training, out-of-fold)", calibration)]
+        if test_scores is not None:
+            for label in sorted(set(test_y.tolist()) - {""}):
+                groups.append((f"test: {label}", test_scores[test_y == label]))
+        everything = np.concatenate([g for _, g in groups])
+        low = max(everything.min(), 1e-6)
+        bins = np.geomspace(low, max(everything.max(), threshold) * 1.05, 50)
+        for label, values in groups:
+            ax_hist.hist(np.maximum(values, low), bins=bins, histtype="step", density=True,
+                         label=label, lw=1.5)
+        ax_hist.axvline(threshold, color="k", ls="--", label="anomaly_threshold")
+        ax_hist.set_xscale("log")
+        ax_hist.set_xlabel("anomaly_score")
+        ax_hist.set_title("scores (normal = " + normal + ")")
+        ax_hist.legend(fontsize=7)
+        fig.suptitle(title)
+        fig.tight_layout()
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
+def projection(F: np.ndarray, n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of ``F``: the ``[n_features, n]`` basis and the mean."""
+    mean = F.mean(axis=0)
+    _, _, vt = np.linalg.svd(F - mean, full_matrices=False)
+    return vt[:n].T, mean
+
+
+def _cluster_png(F, cluster, centers, y, title) -> bytes:
+    plt = _pyplot()
+    basis, mean = projection(F)
+    P = (F - mean) @ basis
+    C = (centers - mean) @ basis
+    has_labels = (y != "").any()
+    fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(11 if has_labels else 6, 5),
+                             squeeze=False)
+    try:
+        ax = axes[0, 0]
+        cmap = plt.get_cmap("tab10" if len(centers) <= 10 else "tab20")
+        for i in range(len(centers)):
+            rows = cluster == i
+            ax.scatter(P[rows, 0], P[rows, 1], s=8, color=cmap(i % cmap.N), alpha=0.6,
+                       label=f"cluster_{i} ({rows.sum()})")
+            ax.annotate(f"cluster_{i}", C[i], fontsize=9, weight="bold")
+        ax.scatter(C[:, 0], C[:, 1], marker="x", color="k", s=60)
+        ax.set_xlabel("principal component 1 (scaled features)")
+        ax.set_ylabel("principal component 2")
+        ax.set_title("windows coloured by cluster")
+        ax.legend(fontsize=7, markerscale=2)
+        if has_labels:
+            ax = axes[0, 1]
+            labels = sorted(set(y.tolist()))
+            for j, label in enumerate(labels):
+                rows = y == label
+                ax.scatter(P[rows, 0], P[rows, 1], s=8, alpha=0.6, color=cmap(j % cmap.N),
+                           label=label or "(unlabelled)")
+            ax.set_xlabel("principal component 1")
+            ax.set_title("the same windows coloured by their label in the file")
+            ax.legend(fontsize=7, markerscale=2)
+        fig.suptitle(title)
+        fig.tight_layout()
+        return _png(fig)
+    finally:
+        plt.close(fig)
