@@ -18,6 +18,9 @@ from trainer.network import (
     _backprop,
 )
 
+# Small test sets often end at max_epochs; that warning has its own test below.
+pytestmark = pytest.mark.filterwarnings("ignore::trainer.network.ConvergenceWarning")
+
 OUTPUTS = ["binary", "softmax", "sigmoid"]  # binary = two classes, one sigmoid unit
 DEPTHS = [(), (5,), (6, 4)]
 

@@ -39,6 +39,12 @@ class MeanSquaredError:
         per_row = 0.5 * np.einsum("ij,ij->i", p - y, p - y) / p.shape[1]
         return float(per_row.mean() if w is None else per_row @ w)
 
+    # forward and loss in one call, as the training loop asks a head (trainer.layers)
+    @classmethod
+    def forward_loss(cls, z, y, w, out):
+        p = cls.forward(z, out=out)
+        return p, cls.loss(z, p, y, w)
+
     # backward: dL/dz = (z - y) / K per row, weighted as the cross-entropy heads weight
     @staticmethod
     def backward(p: np.ndarray, y: np.ndarray, w: np.ndarray | None, out: np.ndarray):

@@ -16,6 +16,7 @@ otherwise on the training loss), with the learning rate lowered once before givi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import numbers
@@ -75,18 +76,19 @@ class SigmoidNetwork:
     nesterov : bool, default=True
         Nesterov momentum for ``solver="sgd"``.
     early_stopping : bool or "auto", default="auto"
-        Hold out ``validation_fraction`` of the training data (stratified) and stop when
-        its accuracy stops improving, keeping the best weights. ``False`` monitors the
-        training loss instead. ``"auto"`` holds out data only when there are at least
-        2000 samples.
+        Hold out ``validation_fraction`` of the training data (stratified), stop when
+        neither its accuracy nor its log-loss improves any more, and keep the weights with
+        the best validation accuracy. ``False`` monitors the training loss instead.
+        ``"auto"`` holds out data only from 2000 samples on (a smaller split is too noisy
+        to stop on, and the data is better spent on training).
     validation_fraction : float, default=0.1
         Share of the training data held out when early stopping.
     n_iter_no_change : int, default=5
-        Epochs without an improvement of at least ``tol`` before the learning rate is
-        divided by 10; after the second plateau training stops.
+        Epochs without progress (see ``tol``) before the learning rate is divided by 10;
+        the next such plateau stops training.
     tol : float, default=1e-4
-        Minimum improvement of the monitored score (validation accuracy or training
-        loss) that counts.
+        Smallest change that counts as progress: a rise in validation accuracy or a fall
+        in validation log-loss (with a validation split), else a fall in training loss.
     class_weight : None, "balanced" or dict, default=None
         Per-class weights multiplied into ``sample_weight``; ``"balanced"`` weights class
         ``c`` by ``n_samples / (n_classes * n_c)``.
@@ -562,14 +564,13 @@ class SigmoidNetwork:
         total_weight = float(n if w is None else w.sum())
         w_scaled = None if w is None else (w * (n / total_weight)).astype(dtype)
         l2 = self.alpha / total_weight
-        n_w = pv.n_weights
-        params, grads = pv.params, pv.grads
         X_shuf, Y_shuf = np.empty_like(X), np.empty_like(Y)
         w_shuf = None if w_scaled is None else np.empty_like(w_scaled)
 
+        n_w = pv.n_weights
+        params, grads = pv.params, pv.grads
         monitor = _Monitor(self, val, stop)
-        bar = _progress(self.verbose, epochs)
-        try:
+        with _one_blas_thread(), _progress(self.verbose, epochs) as bar:
             for _ in range(epochs):
                 perm = rng.permutation(n)
                 np.take(X, perm, axis=0, out=X_shuf)  # one copy; batches are views
@@ -597,10 +598,6 @@ class SigmoidNetwork:
                 bar.update(self.n_iter_, loss, monitor.last_score)
                 if done:
                     break
-        finally:
-            bar.close()
-            for layer in layers:
-                layer.release()
         monitor.finish()
 
     # ------------------------------------------------------------------ inference
@@ -707,8 +704,7 @@ def _backprop(layers, head, x, y, w, p_buf, dz_buf, pv: ParameterVector, l2: flo
     a = x
     for layer in layers:
         a = layer.forward(a, train=True)
-    p = head.forward(a, out=p_buf)
-    loss = head.loss(a, p, y, w)
+    p, loss = head.forward_loss(a, y, w, out=p_buf)
     grad = head.backward(p, y, w, out=dz_buf)
     for layer in reversed(layers):
         grad = layer.backward(grad)
@@ -718,17 +714,42 @@ def _backprop(layers, head, x, y, w, p_buf, dz_buf, pv: ParameterVector, l2: flo
     return loss
 
 
-class _Monitor:
-    """Decides when to lower the learning rate and when to stop, and keeps the best weights.
+def _one_blas_thread():
+    """Run BLAS single-threaded while training, if threadpoolctl is installed.
 
-    Monitors validation accuracy when a validation split is given, else the training loss.
-    A plateau is ``n_iter_no_change`` epochs without an improvement of ``tol``; the first
-    ``LR_DROPS`` plateaus divide the learning rate by ``LR_DECAY``, the next one stops.
+    A training step multiplies small matrices (a batch by a layer); splitting those across
+    threads costs more in synchronisation than it gains, and on a busy machine spinning
+    BLAS threads slow each product down by 10-100x.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up, not a requirement
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class _Monitor:
+    """Decides when to lower the learning rate and when to stop; keeps the best weights.
+
+    With a validation split, an epoch is progress when the validation accuracy rises by
+    more than ``tol`` OR the validation log-loss falls by more than ``tol``: accuracy alone
+    is coarse and plateaus for many epochs while the network still improves, and the loss
+    alone keeps improving on confidence after the predictions stop changing. The weights
+    with the best validation accuracy (ties: lower loss) are kept. Without a split,
+    progress is the training loss falling by more than ``tol``.
+
+    After ``n_iter_no_change`` epochs without progress the learning rate is divided by
+    ``LR_DECAY``; after ``LR_DROPS`` such drops the next plateau stops training.
     """
 
     def __init__(self, net: SigmoidNetwork, val, stop: bool):
-        self.net, self.val, self.stop = net, val, stop
-        self.best = -np.inf
+        self.net, self.stop = net, stop
+        self.val = None
+        if val is not None:
+            Xv, yv, wv = val
+            self.val = (Xv, yv, net._targets(yv), None if wv is None else wv / wv.sum())
+        self.best_acc, self.best_loss = -np.inf, np.inf  # best seen, for the kept weights
+        self.ref_acc, self.ref_loss = -np.inf, np.inf    # best by more than tol, for patience
         self.best_params = None
         self.waited = 0
         self.drops = 0
@@ -736,24 +757,23 @@ class _Monitor:
         self.converged = False
 
     def update(self, loss: float, optimizer) -> bool:
+        """Record the epoch; return True when training should stop."""
         net = self.net
         if self.val is not None:
-            Xv, yv, wv = self.val
-            score = net.score(Xv, yv, sample_weight=wv)
-            net.validation_scores_.append(score)
-            self.last_score = score
+            acc, val_loss = self._validate()
+            net.validation_scores_.append(acc)
+            self.last_score = acc
+            if (acc, -val_loss) > (self.best_acc, -self.best_loss):
+                self.best_acc, self.best_loss = acc, val_loss
+                self.best_params = net._pv.params.copy()
+            progress = acc > self.ref_acc + net.tol or val_loss < self.ref_loss - net.tol
+            self.ref_acc, self.ref_loss = max(acc, self.ref_acc), min(val_loss, self.ref_loss)
         else:
-            score = -loss
+            progress = loss < self.ref_loss - net.tol
+            self.ref_loss = min(loss, self.ref_loss)
         if not self.stop:
             return False
-        if score > self.best + net.tol:
-            self.waited = 0
-        else:
-            self.waited += 1
-        if score > self.best:
-            self.best = score
-            if self.val is not None:
-                self.best_params = net._pv.params.copy()
+        self.waited = 0 if progress else self.waited + 1
         if self.waited < net.n_iter_no_change:
             return False
         if self.drops < LR_DROPS:
@@ -764,11 +784,24 @@ class _Monitor:
         self.converged = True
         return True
 
+    def _validate(self) -> tuple[float, float]:
+        """Validation (weighted) accuracy and mean log-loss from one forward pass."""
+        Xv, yv, Yv, wv = self.val
+        net = self.net
+        z = Xv
+        for layer in net._layers():
+            z = layer.forward(z)
+        # argmax of the pre-activations is the argmax of the probabilities
+        pred = z[:, 0] > 0 if z.shape[1] == 1 else np.argmax(z, axis=1)
+        correct = pred == (Yv[:, 0] > 0.5 if z.shape[1] == 1 else np.argmax(Yv, axis=1))
+        acc = float(correct.mean() if wv is None else correct @ wv)
+        return acc, net._head().forward_loss(z, Yv, wv, out=z)[1]
+
     def finish(self) -> None:
         net = self.net
-        if self.val is not None and self.best_params is not None:
+        if self.best_params is not None:
             net._pv.params[...] = self.best_params
-            net.best_validation_score_ = float(self.best)
+            net.best_validation_score_ = float(self.best_acc)
         if self.stop and not self.converged:
             warnings.warn(
                 f"SigmoidNetwork reached max_epochs={net.max_epochs} before the "
@@ -803,7 +836,10 @@ class _progress:
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
-    def close(self) -> None:
+    def __enter__(self) -> _progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
 
