@@ -5,7 +5,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CKSUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Tests, lint, fuzz, bench: trainer + embedded broker + test tools.
+STAMP := $(VENV)/.installed-$(CKSUM)
+# The demo: trainer + embedded broker only (no mosquitto, no test tools needed).
+DEMO_STAMP := $(VENV)/.demo-$(CKSUM)
 
 .PHONY: test demo bench lint fuzz system-deps clean
 
@@ -23,16 +27,24 @@ fuzz: $(STAMP) system-deps
 bench: $(STAMP)
 	$(PY) -m bench
 
-demo: $(STAMP)
+# Broker (embedded amqtt), training, daemon, simulated machines, live view, accuracy line.
+demo: $(DEMO_STAMP)
 	$(PY) -m edge demo
 
-# The venv, with the trainer and test tools (a Pi running only the daemon needs just `pip install .`).
-$(STAMP): pyproject.toml
+# The venv (a Pi running only the daemon needs just `pip install .`).
+$(PY):
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory apt-python-venv
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[train,demo,dev]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[train,demo]'
+	rm -f $(VENV)/.demo-*
 	touch $@
 
 apt-python-venv:

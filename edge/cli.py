@@ -185,6 +185,8 @@ def add_client_args(p: argparse.ArgumentParser, *, broker_required: bool = True,
     p.add_argument("--password-file", metavar="FILE",
                    help="file holding the broker password (or set SIGMOID_EDGE_PASSWORD)")
     p.add_argument("--tls-ca", metavar="FILE", help="CA certificate for mqtts://")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mqtts://")
+    p.add_argument("--tls-key", metavar="FILE", help="client key for mqtts://")
     p.add_argument("--mqtt-version", choices=("3.1.1", "5"), default=mqtt_version,
                    help=f"MQTT protocol version (default: {mqtt_version})")
 
@@ -197,8 +199,9 @@ def client_kwargs(args: argparse.Namespace) -> dict:
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
             password = f.read().strip()
-    return {"mqtt_version": args.mqtt_version, "username": args.username,
-            "password": password, "tls_ca": args.tls_ca}
+    return {"mqtt_version": args.mqtt_version, "username": args.username or "",
+            "password": password or "", "tls_ca": args.tls_ca or "",
+            "tls_cert": args.tls_cert or "", "tls_key": args.tls_key or ""}
 
 
 def stop_on_signals():
@@ -259,36 +262,175 @@ def _add_simulate(sub) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from edge import simulate
+    from edge.mqtt import MqttError, connect_client
 
     try:
         source = simulate.make_source(args.data, synthetic_data=args.synthetic,
                                       rate_hz=args.rate, loop=args.loop, seed=args.seed)
         kwargs = client_kwargs(args)
+        if args.devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {args.devices}")
     except (ValueError, OSError) as exc:  # SensorFileError is a ValueError
         return _fail("simulate", exc)
     try:
-        client = simulate.connect(args.broker, **kwargs)
-    except (ValueError, ConnectionError) as exc:
+        client = connect_client(args.broker, **kwargs)
+    except (ValueError, MqttError) as exc:
         return _fail("simulate", exc)
-    stop = stop_on_signals()
     try:
         sim = simulate.Simulator(client, source, devices=args.devices, rate_hz=args.rate,
                                  fmt=args.format, batch_seconds=args.batch_seconds,
                                  topic=args.topic, label_topic=args.label_topic, qos=args.qos)
-        names = [s.name for s in sim.streams]
-        logging.getLogger("edge.simulate").info(
-            "simulating %d device(s) %s at %g Hz, %s payloads on %s", len(names),
-            ",".join(names[:8]) + ("..." if len(names) > 8 else ""), sim.rate_hz, args.format,
-            args.topic)
-        stats = sim.run(stop, duration=args.duration)
     except ValueError as exc:
+        client.disconnect()
+        client.loop_stop()
         return _fail("simulate", exc)
+    names = [s.name for s in sim.streams]
+    logging.getLogger("edge.simulate").info(
+        "simulating %d device(s) %s at %g Hz, %s payloads on %s", len(names),
+        ",".join(names[:8]) + ("..." if len(names) > 8 else ""), sim.rate_hz, args.format,
+        args.topic)
+    stop = stop_on_signals()
+    try:
+        stats = sim.run(stop, duration=args.duration)
     finally:
         client.disconnect()  # before loop_stop: the loop thread then ends at once
         client.loop_stop()
     print(f"simulate: {stats.messages} messages, {stats.samples} samples, "
           f"{stats.label_messages} label messages from {len(stats.per_device)} device(s) "
           f"in {stats.seconds:.1f} s")
+    return 0
+
+
+def _add_record(sub) -> None:
+    p = add_command(
+        sub, "record",
+        "Record MQTT sensor messages into CSV logs that `sigmoid-train fit` reads "
+        "(ts, device, label, one column per channel).",
+        "sigmoid-edge record --broker mqtt://localhost:1883 --topic 'sensors/#' "
+        "--out run1.csv --label-topic 'sim/{device}/label'",
+    )
+    add_client_args(p)
+    p.add_argument("--topic", default="sensors/#",
+                   help="sensor topics; the device is the level of '{device}' or of the first "
+                        "wildcard (default: sensors/#)")
+    p.add_argument("--out", required=True, metavar="FILE.csv",
+                   help="CSV file to write (appended to if it exists); larger recordings go "
+                        "on in FILE.1.csv, FILE.2.csv, ...")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--label", metavar="L", help="label every row L")
+    labels.add_argument("--label-topic", metavar="T",
+                        help="label rows with what devices announce on T, e.g. "
+                             "'sim/{device}/label' (JSON {label, ts} or plain text)")
+    p.add_argument("--channels", metavar="A,B,C",
+                   help="channel names in order (default: from the first message)")
+    p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1,
+                   help="subscription QoS (default 1)")
+    p.add_argument("--max-mb", type=float, default=100.0, metavar="MB",
+                   help="start the next file when one reaches this size (default 100)")
+    p.add_argument("--rate", type=float, metavar="HZ",
+                   help="sample rate, for batches that carry a single ts")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--client-id", default="", help="MQTT client id (default: generated)")
+    p.set_defaults(func=_record)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from edge import record
+    from edge.mqtt import MqttError, connect_client
+
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    try:
+        kwargs = client_kwargs(args)
+        client = connect_client(args.broker, client_id=args.client_id, **kwargs)
+    except (ValueError, OSError, MqttError) as exc:
+        return _fail("record", exc)
+    try:
+        rec = record.Recorder(client, args.out, topic=args.topic, label=args.label,
+                              label_topic=args.label_topic, channels=channels, qos=args.qos,
+                              max_bytes=int(args.max_mb * 1024 * 1024), rate_hz=args.rate)
+    except ValueError as exc:
+        client.disconnect()
+        client.loop_stop()
+        return _fail("record", exc)
+    # The client connected before the recorder set its callbacks: subscribe now too.
+    rec.subscribe()
+    stop = stop_on_signals()
+    logging.getLogger("edge.record").info("recording %s into %s", args.topic, args.out)
+    try:
+        stats = rec.run(stop, duration=args.duration)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    rejected = sum(stats.rejected.values())
+    print(f"record: {stats.rows} rows from {len(stats.devices)} device(s) "
+          f"({stats.messages} messages, {rejected} rejected, {stats.dropped} dropped) "
+          f"into {', '.join(stats.files) or 'no file (nothing arrived)'}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = add_command(
+        sub, "demo",
+        "The whole product in about a minute: a broker (embedded unless --broker), a model "
+        "trained on synthetic machine vibration, the daemon, simulated machines and a live "
+        "view of the classifications with their accuracy.",
+        "sigmoid-edge demo --devices 4 --duration 30",
+    )
+    add_client_args(p, broker_required=False)
+    p.add_argument("--model", metavar="PATH",
+                   help="use this model instead of training one (its channels must be x,y,z "
+                        "and its labels the synthetic classes)")
+    p.add_argument("--devices", type=int, default=4, metavar="N",
+                   help="simulated machines (default 4)")
+    p.add_argument("--duration", type=float, default=30.0, metavar="S",
+                   help="seconds of streaming at most (default 30; less if the budget is short)")
+    p.add_argument("--budget", type=float, default=55.0, metavar="S",
+                   help="finish within about S seconds of start (default 55)")
+    p.add_argument("--rate", type=float, default=100.0, metavar="HZ",
+                   help="samples per second per machine (default 100)")
+    p.add_argument("--format", choices=("object", "array", "batch"), default="object",
+                   help="sensor payload format (default object)")
+    p.add_argument("--train-seconds", type=float, default=60.0, metavar="S",
+                   help="seconds of synthetic training data per recording (default 60)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic data (default 1)")
+    p.add_argument("--out", default="demo-output", metavar="DIR",
+                   help="where the model, logs, summary.json and report.png go "
+                        "(default demo-output)")
+    p.add_argument("--no-live", action="store_true",
+                   help="print a status line every 2 s instead of redrawing a table")
+    p.add_argument("--no-plot", action="store_true", help="do not write report.png")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.demo import DemoError, DemoOptions, run_demo
+
+    if args.devices < 1 or args.rate <= 0 or args.duration <= 0:
+        return _fail("demo", ValueError("--devices, --rate and --duration must be positive"))
+    if args.username or args.password_file or args.tls_ca:
+        return _fail("demo", ValueError("the demo connects anonymously over plain MQTT; "
+                                        "run simulate/record/run yourself for a secured broker"))
+    opts = DemoOptions(out=Path(args.out), broker=args.broker,
+                       model=Path(args.model) if args.model else None, devices=args.devices,
+                       duration=args.duration, budget=args.budget, rate_hz=args.rate,
+                       fmt=args.format, train_seconds=args.train_seconds, seed=args.seed,
+                       mqtt_version=args.mqtt_version, live=False if args.no_live else None,
+                       plot=not args.no_plot)
+    try:
+        summary = run_demo(opts)
+    except (DemoError, RuntimeError, OSError) as exc:
+        return _fail("demo", exc)
+    if summary["accuracy"] is None:
+        print(f"demo: no classification could be scored ({summary['windows']} windows); "
+              f"see {opts.out}/daemon.log", file=sys.stderr)
+        return 1
+    report = f"; report {summary['report']}" if "report" in summary else ""
+    print(f"demo: accuracy {summary['accuracy']:.3f} ({summary['correct']} of "
+          f"{summary['scored_windows']} windows) on {summary['devices']} devices, "
+          f"{summary['messages_per_s']:.0f} msg/s for {summary['stream_seconds']:.0f} s; "
+          f"total {summary['total_seconds']:.1f} s{report}")
     return 0
 
 
@@ -299,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run(sub)
     _add_simulate(sub)
+    _add_record(sub)
+    _add_demo(sub)
     return parser
 
 

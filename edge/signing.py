@@ -511,6 +511,33 @@ def verify_push(payload: bytes, keys: Iterable[TrustedKey],
     return VerifiedModel(model=push.model, signature=push.signature, key=key)
 
 
+def verify_bytes(model: bytes, signature_doc: bytes | None, keys: Iterable[TrustedKey],
+                 current: Signature | None = None, origin: str = "model") -> VerifiedModel:
+    """Verify model bytes against signature-document bytes (``MODEL.sig`` contents).
+
+    This fits the daemon's ``ModelSlot`` verifier hook ``verifier(data, signature,
+    origin)``: pass ``push.signature.to_json()`` for a push, or the ``MODEL.sig`` bytes
+    for a replaced file.
+
+    Raises
+    ------
+    SignatureError
+        ``malformed`` when ``signature_doc`` is None (an unsigned model while keys are
+        trusted) or unparsable; otherwise as :func:`verify` and :func:`check_not_older`.
+    """
+    if signature_doc is None:
+        raise SignatureError(
+            "malformed",
+            f"{origin} refused: it has no signature and --trusted-key is set; sign it with "
+            "'sigmoid-train sign MODEL --key signing.key' (MODEL.sig beside it) or push it "
+            "with 'sigmoid-train push'",
+        )
+    signature = parse_signature(bytes(signature_doc)[: MAX_HEADER_BYTES + 1], f"{origin} signature")
+    key = verify(model, signature, keys)
+    check_not_older(signature, current)
+    return VerifiedModel(model=bytes(model), signature=signature, key=key)
+
+
 def sig_path_for(model_path: str | Path) -> Path:
     """Where a model's signature lives: ``MODEL.sig`` beside ``MODEL``."""
     model_path = Path(model_path)

@@ -406,3 +406,32 @@ def test_verify_push_refuses_replay_of_an_older_push(keys):
     with pytest.raises(SignatureError, match="older than the model in use") as err:
         signing.verify_push(pushes["1"], good, current=running)
     assert err.value.reason == "replay"
+
+
+def test_verify_bytes_plugs_into_the_model_slot(keys):
+    """The daemon's ModelSlot verifier hook takes (data, signature bytes, origin)."""
+    from edge.models import ModelError, ModelSlot, load_model
+    from trainer.signing import load_private_key, sign_model
+
+    good = trusted(keys, "trusted")
+    key = load_private_key(keys["trusted"][0])
+
+    def verifier(data, signature, origin):
+        try:
+            signing.verify_bytes(data, signature, good, origin=origin)
+        except SignatureError as exc:
+            raise ModelError(str(exc)) from None
+
+    slot = ModelSlot(load_model(tiny_model("1.0.0")), verifiers=[verifier])
+    v2 = tiny_model("2.0.0")
+    push = signing.decode_push(signing.encode_push(v2, sign_model(v2, key, "m.onnx")))
+    slot.swap(push.model, signature=push.signature.to_json(), origin="mqtt push")
+    assert slot.current.info.version == "2.0.0"
+    assert slot.current.sha256 == push.signature.sha256
+
+    v3 = tiny_model("3.0.0")
+    with pytest.raises(ModelError, match="no signature and --trusted-key is set"):
+        slot.swap(v3, signature=None, origin="mqtt push")
+    with pytest.raises(ModelError, match="sha256"):
+        slot.swap(v3, signature=push.signature.to_json(), origin="mqtt push")
+    assert slot.current.info.version == "2.0.0"  # still serving the last good model
