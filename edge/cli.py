@@ -123,6 +123,9 @@ def _add_run(sub) -> None:
                    help="below this confidence the label is 'uncertain' (default 0)")
     p.add_argument("--on-change", action="store_true", default=None,
                    help="publish only when a device's label changes")
+    p.add_argument("--only-anomalies", action="store_true", default=None,
+                   help="publish only windows whose anomaly_score is above the model's "
+                        "anomaly_threshold (needs a model from fit-anomaly or fit --anomaly)")
     p.add_argument("--log-level", dest="run_log_level", type=str.lower, choices=LOG_LEVELS,
                    help="how much to log (default info)")
     p.add_argument("--check-config", action="store_true",
@@ -134,7 +137,7 @@ RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "smoothing",
-    "min_confidence", "on_change",
+    "min_confidence", "on_change", "only_anomalies",
 )
 
 

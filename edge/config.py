@@ -116,6 +116,7 @@ class Config:
     smoothing: int = 1
     min_confidence: float = 0.0
     on_change: bool = False
+    only_anomalies: bool = False
     # Keys beyond the schema.
     max_payload_bytes: int = 256 * 1024
     max_depth: int = 8
@@ -147,7 +148,7 @@ class Config:
         return f"sigmoid-edge/{self.node}/model"
 
 
-_POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change")
+_POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change", "only_anomalies")
 _INTERNAL = ("sources", "password")
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in _INTERNAL}
 

@@ -161,6 +161,21 @@ def check_session(session, info: ModelInfo) -> None:
     if OUTPUT_NAME not in outputs:
         raise ContractError(f"model must have an output {OUTPUT_NAME!r}, has {sorted(outputs)}")
     _check_shape(outputs[OUTPUT_NAME], [None, len(info.labels)], "output")
+    if ANOMALY_OUTPUT in outputs:
+        _check_shape(outputs[ANOMALY_OUTPUT], [None], "output")
+        if anomaly_threshold(info) is None:
+            raise ContractError(
+                f"model has an {ANOMALY_OUTPUT!r} output but no numeric {ANOMALY_THRESHOLD!r} "
+                "in its metadata; re-export it with `sigmoid-train fit-anomaly` or `fit --anomaly`"
+            )
+
+
+def anomaly_threshold(info: ModelInfo) -> float | None:
+    """The model's ``anomaly_threshold`` (a score above it is an anomaly), if it has one."""
+    value = info.extra.get(ANOMALY_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
 
 
 def _check_shape(arg, expected: list[int | None], what: str) -> None:

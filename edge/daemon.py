@@ -41,8 +41,12 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
     Raises
     ------
     ModelError
-        If the mapping names channels the model does not have.
+        If the mapping names channels the model does not have, or ``only_anomalies`` is
+        set and the model has no ``anomaly_score`` output.
     """
+    if cfg.only_anomalies and model.anomaly_threshold is None:
+        raise ModelError(f"{model.source}: --only-anomalies needs a model with an "
+                         "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly)")
     try:
         return PayloadParser(model.info.channels, cfg.channels,
                              max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
@@ -81,6 +85,7 @@ class Daemon:
             queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
+            only_anomalies=cfg.only_anomalies,
         )
         self.filter, self._device_level = input_filter(cfg.input_topic)
         self._known_devices: set[str] = set()

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelInfo, check_session
+from edge.contract import (
+    ANOMALY_OUTPUT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ContractError,
+    ModelInfo,
+    anomaly_threshold,
+    check_session,
+)
 from edge.contract import decode_metadata as _decode
 
 log = logging.getLogger(__name__)
@@ -49,12 +57,15 @@ class LoadedModel:
         Hex digest of the model file's bytes (what outputs report).
     source : str
         Where it came from (a path, or ``"mqtt"`` for a push).
+    anomaly_threshold : float or None
+        Set when the model has an ``anomaly_score`` output: a score above it is an anomaly.
     """
 
     session: object
     info: ModelInfo
     sha256: str
     source: str
+    anomaly_threshold: float | None = None
 
     @property
     def identity(self) -> dict[str, str]:
@@ -64,6 +75,13 @@ class LoadedModel:
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities ``[B, classes]`` for float32 windows ``[B, window, channels]``."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: windows})[0]
+
+    def predict_scored(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, when the model has one, the ``anomaly_score`` ``[B]`` (else None)."""
+        if self.anomaly_threshold is None:
+            return self.predict(windows), None
+        probs, scores = self.session.run([OUTPUT_NAME, ANOMALY_OUTPUT], {INPUT_NAME: windows})
+        return probs, scores
 
 
 def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
@@ -110,7 +128,9 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         check_session(session, info)
     except ContractError as e:
         raise ModelError(f"{origin}: {e}") from None
-    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin)
+    outputs = {o.name for o in session.get_outputs()}
+    threshold = anomaly_threshold(info) if ANOMALY_OUTPUT in outputs else None
+    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin, threshold)
     self_test(model)
     return model
 

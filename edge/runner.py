@@ -7,6 +7,8 @@ and runs *all* windows that became ready, across devices, through the model in o
 Post-processing follows Edge Impulse's performance calibration: an optional moving average
 of the last ``smoothing`` probability vectors per device, a ``min_confidence`` below which
 the label is ``uncertain``, and an ``on_change`` mode that publishes only label changes.
+A model with an ``anomaly_score`` output adds ``anomaly_score`` and ``anomaly`` (score above
+the model's ``anomaly_threshold``) to each output; ``only_anomalies`` publishes only those.
 """
 
 from __future__ import annotations
@@ -134,18 +136,21 @@ class Runner:
         For the window buffers.
     smoothing, min_confidence, on_change :
         For :class:`PostProcess`.
+    only_anomalies : bool
+        Publish only windows the model's anomaly score flags (after ``on_change``).
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
                  output_topic: str = "edge/{device}/classification", queue_size: int = 10000,
                  hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
-                 output_qos: int = 1):
+                 output_qos: int = 1, only_anomalies: bool = False):
         self.slot = slot
         self.publish = publish
         self.stats = stats
         self.output_topic = output_topic
         self.output_qos = output_qos
+        self.only_anomalies = only_anomalies
         self.hop_override = hop
         self.max_devices = max_devices
         self.gap_periods = gap_periods
@@ -309,7 +314,7 @@ class Runner:
     def _classify(self, windows, devices, starts, ends, newest) -> None:
         model = self._model
         try:
-            probs = model.predict(windows)
+            probs, scores = model.predict_scored(windows)
         except Exception:
             log.exception("inference failed on a batch of %d windows", len(windows))
             return
@@ -325,15 +330,24 @@ class Runner:
         topic = self.output_topic
         publish, qos = self.publish, self.output_qos
         published = 0
+        if scores is not None:
+            scores = scores.tolist()
+            flags = [s > model.anomaly_threshold for s in scores]
         # Formatted by hand: json.dumps of a dict per window cost more than the inference.
         for i, label, conf in keep:
+            anomaly = ""
+            if scores is not None:
+                if self.only_anomalies and not flags[i]:
+                    continue
+                anomaly = (f'"anomaly_score": {scores[i]:.6g}, '
+                           f'"anomaly": {"true" if flags[i] else "false"}, ')
             device = devices[i]
             quoted = _quote(device)
             probabilities = ", ".join(f"{k}: {v:.6f}" for k, v in zip(keys, rows[i],
                                                                      strict=True))
             payload = (f'{{"device": {quoted}, "label": {_quote(label)}, '
                        f'"confidence": {conf:.6f}, "probabilities": {{{probabilities}}}, '
-                       f'"window_start": {starts[i]:.6f}, "window_end": {ends[i]:.6f}, '
+                       f'{anomaly}"window_start": {starts[i]:.6f}, "window_end": {ends[i]:.6f}, '
                        f'"model": {tail}}}')
             publish(topic.replace("{device}", device), payload, qos)
             published += 1
