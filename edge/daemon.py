@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import threading
 import time
 from collections import deque
 
 from edge.config import Config, check_device_name
-from edge.models import LoadedModel, ModelError, ModelSlot, load_model
+from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
 from edge.runner import Runner
 from edge.stats import RateLimit, Stats
+from edge.updates import ModelUpdates, verify_startup
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class Daemon:
 
     def __init__(self, cfg: Config, model: LoadedModel | None = None):
         self.cfg = cfg
-        model = model or load_model(cfg.model, threads=cfg.threads)
+        # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
+        keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
         self.slot = ModelSlot(model, threads=cfg.threads)
         # Checked on every new model before it replaces the current one.
@@ -93,7 +94,6 @@ class Daemon:
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._accepting = True
         # Persistent session: a QoS > 0 message is acknowledged only once the worker has
         # taken it into the window buffers, so a crash before that loses nothing (the broker
@@ -105,7 +105,12 @@ class Daemon:
         self._ack_lock = threading.Lock()
         if self._manual_ack:
             self.runner.after_cycle.append(self.flush_acks)
+        self.updates = ModelUpdates(cfg, self.slot, self.link.publish, keys, verified,
+                                    stats=self.stats)
+        self.runner.on_model_failure = self.updates.on_model_failure
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
+        if self.updates.push_enabled:  # without a trusted key remote push is off
+            self.link.subscribe(cfg.model_topic, 1, self.updates.on_push)
 
     # network thread: parse and enqueue, nothing else
     def on_input(self, msg) -> None:
@@ -176,63 +181,24 @@ class Daemon:
         self.parser = make_parser(new, self.cfg)
         self.stats.model_swaps += 1
 
-    def swap_model(self, source, *, signature: bytes | None = None,
-                   origin: str = "file") -> bool:
-        """Validate and swap in a new model (bytes or a path); report the outcome.
-
-        The entry point for every model change (SIGHUP reload, a signed MQTT push): runs
-        the slot's verifiers and checks, loads and self-tests the model, swaps it between
-        batches, counts ``model_swaps``/``model_rejects`` and publishes a refusal on the
-        errors topic. Call it off the network thread (see :meth:`call_soon`).
-
-        Returns
-        -------
-        bool
-            True when the new model is serving; False when it was refused and the previous
-            one keeps serving.
-        """
-        label = f"{source} ({origin})" if not isinstance(source, bytes | bytearray) else origin
-        try:
-            new = self.slot.swap(source, signature=signature, origin=label)
-        except ModelError as e:
-            self.stats.model_rejects += 1
-            log.error("model refused (%s), still serving %s %s: %s", origin,
-                      self.slot.current.info.name, self.slot.current.info.version, e)
-            self.link.publish(self.cfg.errors_topic, json.dumps({
-                "reason": "model_rejected", "detail": str(e), "origin": origin,
-                "serving": self.slot.current.identity, "time": round(time.time(), 3)}), qos=1)
-            return False
-        log.info("reloaded model %s %s (sha256 %s) from %s", new.info.name, new.info.version,
-                 new.sha256, origin)
-        return True
-
     def reload(self, origin: str = "SIGHUP") -> bool:
-        """Reload the model file; on any failure the current model keeps serving."""
-        return self.swap_model(self.cfg.model, origin=origin)
+        """Reload the model file; on any failure the current model keeps serving.
 
-    def call_soon(self, fn) -> None:
-        """Run ``fn()`` on the main thread's loop (for slow work a handler must not do).
-
-        Thread-safe; a handler on the network thread uses it to hand off e.g. a pushed
-        model: ``daemon.call_soon(lambda: daemon.swap_model(data, origin="mqtt push"))``.
+        With trusted keys the file needs a valid ``MODEL.sig`` (see :mod:`edge.updates`).
         """
-        self._tasks.put(fn)
-
-    def _run_tasks(self) -> None:
-        while True:
-            try:
-                fn = self._tasks.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fn()
-            except Exception:
-                log.exception("a deferred task failed")
+        outcome = self.updates.reload_file(origin)
+        if outcome in ("accepted", "unchanged"):
+            new = self.slot.current
+            log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version,
+                     new.sha256)
+            return True
+        return False
 
     # lifecycle
     def start(self, timeout: float = 10.0) -> None:
         """Start the worker and connect (raises :class:`edge.mqtt.MqttError` on failure)."""
         self.runner.start()
+        self.updates.start()
         self.link.start(timeout)
 
     def publish_stats(self) -> None:
@@ -246,6 +212,7 @@ class Daemon:
                               "publish_refused": link.publish_refused,
                               "persistent_session": self._manual_ack,
                               "unacked": len(self._acks)}
+        snap["model_updates"] = self.updates.snapshot()
         self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
 
     def run(self) -> int:
@@ -265,7 +232,6 @@ class Daemon:
             if self.reload_event.is_set():
                 self.reload_event.clear()
                 self.reload()
-            self._run_tasks()
             now = time.monotonic()
             if self.stats.drops > drops_logged and now >= next_drop_log:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "
@@ -285,6 +251,7 @@ class Daemon:
         log.info("stopping: finishing the current batch")
         self._accepting = False
         self.runner.stop(timeout)
+        self.updates.stop()
         if self._manual_ack:
             self.flush_acks()  # what is still queued stays unacknowledged: sent again later
         self.publish_stats()

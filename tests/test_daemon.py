@@ -250,18 +250,21 @@ def test_status_is_retained_and_stats_are_published(broker, model):
         ("sigmoid-edge/testnode/status", "offline")]
 
 
-def test_swap_model_bytes_between_batches_with_other_channels(broker, model, tmp_path):
+def test_reload_between_batches_with_other_channels(broker, model, tmp_path):
     one = mean_model(tmp_path / "one.onnx", channels=("level",), window=4, hop=4, version="9")
+    original = model.read_bytes()
     with running(broker, model) as daemon, Collector(broker, OUT) as out:
         publish_all(out, "sensors/s/a", ["[2, 2, 2]"] * 6)  # a half-full window of 3 channels
         wait_for(lambda: daemon.stats.samples == 6)
-        assert daemon.swap_model(one.read_bytes(), origin="test push")
+        model.write_bytes(one.read_bytes())
+        assert daemon.reload("test")
         publish_all(out, "sensors/s/a", ["0.1"] * 4)  # the new model's one channel
         doc = classifications(out, 1)[0]
         assert daemon.stats.model_swaps == 1 and daemon.slot.previous.info.version == "1"
         # Refused: the configured channel mapping does not fit; version 9 keeps serving.
         daemon.cfg.channels = {"nope": "x"}
-        assert not daemon.swap_model(model.read_bytes(), origin="test push")
+        model.write_bytes(original)
+        assert not daemon.reload("test")
         assert daemon.stats.model_rejects == 1 and daemon.slot.current.info.version == "9"
     assert doc["label"] == "low" and doc["model"]["version"] == "9"
     assert doc["model"]["sha256"] == hashlib.sha256(one.read_bytes()).hexdigest()
