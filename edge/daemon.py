@@ -104,6 +104,13 @@ class Daemon:
         if self._manual_ack:
             self.runner.after_cycle.append(self.flush_acks)
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
+        self.ha = None
+        if cfg.ha_discovery:
+            from edge.homeassistant import Discovery
+            self.ha = Discovery.from_config(cfg, self.link.publish, lambda: self.slot.current)
+            self.slot.listeners.append(self.ha.on_swap)
+            # QoS 0: the birth message needs no (ordered, manual) acknowledgement.
+            self.link.subscribe(self.ha.birth_topic, 0, self.ha.on_birth)
 
     # network thread: parse and enqueue, nothing else
     def on_input(self, msg) -> None:
@@ -132,6 +139,8 @@ class Daemon:
             self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
             self._handled(msg, flush=True)
             return
+        if self.ha is not None:
+            self.ha.seen(device)
         self.runner.submit(device, values, ts, time.time())
         if self._manual_ack:
             self._submitted += 1
@@ -243,6 +252,8 @@ class Daemon:
         """Stop taking input, finish the batch, publish ``offline``, disconnect."""
         log.info("stopping: finishing the current batch")
         self._accepting = False
+        if self.ha is not None:
+            self.ha.close()
         self.runner.stop(timeout)
         if self._manual_ack:
             self.flush_acks()  # what is still queued stays unacknowledged: sent again later
