@@ -110,7 +110,7 @@ class Daemon:
         self.runner.on_model_failure = self.updates.on_model_failure
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
         if self.updates.push_enabled:  # without a trusted key remote push is off
-            self.link.subscribe(cfg.model_topic, 1, self.updates.on_push)
+            self.link.subscribe(cfg.model_topic, 1, self._on_push)
         self.ha = None
         if cfg.ha_discovery:
             from edge.homeassistant import Discovery
@@ -152,6 +152,15 @@ class Daemon:
         if self._manual_ack:
             self._submitted += 1
             self._handled(msg)
+
+    def _on_push(self, msg) -> None:
+        """A model push (network thread): hand it to the update thread, then acknowledge it.
+
+        With a persistent session every QoS > 0 message needs our acknowledgement, pushes
+        included, or it would hold one of the broker's in-flight slots for good.
+        """
+        self.updates.on_push(msg)
+        self._handled(msg, flush=True)
 
     def _handled(self, msg, flush: bool = False) -> None:
         """Queue the acknowledgement of ``msg`` behind everything submitted before it."""

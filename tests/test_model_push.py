@@ -253,3 +253,18 @@ def test_an_unsigned_model_with_a_trusted_key_is_refused_at_start(tmp_path, keys
     assert proc.returncode == 1
     assert "model error" in proc.stderr and "MODEL.sig" in proc.stderr
     assert "sigmoid-train sign" in proc.stderr
+
+
+def test_a_push_is_acknowledged_in_a_persistent_session(broker, tmp_path, keys, signed_model):
+    settings = trusted(keys, signed_model, client_id="edge-push", qos=1)
+    with running(broker, signed_model, **settings) as daemon, Collector(broker, ERRORS) as out:
+        publish(out, MODEL_TOPIC, push_payload(model_bytes(tmp_path, "2"), keys["trusted"][0]))
+        assert events(out, 1)[0]["event"] == "model_accepted"
+        wait_for(lambda: not daemon._acks, what="the push acknowledged")
+    # An unacknowledged push would be sent again when the session resumes.
+    with running(broker, signed_model, **settings) as daemon, Collector(broker, OUT) as out:
+        assert daemon.link.session_present
+        publish(out, "sensors/a1/a", json.dumps({"samples": [[0, 0, 0]] * 4}))
+        out.get()
+        time.sleep(0.3)
+        assert daemon.updates.counts["unchanged"] == 0 and daemon.updates.rejected == {}
