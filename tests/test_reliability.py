@@ -177,3 +177,20 @@ def test_sigmoid_edge_run_process_restart_loses_nothing(broker, model, tmp_path)
                 if m.topic.startswith("edge/"):
                     docs.append(json.loads(m.payload))
     assert len(docs) == n and {doc["device"] for doc in docs} == {"pp"}
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_a_huge_publish_never_reaches_the_daemon_under_mqtt5(broker, model, version):
+    with running(broker, model, mqtt_version=version) as daemon, Collector(broker, OUT) as out:
+        huge = b"[" + b"1, " * 700_000 + b"1]"  # 2.1 MB, over 2 x max_payload_bytes + 64 KiB
+        publish = out.client.publish
+        publish("sensors/h1/a", huge, qos=1).wait_for_publish(10)
+        for _ in range(4):
+            publish("sensors/h1/a", "[0, 0, 0]", qos=1).wait_for_publish(5)
+        assert classifications(out, 1)[0]["label"] == "low"
+        wait_for(lambda: daemon.stats.messages_in >= 4)
+        counts = (daemon.stats.messages_in, dict(daemon.stats.rejected))
+    if version == "5":  # the broker honours our Maximum Packet Size and drops it
+        assert counts == (4, {})
+    else:  # 3.1.1 has no such limit: it arrives whole and is refused (mosquitto's
+        assert counts == (5, {"too_large": 1})  # message_size_limit is the remedy)
