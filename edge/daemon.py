@@ -165,8 +165,12 @@ class Daemon:
     def _handled(self, msg, flush: bool = False) -> None:
         """Queue the acknowledgement of ``msg`` behind everything submitted before it."""
         if self._manual_ack and msg.qos:
-            self._acks.append((self._submitted, msg.mid, msg.qos))
-            if flush:
+            seq = self._submitted
+            self._acks.append((seq, msg.mid, msg.qos))
+            # The worker may have taken the message already (and flushed before this entry
+            # existed) and then gone idle: flush here, or the broker, waiting for the ack
+            # with its in-flight window full, would send nothing more.
+            if flush or seq <= self.runner.taken + self.stats.drops:
                 self.flush_acks()
 
     def flush_acks(self) -> None:
