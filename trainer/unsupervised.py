@@ -193,6 +193,25 @@ def _test_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, normal: s
     return out
 
 
+def carried_anomaly_report(pipeline: Pipeline, float_sess, int8_sess,
+                           datasets: dict[str, Dataset | None]) -> dict[str, Any]:
+    """What ``fit --anomaly`` reports: the detector, and per split the share of windows the
+    float and the int8 model flag and how often they agree (the threshold is calibrated on
+    float scores; the int8 graph may quantize the detector's inputs)."""
+    det = pipeline.network_.detector_
+    out: dict[str, Any] = {**det.describe(), "flagged": {}}
+    for split, data in datasets.items():
+        if data is None:
+            continue
+        (f,) = run_outputs(float_sess, data.X, [contract.ANOMALY_OUTPUT])
+        (q,) = run_outputs(int8_sess, data.X, [contract.ANOMALY_OUTPUT])
+        ff, fq = f > det.threshold_, q > det.threshold_
+        out["flagged"][split] = {"n": int(len(f)), "float": float(ff.mean()),
+                                 "int8": float(fq.mean()),
+                                 "int8_float_agreement": float((ff == fq).mean())}
+    return out
+
+
 def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None = None,
                  quantile: float = DEFAULT_QUANTILE, seed: int = 0, name: str | None = None,
                  version: str = "1") -> dict[str, Any]:
