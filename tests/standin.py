@@ -10,7 +10,8 @@ import numpy as np
 
 
 class LinearSoftmax:
-    def __init__(self, hidden_layers=(), random_state=None, alpha=1e-2):
+    def __init__(self, hidden_layers=(), random_state=None, alpha=1e-2, **ignored):
+        # Training knobs of the real network (tol, max_epochs, ...) mean nothing here.
         self.hidden_layers = hidden_layers
         self.random_state = random_state
         self.alpha = alpha

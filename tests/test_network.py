@@ -299,11 +299,16 @@ def fitted_net():
         (lambda X, y: (np.where(X > 2.5, np.inf, X), y), r"NaN or infinite value\(s\)"),
         (lambda X, y: (X[:0], y[:0]), r"X has no samples"),
         (lambda X, y: (X, np.zeros_like(y)), r"single class 0; a classifier needs at least two"),
-        (lambda X, y: (X[:, 0], y), r"X must be 2-D .* use X.reshape\(-1, 1\)"),
+        (lambda X, y: (X[:, 0], y), r"X must be 2-D .* Reshape your data: X.reshape\(-1, 1\)"),
         (lambda X, y: (X, y[:-1]), r"X has 60 rows but y has 59 labels"),
         (lambda X, y: (X.astype(str), y), r"X must hold numbers"),
+        (lambda X, y: (X[:, :0], y), r"X has 0 feature\(s\) \(shape=\(60, 0\)\)"),
+        (lambda X, y: (X, y + 0.5), r"Unknown label type: continuous values in y"),
+        (lambda X, y: (X, None), r"requires y to be passed, but the target y is None"),
+        (lambda X, y: (X + 1j, y), r"Complex data not supported"),
     ],
-    ids=["nan", "inf", "empty", "single-class", "1d", "lengths", "strings"],
+    ids=["nan", "inf", "empty", "single-class", "1d", "lengths", "strings", "no-features",
+         "continuous-y", "no-y", "complex"],
 )
 def test_bad_training_data_is_named(mutate, message):
     net, X, y = fitted_net()
@@ -338,12 +343,31 @@ def test_errors_at_prediction_time():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         net.fit(X, y)
-    with pytest.raises(ValueError, match=r"X has 3 features, but SigmoidNetwork was fitted with 4"):
+    with pytest.raises(ValueError, match=r"X has 3 features, but \w+ is expecting 4 features"):
         net.predict(X[:, :3])
     with pytest.raises(ValueError, match=r"NaN or infinite"):
         net.predict_proba(np.full((1, 4), np.nan))
     with pytest.raises(ValueError, match=r"invalid parameter 'hidden' for SigmoidNetwork"):
         net.set_params(hidden=(3,))
+
+
+def test_other_input_forms():
+    net, X, y = fitted_net()
+    as_objects = net.fit(X.astype(object), y).predict_proba(X)  # numbers in an object array
+    np.testing.assert_array_equal(as_objects, net.fit(X, y).predict_proba(X))
+    with pytest.raises(ValueError, match=r"sums to zero; give some rows a weight > 0"):
+        net.fit(X, y, sample_weight=np.zeros(len(y)))
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match=r"sparse input is not supported; .*X.toarray\(\)"):
+        net.fit(sparse.csr_matrix(X), y)
+
+
+def test_progress_bar_on_a_terminal(monkeypatch, capsys):
+    X, y = blobs(n=3000, seed=17)  # >= 2000 rows: a validation split, so "val" shows
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    SigmoidNetwork(hidden_layers=(4,), max_epochs=3, verbose=True, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert "SigmoidNetwork" in err and "loss=" in err and "val=" in err
 
 
 def test_early_stopping_without_room_for_a_split_is_explained():

@@ -38,6 +38,8 @@ def test_chosen_int8_model_is_batch_independent(models, chosen):
     assert np.array_equal(together, alone)
     assert report["chosen"] != "dynamic"
     assert report["variants"][report["chosen"]]["batch_independent"] is True
+    # The check can fail: dynamic quantization takes its ranges from the whole batch.
+    assert report["variants"]["dynamic"]["batch_independent"] is False
 
 
 def test_choice_meets_agreement_and_is_written_to_metadata(models, chosen):

@@ -24,7 +24,7 @@ from trainer.data import Dataset
 from trainer.features.registry import DEFAULT_CANDIDATES
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
-from trainer.selection import NETWORK_CANDIDATES, select
+from trainer.selection import NETWORK_CANDIDATES, TooFewWindows, select
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,16 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
         networks = list(NETWORK_CANDIDATES)
     networks = [{**n, **options.network_params} for n in networks]
     selection: dict[str, Any] = {"method": "none: a single setting was given"}
+    best = None
     if len(feature_sets) * len(networks) > 1:
         t0 = time.perf_counter()
-        best, table = select(train.X, train.y, feature_sets, networks, seed=options.seed,
-                             network_factory=options.network_factory)
+        try:
+            best, table = select(train.X, train.y, feature_sets, networks, seed=options.seed,
+                                 network_factory=options.network_factory)
+        except TooFewWindows as exc:
+            log.warning("using the first default setting without validation: %s", exc)
+            selection = {"method": f"none: {exc}; the first candidate was used"}
+    if best is not None:
         selection = {"method": f"stratified {table[0]['folds']}-fold cross-validation on the "
                                "training windows" if table[0]["folds"] > 1 else
                                "stratified 25% hold-out of the training windows",

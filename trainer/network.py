@@ -271,14 +271,17 @@ class SigmoidNetwork:
     def _check_X(self, X, *, fitting: bool) -> np.ndarray:
         """X as a C-contiguous float array of the model's dtype, with clear errors."""
         dtype = np.dtype(self.dtype)
+        if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+            raise TypeError("sparse input is not supported; pass a dense array (X.toarray())")
         try:
             X = np.asarray(X)
         except Exception as exc:  # ragged lists
             raise ValueError(f"X could not be read as a 2-D array of numbers: {exc}") from None
         if X.ndim == 1:
             raise ValueError(
-                f"X must be 2-D [n_samples, n_features], got a 1-D array of shape {X.shape}; "
-                "use X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
+                f"X must be 2-D [n_samples, n_features], got a 1-D array of shape {X.shape}. "
+                "Reshape your data: X.reshape(-1, 1) for one feature or X.reshape(1, -1) for "
+                "one sample"
             )
         if X.ndim != 2:
             raise ValueError(
@@ -288,11 +291,22 @@ class SigmoidNetwork:
         if X.shape[0] == 0:
             raise ValueError(f"X has no samples (shape {X.shape}); pass at least one row")
         if X.shape[1] == 0:
-            raise ValueError(f"X has no features (shape {X.shape}); pass at least one column")
+            raise ValueError(
+                f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required; "
+                "pass at least one column"
+            )
+        if np.iscomplexobj(X):
+            raise ValueError("Complex data not supported: X must be real-valued")
+        if X.dtype == object:
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "X must hold numbers, got dtype object with non-numeric values; "
+                    "convert or encode them first"
+                ) from None
         if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}; convert or encode first")
-        if np.iscomplexobj(X):
-            raise ValueError("X must be real-valued, got complex numbers")
         X = np.ascontiguousarray(X, dtype=dtype)
         finite = np.isfinite(X)
         if not finite.all():
@@ -304,8 +318,8 @@ class SigmoidNetwork:
             )
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {X.shape[1]} features, but SigmoidNetwork was fitted with "
-                f"{self.n_features_in_}; pass the same feature columns as in fit"
+                f"X has {X.shape[1]} features, but SigmoidNetwork is expecting "
+                f"{self.n_features_in_} features as input (as in fit); pass the same columns"
             )
         return X
 
@@ -511,7 +525,9 @@ class SigmoidNetwork:
             cw = per_class[np.searchsorted(self.classes_, y)]
             w = cw if w is None else w * cw
         if w is not None and not w.sum() > 0:
-            raise ValueError("sample_weight (times class_weight) sums to 0; nothing to learn")
+            raise ValueError(
+                "sample_weight (times class_weight) sums to zero; give some rows a weight > 0"
+            )
         return w
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
@@ -825,7 +841,7 @@ class _progress:
         if verbose and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="epoch", desc="SigmoidNetwork", leave=False)
+            self.bar = tqdm(total=total, unit="epoch", desc="SigmoidNetwork")
 
     def update(self, epoch: int, loss: float, score) -> None:
         if not self.verbose:
@@ -856,6 +872,11 @@ def _positive(name: str, value, integral: bool = False) -> None:
 
 
 def _check_y(y, n: int) -> np.ndarray:
+    if y is None:
+        raise ValueError(
+            "SigmoidNetwork requires y to be passed, but the target y is None; "
+            "pass one label per row of X"
+        )
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -869,8 +890,15 @@ def _check_y(y, n: int) -> np.ndarray:
             raise ValueError(
                 f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type"
             )
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError("y contains NaN or infinite labels; drop those rows")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite labels; drop those rows")
+        if (y != np.round(y)).any():
+            raise ValueError(
+                "Unknown label type: continuous values in y (e.g. "
+                f"{y[y != np.round(y)][0]!r}); a classifier needs class labels, "
+                "so bin the target or use integer/string labels"
+            )
     return y
 
 

@@ -37,6 +37,10 @@ MAX_FOLDS = 5
 HOLDOUT_ABOVE = 3000
 
 
+class TooFewWindows(ValueError):
+    """Some class has too few training windows to cross-validate."""
+
+
 def folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified (train, validation) index pairs: k-fold, or one hold-out for big data."""
     rng = np.random.default_rng(seed)
@@ -44,8 +48,8 @@ def folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     smallest = np.bincount(codes).min()
     k = int(min(MAX_FOLDS, smallest))
     if k < 2:
-        raise ValueError(f"every class needs at least 2 training windows to choose defaults; "
-                         f"the smallest class has {smallest}: pass --features and --hidden")
+        raise TooFewWindows(f"the smallest class has {smallest} training window(s); "
+                            "cross-validation needs at least 2 per class")
     fold_of = np.empty(len(y), int)
     for c in range(len(classes)):
         idx = np.flatnonzero(codes == c)
