@@ -26,6 +26,12 @@ ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
 # NUL and control characters).
 _UNSAFE_LEVEL = re.compile(r"[+#/\x00-\x1f\x7f]")
+# Device names also come from the network: besides the above, refuse C1 controls and the
+# invisible format characters (bidi overrides, zero-width, BOM) that could make a device
+# look like another in logs and dashboards ("Trojan Source"), and absurd lengths.
+_UNSAFE_DEVICE = re.compile(
+    "[+#/\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -88,8 +94,12 @@ class Config:
 
     Extra keys beyond the schema: ``max_payload_bytes`` and ``max_depth`` (payload limits),
     ``gap_periods`` (a ``ts`` gap of more than this many sample periods restarts a window),
-    ``keepalive`` (seconds) and ``password`` (only from ``SIGMOID_EDGE_PASSWORD`` or the
-    password file, never from a file key or the command line).
+    ``keepalive`` (seconds), ``reconnect_min``/``reconnect_max`` (seconds between reconnect
+    attempts, doubling with jitter), ``auth_retry`` (seconds between attempts after the
+    broker refused the credentials), ``session_expiry`` (seconds the broker keeps a
+    persistent session, see :attr:`persistent_session`) and ``password`` (only from
+    ``SIGMOID_EDGE_PASSWORD`` or the password file, never from a file key or the command
+    line).
     """
 
     model: str = ""
@@ -122,6 +132,10 @@ class Config:
     max_depth: int = 8
     gap_periods: float = 5.0
     keepalive: int = 60
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    auth_retry: float = 60.0
+    session_expiry: int = 7 * 24 * 3600
     password: str = field(default="", repr=False)
     # Where each value came from ("default", "file", "env", "cli"), for error messages.
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -130,6 +144,16 @@ class Config:
     @property
     def address(self) -> BrokerAddress:
         return parse_broker_url(self.broker)
+
+    @property
+    def persistent_session(self) -> bool:
+        """A client id was chosen and QoS > 0: keep the session across restarts.
+
+        The broker then queues QoS > 0 input while the daemon is down (MQTT 5 session
+        expiry ``session_expiry``; clean session off for 3.1.1), and the daemon
+        acknowledges a message only once it is in its buffers.
+        """
+        return self.qos > 0 and self.sources.get("client_id", "default") != "default"
 
     @property
     def status_topic(self) -> str:
@@ -393,6 +417,13 @@ def validate(cfg: Config) -> Config:
         raise _fail(cfg, "min_confidence", f"must be between 0 and 1, got {cfg.min_confidence}")
     if cfg.gap_periods <= 0:
         raise _fail(cfg, "gap_periods", f"must be positive, got {cfg.gap_periods}")
+    if not 0 < cfg.reconnect_min <= cfg.reconnect_max:
+        raise _fail(cfg, "reconnect_min", "must be positive and at most reconnect_max, got "
+                    f"{cfg.reconnect_min} (reconnect_max {cfg.reconnect_max})")
+    if cfg.auth_retry <= 0:
+        raise _fail(cfg, "auth_retry", f"must be positive seconds, got {cfg.auth_retry}")
+    if not 0 <= cfg.session_expiry <= 0xFFFFFFFF:
+        raise _fail(cfg, "session_expiry", f"must be 0 to 4294967295 s, got {cfg.session_expiry}")
     if not 5 <= cfg.keepalive <= 65535:
         raise _fail(cfg, "keepalive", f"must be between 5 and 65535 s, got {cfg.keepalive}")
     if cfg.log_level.lower() not in LOG_LEVELS:
@@ -452,5 +483,10 @@ def _default_node() -> str:
 
 
 def check_device_name(name: str) -> bool:
-    """True when ``name`` is safe to put into a topic level (no wildcards, '/', controls)."""
-    return bool(name) and _UNSAFE_LEVEL.search(name) is None
+    """True when ``name`` is safe to put into a topic level.
+
+    No wildcards, ``/``, control characters (C0 and C1), invisible format characters
+    (bidi overrides, zero-width), and at most :data:`MAX_DEVICE_NAME` characters.
+    """
+    return (bool(name) and len(name) <= MAX_DEVICE_NAME
+            and _UNSAFE_DEVICE.search(name) is None)

@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 
 from edge.config import Config, check_device_name
 from edge.models import LoadedModel, ModelError, ModelSlot, load_model
@@ -92,6 +93,16 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self._accepting = True
+        # Persistent session: a QoS > 0 message is acknowledged only once the worker has
+        # taken it into the window buffers, so a crash before that loses nothing (the broker
+        # sends it again). Entries are (messages submitted up to it, mid, qos), acked in
+        # order once the worker has taken (or dropped) that many.
+        self._manual_ack = cfg.persistent_session
+        self._acks: deque[tuple[int, int, int]] = deque()
+        self._submitted = 0
+        self._ack_lock = threading.Lock()
+        if self._manual_ack:
+            self.runner.after_cycle.append(self.flush_acks)
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
 
     # network thread: parse and enqueue, nothing else
@@ -114,12 +125,33 @@ class Daemon:
             values, ts = self.parser.parse(msg.payload)
         except Rejected as r:
             self._reject(r.reason, r.detail, device, msg)
+            self._handled(msg, flush=True)
             return
         except Exception as e:  # a bug must cost one message, not the daemon
             log.debug("internal error on a message", exc_info=True)
             self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
+            self._handled(msg, flush=True)
             return
         self.runner.submit(device, values, ts, time.time())
+        if self._manual_ack:
+            self._submitted += 1
+            self._handled(msg)
+
+    def _handled(self, msg, flush: bool = False) -> None:
+        """Queue the acknowledgement of ``msg`` behind everything submitted before it."""
+        if self._manual_ack and msg.qos:
+            self._acks.append((self._submitted, msg.mid, msg.qos))
+            if flush:
+                self.flush_acks()
+
+    def flush_acks(self) -> None:
+        """Acknowledge every message the worker has taken (or dropped), in order."""
+        with self._ack_lock:
+            done = self.runner.taken + self.stats.drops
+            acks = self._acks
+            while acks and acks[0][0] <= done:
+                _, mid, qos = acks.popleft()
+                self.link.ack(mid, qos)
 
     def _reject(self, reason: str, detail: str, device: str, msg) -> None:
         self.stats.reject(reason)
@@ -168,6 +200,12 @@ class Daemon:
         snap["node"] = self.cfg.node
         snap["model"] = self.slot.current.identity
         snap["devices"] = len(self.runner.buffers) if self.runner.buffers is not None else 0
+        link = self.link
+        snap["connection"] = {"connects": link.connects, "outages": link.outages,
+                              "reconnect_attempts": link.attempts,
+                              "publish_refused": link.publish_refused,
+                              "persistent_session": self._manual_ack,
+                              "unacked": len(self._acks)}
         self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
 
     def run(self) -> int:
@@ -206,6 +244,8 @@ class Daemon:
         log.info("stopping: finishing the current batch")
         self._accepting = False
         self.runner.stop(timeout)
+        if self._manual_ack:
+            self.flush_acks()  # what is still queued stays unacknowledged: sent again later
         self.publish_stats()
         self.link.stop(timeout)
         log.info("stopped")

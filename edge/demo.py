@@ -218,6 +218,15 @@ def write_training_data(path: Path, *, devices: int = 4, seconds: float = 60.0,
     return rows
 
 
+def _child_env() -> dict:
+    """Environment for the trainer and daemon processes: they import the same packages as
+    this one even when it runs from a source tree that is not installed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGMOID_EDGE_")}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def train(out: Path, *, seconds: float, seed: int) -> Path:
     """Train on synthetic data with ``sigmoid-train fit``; returns the int8 model's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +242,7 @@ def train(out: Path, *, seconds: float, seed: int) -> Path:
            "--features", FEATURES, "--hidden", HIDDEN]
     log_path = out / "train.log"
     with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_child_env())
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
         hint = ""
@@ -253,8 +262,7 @@ def _start_daemon(opts: DemoOptions, broker_url: str, model: Path) -> tuple[subp
            "--node", opts.node, "--mqtt-version", opts.mqtt_version, "--qos", "0",
            "--stats-interval", "5"]
     logf = open(log_path, "wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGMOID_EDGE_")}
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_child_env())
     logf.close()
     return proc, log_path
 
@@ -345,8 +353,8 @@ def run_demo(opts: DemoOptions) -> dict:
         say(f"daemon: sigmoid-edge run --node {opts.node} is online (log: {daemon_log})")
 
         # 4. simulator, for what is left of the time budget
-        # Keep about 6 s for the last windows, stopping everything and the plot.
-        duration = max(1.0, min(opts.duration, opts.budget - (time.monotonic() - t_start) - 6))
+        # Keep about 8 s for the last windows, stopping everything and the plot.
+        duration = max(1.0, min(opts.duration, opts.budget - (time.monotonic() - t_start) - 8))
         try:
             sim_client = connect_client(broker_url, mqtt_version=opts.mqtt_version)
         except (MqttError, ValueError) as exc:
@@ -403,7 +411,6 @@ def run_demo(opts: DemoOptions) -> dict:
         if embedded is not None:
             embedded.stop()
 
-    total = time.monotonic() - t_start
     summary = {
         "accuracy": None if not score.scored else round(score.accuracy, 4),
         "correct": score.correct,
@@ -416,17 +423,17 @@ def run_demo(opts: DemoOptions) -> dict:
         "messages_per_s": round(msg_rate, 1),
         "stream_seconds": round(streamed, 2),
         "train_seconds": round(train_done, 2),
-        "total_seconds": round(total, 2),
         "broker": "embedded amqtt" if embedded is not None else opts.broker,
         "model": str(model),
         "model_sha256": sorted(m for m in score.models if m),
     }
-    (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if opts.plot:
         png = plot_report(score.records, opts.out / "report.png", t0=score.records[0][
             "window_start"] if score.records else 0.0)
         if png:
             summary["report"] = str(png)
+    summary["total_seconds"] = round(time.monotonic() - t_start, 2)
+    (opts.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

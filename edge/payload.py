@@ -41,7 +41,8 @@ REASONS = {
     "not_finite": "a channel value is NaN or infinite",
     "out_of_range": "a channel value does not fit in float32",
     "bad_ts": "ts is not a finite number (seconds) or a list of them",
-    "bad_device": "device name is empty or has '+', '#', '/', NUL or control characters",
+    "bad_device": "device name is empty, longer than 128 characters, or has '+', '#', '/', "
+                  "control or invisible format characters",
     "internal_error": "an unexpected error while handling the message (a bug: please report)",
 }
 

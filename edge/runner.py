@@ -165,6 +165,11 @@ class Runner:
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._loop, name="sigmoid-edge-worker",
                                         daemon=True)
+        # Items the worker took off the queue (worker thread only); with ``stats.drops`` it
+        # tells the network thread how far the queue has been consumed (manual acks).
+        self.taken = 0
+        # Called on the worker thread after every cycle (e.g. to acknowledge messages).
+        self.after_cycle: list[Callable[[], None]] = []
         self._model: LoadedModel | None = None
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
@@ -239,6 +244,8 @@ class Runner:
             except Exception:  # never let the worker die; the next cycle starts clean
                 log.exception("worker cycle failed")
                 time.sleep(0.05)
+            for hook in self.after_cycle:
+                hook()
             if len(q) < LINGER_ITEMS and not self._stop.is_set():
                 time.sleep(LINGER_S)
 
@@ -250,7 +257,9 @@ class Runner:
         q = self.queue
         pop = q.popleft
         groups: dict[str, list] = {}
-        for _ in range(min(len(q), MAX_DRAIN)):
+        n = min(len(q), MAX_DRAIN)
+        self.taken += n
+        for _ in range(n):
             item = pop()
             g = groups.get(item[0])
             if g is None:

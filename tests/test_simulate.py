@@ -157,3 +157,91 @@ def test_unreachable_broker_is_a_clear_error(capsys):
     port = free_port()
     assert main(["simulate", "--synthetic", "--broker", f"mqtt://127.0.0.1:{port}"]) == 2
     assert f"cannot connect to the broker at mqtt://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+TS_FILE = """# a tiny multivariate .ts file
+@problemName tiny
+@univariate false
+@dimensions 2
+@equalLength true
+@seriesLength 4
+@classLabel true up down
+@data
+1,2,3,4:10,20,30,40:up
+4,3,2,1:40,30,20,10:down
+1,?,3,4:10,20,30,40:up
+5,5,5,5:0,0,0,0:down
+"""
+
+
+def collect_until_end(sub, devices: int) -> list:
+    msgs, ended = [], 0
+    while ended < devices:
+        msgs.append(sub.get(timeout=15))
+        ended += msgs[-1].topic.startswith("sim/") and b'"label": null' in msgs[-1].payload
+    return msgs
+
+
+def test_ts_file_replays_one_case_after_another_per_device(broker, tmp_path):
+    path = tmp_path / "tiny.ts"
+    path.write_text(TS_FILE)
+    with Collector(broker, "sensors/#", "sim/#", qos=1) as sub:
+        proc = run_simulate(broker, str(path), "--rate", "50", "--devices", "2")
+        assert proc.returncode == 0, proc.stderr
+        msgs = collect_until_end(sub, 2)
+    cases = {"dev1": [[[1, 10], [2, 20], [3, 30], [4, 40]], [[1, 10], [2, 20], [3, 30], [4, 40]]],
+             "dev2": [[[4, 40], [3, 30], [2, 20], [1, 10]], [[5, 0], [5, 0], [5, 0], [5, 0]]]}
+    for dev, want_labels in (("dev1", ["up", "up"]), ("dev2", ["down", "down"])):
+        docs = [json.loads(m.payload) for m in msgs if m.topic == f"sensors/{dev}/data"]
+        values = [[d["c0"], d["c1"]] for d in docs]
+        # Case 3 has a missing value ('?'): filled by linear interpolation (2.0).
+        assert values == cases[dev][0] + cases[dev][1]
+        ts = np.array([d["ts"] for d in docs])
+        steps = np.round(np.diff(ts) * 50).astype(int).tolist()
+        # A pause of 10 sample periods between cases restarts the daemon's window.
+        assert steps == [1, 1, 1, 11, 1, 1, 1]
+        labels = [json.loads(m.payload) for m in msgs if m.topic == f"sim/{dev}/label"]
+        starts = [d for d in labels if d["label"]]
+        assert [d["label"] for d in starts] == want_labels
+        assert [d["ts"] for d in starts] == pytest.approx([ts[0], ts[4]], abs=1e-5)
+
+
+def test_ts_file_needs_a_rate(tmp_path, capsys):
+    path = tmp_path / "tiny.ts"
+    path.write_text(TS_FILE)
+    assert main(["simulate", str(path), "--broker", "mqtt://127.0.0.1:1"]) == 2
+    assert "pass --rate HZ" in capsys.readouterr().err
+
+
+def test_csv_log_replays_its_own_devices_labels_and_rate(broker, tmp_path):
+    from edge.sensorfiles import CsvWriter
+
+    path = tmp_path / "log.csv"
+    with CsvWriter(path, ["a", "b"], device=True, label=True) as w:
+        for dev, base in (("pump", 0.0), ("fan", 100.0)):
+            t = 1000.0 + np.arange(6) / 20.0  # 20 Hz
+            vals = base + np.arange(12, dtype=float).reshape(6, 2)
+            w.write_many(t.tolist(), vals, [dev] * 6, ["idle"] * 3 + ["run"] * 3)
+    with Collector(broker, "sensors/#", "sim/#", qos=1) as sub:
+        t0 = time.monotonic()
+        proc = run_simulate(broker, str(path), "--format", "batch", "--batch-seconds", "0.05")
+        assert proc.returncode == 0, proc.stderr
+        msgs = collect_until_end(sub, 2)
+    assert time.monotonic() - t0 >= 0.3  # 6 samples at the log's own 20 Hz
+    for dev, base in (("pump", 0.0), ("fan", 100.0)):
+        docs = [json.loads(m.payload) for m in msgs if m.topic == f"sensors/{dev}/data"]
+        samples = np.concatenate([d["samples"] for d in docs])
+        np.testing.assert_array_equal(samples, base + np.arange(12).reshape(6, 2))
+        labels = [json.loads(m.payload)["label"] for m in msgs if m.topic == f"sim/{dev}/label"]
+        assert [x for x in dict.fromkeys(labels) if x] == ["idle", "run"]
+
+
+def test_csv_without_devices_is_spread_over_n_devices():
+    log = simulate.CsvSource.__new__(simulate.CsvSource)
+    ts = np.arange(8) / 10.0
+    log._rows = {"": (ts, np.arange(8, dtype=np.float32)[:, None], np.array(["a"] * 8))}
+    log.rate_hz, log.loop, log.named = 10.0, False, False
+    firsts = [next(log.segments(k, 4)).data[0, 0] for k in range(4)]
+    assert firsts == [0, 2, 4, 6]
+    whole = np.concatenate([s.data[:, 0] for s in log.segments(1, 4)])
+    assert whole.tolist() == [2, 3, 4, 5, 6, 7, 0, 1]  # all of it, from its own offset

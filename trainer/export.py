@@ -16,6 +16,7 @@ The builder runs ``onnx.checker`` with ``full_check=True`` on every model.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -98,11 +99,7 @@ def build_model(
 
 def set_metadata(model: onnx.ModelProto, key: str, value: Any) -> None:
     """Set (or replace) one metadata entry, encoded as the contract says."""
-    encoded = value if key in contract.STRING_KEYS else None
-    if encoded is None:
-        import json
-
-        encoded = json.dumps(value, sort_keys=True)
+    encoded = str(value) if key in contract.STRING_KEYS else json.dumps(value, sort_keys=True)
     for prop in model.metadata_props:
         if prop.key == key:
             prop.value = encoded

@@ -332,4 +332,5 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
               "float": float_fig,
               "variants": {n: v.figures for n, v in variants.items()}}
     set_metadata(best.model, contract.QUANTIZATION, summary)
+    onnx.checker.check_model(best.model, full_check=True)
     return best.model, report
