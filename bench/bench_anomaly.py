@@ -293,6 +293,7 @@ def main(argv=None) -> int:
           f"Python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
           f"{onnxruntime.__version__}; load average {__import__('os').getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
+    print("<!-- begin markdown -->")  # `make bench` records the tables between the markers
     det_rows = [] if "detectors" in args.skip else bench_detectors(args)
     if "thresholds" not in args.skip:
         bench_thresholds(args)
@@ -300,6 +301,7 @@ def main(argv=None) -> int:
     if args.plot and det_rows and pre_rows:
         plot(args.plot, det_rows, pre_rows)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    print("<!-- end markdown -->")
     return 0
 
 
