@@ -139,7 +139,7 @@ def test_one_kernel_by_hand():
     # positions 0, 1, 2) is zero-padded (even kernel at dilation index 0) and comes first.
     x = np.zeros((1, 9, 1), np.float32)
     x[0, 4, 0], x[0, 5, 0] = 1.0, -1.0  # mean 0, so centring changes nothing
-    features = ConvFeatures(n_features=84, diff=False, seed=0).fit(x)
+    features = ConvFeatures(n_features=84, diff=False, random_state=0).fit(x)
     bank = features.banks_["conv"]
     np.testing.assert_array_equal(bank.dilations, [1])
     assert bank.padded[0, 0] and not bank.padded[0, 1]
@@ -160,9 +160,9 @@ def test_one_kernel_by_hand():
 
 def test_deterministic_given_seed(vibration):
     X, _ = vibration
-    a = ConvFeatures(n_features=336, seed=5).fit(X)
-    b = ConvFeatures(n_features=336, seed=5).fit(X)
-    c = ConvFeatures(n_features=336, seed=6).fit(X)
+    a = ConvFeatures(n_features=336, random_state=5).fit(X)
+    b = ConvFeatures(n_features=336, random_state=5).fit(X)
+    c = ConvFeatures(n_features=336, random_state=6).fit(X)
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
     for key in a.banks_:
         for ba, bb in zip(a.banks_[key].biases, b.banks_[key].biases, strict=True):
@@ -193,7 +193,7 @@ def test_shapes_and_names(vibration, n_features, diff, expected, banks):
 def test_channel_subsets(vibration):
     rng = np.random.default_rng(0)
     wide = rng.normal(size=(20, 40, 12)).astype(np.float32)
-    features = ConvFeatures(n_features=1008, seed=2).fit(wide)
+    features = ConvFeatures(n_features=1008, random_state=2).fit(wide)
     for bank in features.banks_.values():
         counts = bank.channel_mask.sum(axis=-1)
         assert counts.min() == 1 and counts.max() <= 9  # at most min(C, 9) as in the paper
@@ -225,7 +225,7 @@ def test_clear_errors(vibration):
 @pytest.mark.parametrize("diff", [True, False])
 def test_parity_random_data_and_predictions(vibration, diff):
     X, y = vibration
-    features = ConvFeatures(n_features=1008, diff=diff, seed=1).fit(X[:60])
+    features = ConvFeatures(n_features=1008, diff=diff, random_state=1).fit(X[:60])
     F_np = features.transform(X)
     F_graph = graph_features(features, X)
     assert flipped_fraction(F_np, F_graph) <= MAX_FLIPPED_FRACTION
@@ -238,7 +238,7 @@ def test_parity_random_data_and_predictions(vibration, diff):
 @pytest.mark.parametrize(("w", "c"), [(100, 1), (60, 3), (5, 2)])
 def test_parity_flat_segments(w, c):
     X = flat_segments(120, w, c, seed=w + c)
-    features = ConvFeatures(n_features=504, seed=3).fit(X[:40])
+    features = ConvFeatures(n_features=504, random_state=3).fit(X[:40])
     assert flipped_fraction(features.transform(X), graph_features(features, X)) \
         <= MAX_FLIPPED_FRACTION
 
@@ -249,7 +249,7 @@ def test_nudged_biases_survive_another_summation_order(monkeypatch):
     Float64 stands in for another CPU or onnxruntime build summing in another order.
     """
     X = flat_segments(150, 100, 1, seed=11)
-    nudged = ConvFeatures(n_features=1008, seed=1).fit(X[:50])
+    nudged = ConvFeatures(n_features=1008, random_state=1).fit(X[:50])
     assert flipped_fraction(float64_features(nudged, X), graph_features(nudged, X)) \
         <= MAX_FLIPPED_FRACTION
 
@@ -257,15 +257,15 @@ def test_nudged_biases_survive_another_summation_order(monkeypatch):
         return np.stack([np.quantile(o, q) for o, q in zip(outputs, quantiles, strict=True)])
 
     monkeypatch.setattr(conv_module, "nudged_quantiles", paper_quantiles)
-    paper = ConvFeatures(n_features=1008, seed=1).fit(X[:50])
+    paper = ConvFeatures(n_features=1008, random_state=1).fit(X[:50])
     assert flipped_fraction(float64_features(paper, X), graph_features(paper, X)) > 0.01
 
 
 def test_large_offset_is_centred(vibration):
     X, y = vibration
     shifted = X + np.float32(1000.0)
-    a = ConvFeatures(n_features=336, seed=4).fit(X)
-    b = ConvFeatures(n_features=336, seed=4).fit(shifted)
+    a = ConvFeatures(n_features=336, random_state=4).fit(X)
+    b = ConvFeatures(n_features=336, random_state=4).fit(shifted)
     # Kernels sum to zero and channels are centred: the offset changes (almost) nothing.
     assert flipped_fraction(a.transform(X), b.transform(shifted)) < 0.02
     assert flipped_fraction(b.transform(shifted), graph_features(b, shifted)) \

@@ -312,8 +312,10 @@ class ConvFeatures:
         nothing extra at the same feature count.
     max_dilations_per_kernel : int, default 32
         As in the paper.
-    seed : int, default 0
-        Seeds the channel subsets and the training windows biases are drawn from.
+    random_state : int or None, default None
+        Seeds the channel subsets and the training windows biases are drawn from; ``None``
+        is seed 0 (a :class:`trainer.pipeline.Pipeline` sets its own seed here). The same
+        seed and training windows give the same features.
 
     Attributes
     ----------
@@ -324,7 +326,7 @@ class ConvFeatures:
 
     Examples
     --------
-    >>> conv = ConvFeatures(n_features=168, seed=1).fit(train_windows)   # doctest: +SKIP
+    >>> conv = ConvFeatures(n_features=168, random_state=1).fit(train_windows)   # doctest: +SKIP
     >>> conv.transform(test_windows).shape                                 # doctest: +SKIP
     (n_test, 168)
     """
@@ -336,12 +338,12 @@ class ConvFeatures:
         n_features: int = DEFAULT_N_FEATURES,
         diff: bool = True,
         max_dilations_per_kernel: int = MAX_DILATIONS_PER_KERNEL,
-        seed: int = 0,
+        random_state: int | None = None,
     ):
         self.n_features = n_features
         self.diff = diff
         self.max_dilations_per_kernel = max_dilations_per_kernel
-        self.seed = seed
+        self.random_state = random_state
 
     def fit(self, windows: np.ndarray) -> ConvFeatures:
         """Choose dilations, channel subsets and biases from training windows ``[N, W, C]``."""
@@ -355,7 +357,7 @@ class ConvFeatures:
             )
         x = self._check(windows, fitted=False)
         self.window_, self.channels_ = x.shape[1], x.shape[2]
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
         per_kernel = int(self.n_features) // N_KERNELS
         with_diff = bool(self.diff) and per_kernel >= 2 and x.shape[1] >= 2
         raw_share = (per_kernel + 1) // 2 if with_diff else per_kernel
@@ -422,7 +424,7 @@ class ConvFeatures:
             "recipe": "MiniRocket (Dempster et al. 2021), multivariate, PPV, nudged biases",
             "n_features": self.n_features_out_,
             "diff": "conv_diff" in self.banks_,
-            "seed": int(self.seed),
+            "random_state": self.random_state,
             "window": int(self.window_),
             "channels": int(self.channels_),
             "banks": {
