@@ -6,6 +6,7 @@ defaults; int8 vs float >= 99% label agreement and <= 1 point accuracy loss.
 
     python bench/bench_pipeline.py            # full run (about 2 minutes)
     python bench/bench_pipeline.py --quick    # smoke run (seconds)
+    python bench/bench_pipeline.py --datasets DIR   # also every DIR/NAME/NAME_TRAIN.ts
 
 Latency: each setting is timed in ``repeats`` rounds of ``min_time / repeats`` seconds
 after a warm-up; the median and the best round are reported (the best is the least
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as sigmoid-train does (trainer/cli.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import synthetic  # noqa: E402
@@ -100,16 +103,16 @@ def latency_table(min_time: float, repeats: int, quick: bool) -> None:
               f"| {m64:.2f} / {b64:.2f} / {c64:.2f} |")
 
 
-def accuracy_table(quick: bool) -> None:
-    root = SHARED if SHARED.exists() else SHARED_FALLBACK
-    print("\n### Accuracy with the defaults (`sigmoid-train fit TRAIN --test TEST`)\n")
+def accuracy_table(quick: bool, root: Path | None = None, names=None) -> None:
+    root = root or (SHARED if SHARED.exists() else SHARED_FALLBACK)
+    print(f"\n### Accuracy with the defaults (`sigmoid-train fit TRAIN --test TEST`), {root}\n")
     if not root.exists():
         print(f"(skipped: no shared datasets at {root})")
         return
     print("| data set | chosen features | hidden | test acc float | test acc int8 "
           "| agreement | int8 method | fit+select+quantize s |")
     print("|---|---|---|---:|---:|---:|---|---:|")
-    for name in ("BasicMotions", "ItalyPowerDemand"):
+    for name in names or ("BasicMotions", "ItalyPowerDemand"):
         train = load_dataset(root / name / f"{name}_TRAIN.ts")
         test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
         t0 = time.perf_counter()
@@ -128,6 +131,9 @@ def accuracy_table(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--datasets", type=Path, metavar="DIR",
+                        help="also score the defaults on every DIR/NAME/NAME_TRAIN.ts "
+                             "classification set (with NAME_TEST.ts beside it)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR)
@@ -138,6 +144,15 @@ def main() -> None:
     min_time, repeats = (0.2, 3) if args.quick else (2.0, 7)
     latency_table(min_time, repeats, args.quick)
     accuracy_table(args.quick)
+    if args.datasets:
+        names = []
+        for train in sorted(args.datasets.glob("*/*_TRAIN.ts")):
+            name = train.parent.name
+            test = train.parent / f"{name}_TEST.ts"
+            header = train.read_text(errors="replace")[:5000].lower()
+            if train.stem == f"{name}_TRAIN" and test.exists() and "@classlabel true" in header:
+                names.append(name)
+        accuracy_table(args.quick, args.datasets, names)
 
 
 if __name__ == "__main__":

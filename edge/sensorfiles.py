@@ -26,7 +26,7 @@ UEA/UCR ``.ts`` format
 ----------------------
 Header lines start with ``@`` (``@problemName``, ``@univariate``, ``@dimensions``,
 ``@equalLength``, ``@seriesLength``, ``@classLabel true A B ...``, ``@missing``), comments
-start with ``#``, ``@data`` starts the cases. A case is one line: channels separated by
+start with ``#`` or ``%``, ``@data`` starts the cases. A case is one line: channels separated by
 ``:``, values by ``,``, ``?`` for a missing value, the class label last. Channels of one
 case may have different lengths only in unequal-length files; cases may always differ.
 """
@@ -48,6 +48,8 @@ DEVICE_COLUMN = "device"
 LABEL_COLUMN = "label"
 RESERVED_COLUMNS = (TS_COLUMN, DEVICE_COLUMN, LABEL_COLUMN)
 MISSING_TOKENS = frozenset({"", "?", "nan", "NaN", "NAN"})
+# .ts comment lines: "#" in most archive files, "%" in some (aeon's UnitTest).
+COMMENT_CHARS = ("#", "%")
 
 
 class SensorFileError(ValueError):
@@ -132,7 +134,7 @@ def read_ts(path: str | os.PathLike) -> TsData:
     data_start = None
     for i, raw in enumerate(lines, start=1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(COMMENT_CHARS):
             continue
         if not line.startswith("@"):
             raise SensorFileError(
@@ -193,7 +195,7 @@ def read_ts(path: str | os.PathLike) -> TsData:
     n_dims = declared_dims
     for i in range(data_start + 1, len(lines) + 1):
         line = lines[i - 1].strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(COMMENT_CHARS):
             continue
         parts = line.split(":")
         if has_labels:

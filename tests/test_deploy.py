@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.models import mean_model
 from tests.mqtt_helpers import Broker, free_port, require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +126,32 @@ def test_shipped_configs_follow_the_daemon_schema(path):
     assert config["input_topic"] == "sensors/{device}/#"
     assert config["output_topic"] == "edge/{device}/classification"
     assert config["username"] == "sigmoid-edge"  # the ACL's user
+
+
+@pytest.mark.slow
+def test_installed_daemon_accepts_the_installed_config(staged, tmp_path):
+    """The venv's own `sigmoid-edge run --check-config` on the config as installed; the model
+    path comes from the environment (which overrides the file), as a user could do."""
+    model = mean_model(tmp_path / "model.int8.onnx")
+    proc = run([str(staged / "opt/sigmoid-edge/venv/bin/sigmoid-edge"), "run", "--config",
+                str(staged / "etc/sigmoid-edge/config.toml"), "--check-config"],
+               env={**os.environ, "SIGMOID_EDGE_MODEL": str(model)})
+    assert proc.returncode == 0, proc.stderr
+    assert "config OK: model test-mean" in proc.stdout and "mqtt://localhost:1883" in proc.stdout
+
+
+def test_docker_config_passes_the_daemons_check_config(tmp_path):
+    model = mean_model(tmp_path / "model.int8.onnx")
+    secret = tmp_path / "mqtt_password"
+    env = {**os.environ, "SIGMOID_EDGE_MODEL": str(model),
+           "SIGMOID_EDGE_PASSWORD_FILE": str(secret)}
+    cmd = [sys.executable, "-m", "edge", "run", "--config", str(DEPLOY / "docker/config.toml"),
+           "--check-config"]
+    missing = run(cmd, env=env, cwd=REPO)
+    assert missing.returncode == 1 and "password_file" in missing.stderr, missing
+    secret.write_text("pw")
+    proc = run(cmd, env=env, cwd=REPO)
+    assert proc.returncode == 0 and "broker mqtt://mosquitto:1883" in proc.stdout, proc.stderr
 
 
 @pytest.mark.slow

@@ -23,6 +23,12 @@ def test_univariate_equal_length():
     np.testing.assert_allclose(d.series[3][:, 0], [1.1, 1.2, 1.1, 1.0, 1.1, 1.2])
 
 
+def test_percent_comments_are_skipped(tmp_path):
+    path = tmp_path / "c.ts"
+    path.write_text("% a comment\n" + HEADER + "% another\n1,2,3:a\n")
+    assert read_ts(path).labels == ["a"]
+
+
 def test_multivariate_unequal_length_with_missing_values():
     d = read_ts(DATA / "tiny_unequal.ts")
     assert d.n_channels == 2

@@ -15,7 +15,9 @@
 # Environment:
 #   ROOT=/var/tmp/sigmoid-edge-arm64   where the arm64 root lives (reused across runs)
 #   SUITE=bookworm  MIRROR=<debian mirror URL> (debootstrap's default when empty)
-#   CPU=cortex-a72                     the emulated CPU (qemu -cpu name)
+#   CPU=cortex-a72                     the emulated CPU: cortex-a72 (Pi 4) or cortex-a76 (Pi 5)
+#   CPU_FILES=pi                       /proc/cpuinfo + /sys/devices/system/cpu of that Pi;
+#                                      host: the x86 host's (what a plain chroot shows)
 #   HOST_PYTHON=.venv/bin/python       a Python with onnx + onnxruntime, to build the models
 #   RESULTS=$ROOT/results.tsv  SKIP_TESTS=1 (smoke inference only)
 #   EDGE_TESTS="tests/test_a.py ..."   the test files to run (default: see above)
@@ -29,6 +31,7 @@ ROOT=${ROOT:-/var/tmp/sigmoid-edge-arm64}
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-}
 CPU=${CPU:-cortex-a72}
+CPU_FILES=${CPU_FILES:-pi}
 RESULTS=${RESULTS:-$ROOT/results.tsv}
 SKIP_TESTS=${SKIP_TESTS:-0}
 if [ -z "${HOST_PYTHON:-}" ]; then
@@ -65,11 +68,54 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# /proc/cpuinfo and /sys/devices/system/cpu of a Raspberry Pi 4 (Cortex-A72 r0p3)
+# or Pi 5 (Cortex-A76 r4p1), as their 64-bit kernels show them.
+write_cpu_files() {
+    local dir=$1 part features revision variant midr i
+    case "$CPU" in
+        cortex-a72) part=0xd08 variant=0x0 revision=3 midr=0x00000000410fd083
+            features="fp asimd evtstrm crc32 cpuid" ;;
+        cortex-a76) part=0xd0b variant=0x4 revision=1 midr=0x00000000414fd0b1
+            features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+        *) die "no CPU files for CPU=$CPU: use cortex-a72, cortex-a76 or CPU_FILES=host" ;;
+    esac
+    # A Pi has 4 cores; show no more than the host has, or onnxruntime's thread pool would
+    # pin threads to cores that do not exist (pthread_setaffinity_np: Invalid argument).
+    local cores last
+    cores=$(nproc)
+    [ "$cores" -le 4 ] || cores=4
+    last=$((cores - 1))
+    rm -rf "$dir"
+    mkdir -p "$dir/sys/devices/system/cpu"
+    : >"$dir/cpuinfo"
+    for i in $(seq 0 "$last"); do
+        printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
+            "$i" "$features" "$variant" "$part" "$revision" >>"$dir/cpuinfo"
+        mkdir -p "$dir/sys/devices/system/cpu/cpu$i/regs/identification" "$dir/sys/devices/system/cpu/cpu$i/topology"
+        echo "$midr" >"$dir/sys/devices/system/cpu/cpu$i/regs/identification/midr_el1"
+        echo 0 >"$dir/sys/devices/system/cpu/cpu$i/topology/physical_package_id"
+        echo "$i" >"$dir/sys/devices/system/cpu/cpu$i/topology/core_id"
+    done
+    printf 'Hardware\t: BCM2835\nModel\t\t: Raspberry Pi (emulated %s)\n' "$CPU" >>"$dir/cpuinfo"
+    for f in possible present online; do echo "0-$last" >"$dir/sys/devices/system/cpu/$f"; done
+}
+
 mount_into_root() {
     mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc"); }
     mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTED+=("$ROOT/dev"); }
-    # onnxruntime's cpuinfo reads /sys/devices/system/cpu (1.20.1 aborts without it), as on a Pi.
-    mountpoint -q "$ROOT/sys" || { mount -t sysfs sysfs "$ROOT/sys"; MOUNTED+=("$ROOT/sys"); }
+    # onnxruntime's cpuinfo library reads /proc/cpuinfo and /sys/devices/system/cpu. qemu
+    # user mode emulates the instructions (and AT_HWCAP) of $CPU, but these files would be
+    # the x86 host's: 1.20.1 aborts without /sys, 1.28.0 segfaults parsing the host's files.
+    # So the root gets the files a Raspberry Pi with that CPU has (CPU_FILES=host: the host's).
+    if [ "$CPU_FILES" = host ]; then
+        mountpoint -q "$ROOT/sys" || { mount -t sysfs sysfs "$ROOT/sys"; MOUNTED+=("$ROOT/sys"); }
+    else
+        write_cpu_files "$ROOT/.cpu-files"
+        mount --bind "$ROOT/.cpu-files/cpuinfo" "$ROOT/proc/cpuinfo"
+        MOUNTED+=("$ROOT/proc/cpuinfo")
+        mount --bind "$ROOT/.cpu-files/sys" "$ROOT/sys"
+        MOUNTED+=("$ROOT/sys")
+    fi
     cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
     # pip in the root trusts what pip on the host trusts (e.g. a site's own CA).
     cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/host-ca-bundle.crt"
@@ -95,12 +141,18 @@ in_root() {
         /bin/sh -c "$1"
 }
 
-# The edge test subset: files that run with the edge install plus the test tools.
+# The edge test subset: test files that need nothing of the trainer but trainer.graph (which
+# builds test models with onnx) and no scikit-learn; test_deploy.py checks this machine's
+# deploy tools, not the Pi's.
 edge_tests() {
     if [ -n "${EDGE_TESTS:-}" ]; then echo "$EDGE_TESTS"; return 0; fi
-    local f
+    local f needs
     for f in "$REPO"/tests/test_*.py; do
-        grep -q -E '^\s*(from|import) sklearn' "$f" || printf '%s ' "tests/${f##*/}"
+        [ "${f##*/}" = test_deploy.py ] && continue
+        # (No `grep -q` in a pipe: under pipefail its early exit would fail the pipe.)
+        needs=$(grep -E '^\s*(from|import) (sklearn|trainer)' "$f" \
+            | grep -v -E '^\s*(from|import) trainer\.graph( |$)' || true)
+        [ -n "$needs" ] || printf '%s ' "tests/${f##*/}"
     done
     return 0
 }
@@ -143,13 +195,25 @@ with zipfile.ZipFile(sys.argv[1]) as whl:
     meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
     lines = whl.read(meta).decode().splitlines()
 deps = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
-print(" ".join(f"'{d}'" for d in deps if "extra ==" not in d and not d.startswith("onnxruntime")))
+extras = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Provides-Extra:")]
+wanted = [d.split(";")[0].strip() for d in deps
+          if "extra ==" not in d or ("signing" in extras and "extra == \"signing\"" in d)]
+print(" ".join(f"'{d}'" for d in wanted if not d.startswith("onnxruntime")))
 PY
 )
+# The edge install is the wheel plus its `signing` extra when it has one (as install-pi.sh).
+if "$HOST_PYTHON" -c 'import sys, zipfile
+whl = zipfile.ZipFile(sys.argv[1])
+meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+sys.exit("Provides-Extra: signing" not in whl.read(meta).decode())' "$ROOT/wheel/$WHEEL"; then
+    EDGE_SPEC="/wheel/${WHEEL}[signing]"
+else
+    EDGE_SPEC="/wheel/$WHEEL"
+fi
 TESTS=$(edge_tests)
 echo "edge test subset: $TESTS"
 
-[ -e "$RESULTS" ] || printf 'onnxruntime\tcpu\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"
+[ -e "$RESULTS" ] || printf 'onnxruntime\tcpu\tcpu files\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"
 echo "== emulated CPU: $CPU ($(in_root 'uname -m'), $(in_root 'python3 --version'))"
 for version in "$@"; do
     venv=/venvs/ort-$version
@@ -157,12 +221,12 @@ for version in "$@"; do
     echo "== onnxruntime $version (log: $log)"
     install=pass smoke=- tests=- detail=
     in_root "rm -rf $venv && python3 -m venv $venv" >"$log" 2>&1
-    if ! in_root "$venv/bin/pip install -q /wheel/$WHEEL 'onnxruntime==$version'" >>"$log" 2>&1; then
+    if ! in_root "$venv/bin/pip install -q '$EDGE_SPEC' 'onnxruntime==$version'" >>"$log" 2>&1; then
         # pyproject excludes this version (e.g. 1.21.0): install it beside the wheel anyway.
         install=failed
         if grep -q ResolutionImpossible "$log" && in_root "$venv/bin/pip install -q \
                 'onnxruntime==$version' $OTHER_DEPS && $venv/bin/pip install -q --no-deps \
-                /wheel/$WHEEL" >>"$log" 2>&1; then
+                '$EDGE_SPEC'" >>"$log" 2>&1; then
             install="pass (excluded by pyproject, installed with --no-deps)"
         fi
     fi
@@ -186,9 +250,10 @@ for version in "$@"; do
                    -p no:cacheprovider -m 'not slow' --timeout 900 $TESTS" >>"$log" 2>&1
             status=$?
             set -e
-            tests="$(describe_status "$status"): $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs)"
+            summary=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs || true)
+            tests="$(describe_status "$status"): $summary"
         fi
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$CPU_FILES" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 done
 echo "== results in $RESULTS"
