@@ -157,10 +157,12 @@ def _run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon, make_parser
     from edge.models import ModelError, load_model
     from edge.mqtt import MqttError
+    from edge.updates import verify_startup
 
     try:
         model = load_model(cfg.model, threads=cfg.threads)
         make_parser(model, cfg)
+        verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:
         print(f"sigmoid-edge: model error: {e}", file=sys.stderr)
         return 1
@@ -174,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         daemon = Daemon(cfg, model)
         return daemon.run()
+    except ModelError as e:
+        print(f"sigmoid-edge: model error: {e}", file=sys.stderr)
+        return 1
     except MqttError as e:
         print(f"sigmoid-edge: {e}", file=sys.stderr)
         return 1
