@@ -111,6 +111,13 @@ class Daemon:
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
         if self.updates.push_enabled:  # without a trusted key remote push is off
             self.link.subscribe(cfg.model_topic, 1, self.updates.on_push)
+        self.ha = None
+        if cfg.ha_discovery:
+            from edge.homeassistant import Discovery
+            self.ha = Discovery.from_config(cfg, self.link.publish, lambda: self.slot.current)
+            self.slot.listeners.append(self.ha.on_swap)
+            # QoS 0: the birth message needs no (ordered, manual) acknowledgement.
+            self.link.subscribe(self.ha.birth_topic, 0, self.ha.on_birth)
 
     # network thread: parse and enqueue, nothing else
     def on_input(self, msg) -> None:
@@ -139,6 +146,8 @@ class Daemon:
             self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
             self._handled(msg, flush=True)
             return
+        if self.ha is not None:
+            self.ha.seen(device)
         self.runner.submit(device, values, ts, time.time())
         if self._manual_ack:
             self._submitted += 1
@@ -250,6 +259,8 @@ class Daemon:
         """Stop taking input, finish the batch, publish ``offline``, disconnect."""
         log.info("stopping: finishing the current batch")
         self._accepting = False
+        if self.ha is not None:
+            self.ha.close()
         self.runner.stop(timeout)
         self.updates.stop()
         if self._manual_ack:
