@@ -513,7 +513,7 @@ def plot_report(records: list[dict], path: Path, t0: float = 0.0) -> Path | None
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.set_ylabel(dev)
-    axes[0].legend(loc="upper right", fontsize=7, ncol=4)
+    handles, names = axes[0].get_legend_handles_labels()
     t = np.array([r["window_end"] - t0 for r in records])
     scored = np.array([bool(r["truth"]) for r in records])
     correct = np.array([r["predicted"] == r["truth"] for r in records]) & scored
@@ -523,6 +523,8 @@ def plot_report(records: list[dict], path: Path, t0: float = 0.0) -> Path | None
     axes[-1].set_ylim(0, 101)
     axes[-1].set_ylabel("running\naccuracy %")
     axes[-1].set_xlabel("seconds")
+    # The accuracy panel has room below its line; the device panels have none.
+    axes[-1].legend(handles, names, loc="lower right", fontsize=7, ncol=2)
     total = correct.sum() / max(scored.sum(), 1)
     fig.suptitle(f"sigmoid-edge demo: accuracy {100 * total:.1f}% on {scored.sum()} windows")
     fig.tight_layout()
