@@ -290,14 +290,19 @@ def bench_latency(broker, model, seconds, rate=1000, devices=100) -> dict:
     ms = np.array(lat) * 1000
     return {"rate": achieved, "classifications": len(ms),
             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max()), "rss_start_mb": rss_start, "rss_end_mb": rss_end}
+            "max_ms": float(ms.max()), "over_10ms": float((ms > 10).mean()),
+            "rss_start_mb": rss_start, "rss_end_mb": rss_end}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency"),
+                    action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
     args = ap.parse_args()
+    parts = set(args.only or ("throughput", "batches", "startup", "latency"))
     quick = args.quick
     import onnxruntime
 
@@ -316,7 +321,7 @@ def main() -> int:
             n = 20000 if quick else 100000
             rounds = 1 if quick else 3
             results = {}
-            for qos in (0, 1):
+            for qos in (0, 1) if "throughput" in parts else ():
                 r = bench_throughput(broker, model, tmp, n, qos, rounds)
                 results[f"throughput_qos{qos}"] = r
                 null = r["null"]
@@ -330,25 +335,28 @@ def main() -> int:
                               f"({v['wall'] / null['wall']:.2f}x), {v['cpu']:8,.0f} msg per "
                               f"CPU-s ({v['cpu'] / null['cpu']:.2f}x); rounds {v['wall_all']}",
                               flush=True)
-            b = bench_batches(broker, model, tmp, 500 if quick else 3000, 100)
+            b = bench_batches(broker, model, tmp, 500 if quick else 3000, 100) \
+                if "batches" in parts else None
             results["batches"] = b
-            print(f"[2] batch payloads of {b['per_msg']} samples, {b['messages']} msgs, "
-                  f"10 devices: {b['samples_per_s']:,.0f} samples/s wall, {b['cpu']:,.0f} per "
-                  f"CPU-s (goal >= 500k); "
-                  f"{b['windows']} windows in {b['inferences']} inferences, largest batch "
-                  f"{b['batch_max']}", flush=True)
-            if b["fast_samples_per_s"]:
+            if b:
+                print(f"[2] batch payloads of {b['per_msg']} samples, {b['messages']} msgs, "
+                      f"10 devices: {b['samples_per_s']:,.0f} samples/s wall, "
+                      f"{b['cpu']:,.0f} per CPU-s (goal >= 500k); {b['windows']} windows in "
+                      f"{b['inferences']} inferences, largest batch {b['batch_max']}", flush=True)
+            if b and b["fast_samples_per_s"]:
                 print(f"    with orjson: {b['fast_samples_per_s']:,.0f} samples/s wall, "
                       f"{b['fast_cpu']:,.0f} per CPU-s", flush=True)
-            s = bench_startup(broker, model, 2 if quick else 5)
-            results["startup"] = s
-            print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
-                  f"(goal <= 1.5 s); all {[round(x, 2) for x in s['all']]}", flush=True)
-            lat = bench_latency(broker, lat_model, 5 if quick else 30)
-            results["latency"] = lat
+            if "startup" in parts:
+                s = bench_startup(broker, model, 2 if quick else 5)
+                print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
+                      f"(goal <= 1.5 s); all {[round(x, 2) for x in s['all']]}", flush=True)
+            if "latency" not in parts:
+                return 0
+            lat = bench_latency(broker, lat_model, args.latency_seconds or (5 if quick else 30))
             print(f"[3] latency at {lat['rate']:.0f} msg/s over 100 devices: p50 "
                   f"{lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms (goal <= 10 ms), max "
-                  f"{lat['max_ms']:.1f} ms over {lat['classifications']} classifications",
+                  f"{lat['max_ms']:.1f} ms over {lat['classifications']} classifications, "
+                  f"{lat['over_10ms']:.1%} over 10 ms",
                   flush=True)
             print(f"load average after: {os.getloadavg()[0]:.2f}")
             print(f"[4] RSS of the daemon process: {lat['rss_start_mb']:.1f} MB at start, "

@@ -53,7 +53,8 @@ def client(broker: Broker) -> mqtt.Client:
     return c
 
 
-def soak(seconds: float, rate: float, devices: int, sample_s: float, warmup_s: float) -> dict:
+def soak(seconds: float, rate: float, devices: int, sample_s: float, warmup_s: float,
+         extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         broker = Broker(tmp / "broker", config=BROKER_CONF).start()
@@ -80,7 +81,7 @@ def soak(seconds: float, rate: float, devices: int, sample_s: float, warmup_s: f
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge", "run", "--model", str(model), "--broker",
              broker.url, "--node", "soak", "--log-level", "warning",
-             "--stats-interval", str(sample_s)], env=env, cwd=ROOT)
+             "--stats-interval", str(sample_s), *extra], env=env, cwd=ROOT)
         try:
             if not online.wait(30):
                 raise RuntimeError("daemon did not come online")
@@ -138,6 +139,8 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--sample", type=float, default=10.0, help="RSS/stats period (s)")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds left out of the slope")
+    ap.add_argument("--client-id", help="run the daemon with this client id (with QoS 1: a "
+                    "persistent session with manual acknowledgements)")
     ap.add_argument("--quick", action="store_true", help="30 s smoke run")
     args = ap.parse_args()
     seconds = 30.0 if args.quick else args.minutes * 60
@@ -148,12 +151,13 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores {platform.machine()}, Python "
           f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
-    r = soak(seconds, args.rate, args.devices, sample, warmup)
+    extra = ("--client-id", args.client_id, "--qos", "1") if args.client_id else ()
+    r = soak(seconds, args.rate, args.devices, sample, warmup, extra)
     ok_rss = r["slope_mb_per_h"] is not None and r["slope_mb_per_h"] <= 5.0
     ok_backlog = (r["received"] >= r["expected"] and not r["drops"]
                   and r["queue_depth_end"] == 0)
     print(f"soak: {r['messages']} msgs in {r['seconds']:.0f} s ({r['rate']:.0f} msg/s, "
-          f"{args.devices} devices)")
+          f"{args.devices} devices); daemon options {' '.join(extra) or '(defaults)'}")
     print(f"  RSS: {r['rss_first']:.1f} MB at start, {r['rss_after_warmup']:.1f} MB after "
           f"warm-up, {r['rss_last']:.1f} MB at the end, max {r['rss_max']:.1f} MB; growth "
           f"after warm-up {r['slope_mb_per_h']:+.2f} MB/h (goal <= 5) "

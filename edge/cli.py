@@ -126,6 +126,10 @@ def _add_run(sub) -> None:
     p.add_argument("--only-anomalies", action="store_true", default=None,
                    help="publish only windows whose anomaly_score is above the model's "
                         "anomaly_threshold (needs a model from fit-anomaly or fit --anomaly)")
+    p.add_argument("--ha-discovery", action="store_true", default=None,
+                   help="announce each device to Home Assistant (MQTT discovery, retained)")
+    p.add_argument("--ha-prefix", metavar="PREFIX",
+                   help="Home Assistant's discovery prefix (default homeassistant)")
     p.add_argument("--log-level", dest="run_log_level", type=str.lower, choices=LOG_LEVELS,
                    help="how much to log (default info)")
     p.add_argument("--check-config", action="store_true",
@@ -137,7 +141,7 @@ RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "smoothing",
-    "min_confidence", "on_change", "only_anomalies",
+    "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
 )
 
 
@@ -157,10 +161,12 @@ def _run(args: argparse.Namespace) -> int:
     from edge.daemon import Daemon, make_parser
     from edge.models import ModelError, load_model
     from edge.mqtt import MqttError
+    from edge.updates import verify_startup
 
     try:
         model = load_model(cfg.model, threads=cfg.threads)
         make_parser(model, cfg)
+        verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:
         print(f"sigmoid-edge: model error: {e}", file=sys.stderr)
         return 1
@@ -174,6 +180,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         daemon = Daemon(cfg, model)
         return daemon.run()
+    except ModelError as e:
+        print(f"sigmoid-edge: model error: {e}", file=sys.stderr)
+        return 1
     except MqttError as e:
         print(f"sigmoid-edge: {e}", file=sys.stderr)
         return 1

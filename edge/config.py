@@ -127,6 +127,9 @@ class Config:
     min_confidence: float = 0.0
     on_change: bool = False
     only_anomalies: bool = False
+    # Home Assistant MQTT discovery (edge/homeassistant.py).
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
     # Keys beyond the schema.
     max_payload_bytes: int = 256 * 1024
     max_depth: int = 8
@@ -402,6 +405,10 @@ def validate(cfg: Config) -> Config:
         cfg.client_id = f"sigmoid-edge-{cfg.node}"
     if len(cfg.client_id.encode()) > 65535:
         raise _fail(cfg, "client_id", "is too long")
+    if not cfg.ha_prefix or any(not lv or _UNSAFE_LEVEL.search(lv)
+                                for lv in cfg.ha_prefix.split("/")):
+        raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
+                    f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
     _check_template(cfg, "input_topic", subscribe=True)
     _check_template(cfg, "output_topic", subscribe=False)
     for key in ("threads", "max_devices", "queue_size", "max_payload_bytes", "max_depth"):

@@ -17,11 +17,12 @@ import time
 from collections import deque
 
 from edge.config import Config, check_device_name
-from edge.models import LoadedModel, ModelError, ModelSlot, load_model
+from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
 from edge.runner import Runner
 from edge.stats import RateLimit, Stats
+from edge.updates import ModelUpdates, verify_startup
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class Daemon:
 
     def __init__(self, cfg: Config, model: LoadedModel | None = None):
         self.cfg = cfg
-        model = model or load_model(cfg.model, threads=cfg.threads)
+        # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
+        keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
         self.slot = ModelSlot(model, threads=cfg.threads)
         # Checked on every new model before it replaces the current one.
@@ -103,7 +105,19 @@ class Daemon:
         self._ack_lock = threading.Lock()
         if self._manual_ack:
             self.runner.after_cycle.append(self.flush_acks)
+        self.updates = ModelUpdates(cfg, self.slot, self.link.publish, keys, verified,
+                                    stats=self.stats)
+        self.runner.on_model_failure = self.updates.on_model_failure
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
+        if self.updates.push_enabled:  # without a trusted key remote push is off
+            self.link.subscribe(cfg.model_topic, 1, self.updates.on_push)
+        self.ha = None
+        if cfg.ha_discovery:
+            from edge.homeassistant import Discovery
+            self.ha = Discovery.from_config(cfg, self.link.publish, lambda: self.slot.current)
+            self.slot.listeners.append(self.ha.on_swap)
+            # QoS 0: the birth message needs no (ordered, manual) acknowledgement.
+            self.link.subscribe(self.ha.birth_topic, 0, self.ha.on_birth)
 
     # network thread: parse and enqueue, nothing else
     def on_input(self, msg) -> None:
@@ -132,6 +146,8 @@ class Daemon:
             self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
             self._handled(msg, flush=True)
             return
+        if self.ha is not None:
+            self.ha.seen(device)
         self.runner.submit(device, values, ts, time.time())
         if self._manual_ack:
             self._submitted += 1
@@ -175,24 +191,23 @@ class Daemon:
         self.stats.model_swaps += 1
 
     def reload(self, origin: str = "SIGHUP") -> bool:
-        """Reload the model file; on any failure the current model keeps serving."""
-        try:
-            new = self.slot.swap(self.cfg.model, origin=f"{self.cfg.model} ({origin})")
-        except ModelError as e:
-            self.stats.model_rejects += 1
-            log.error("model reload refused, still serving %s %s: %s",
-                      self.slot.current.info.name, self.slot.current.info.version, e)
-            self.link.publish(self.cfg.errors_topic, json.dumps({
-                "reason": "model_rejected", "detail": str(e), "origin": origin,
-                "serving": self.slot.current.identity, "time": round(time.time(), 3)}), qos=1)
-            return False
-        log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version, new.sha256)
-        return True
+        """Reload the model file; on any failure the current model keeps serving.
+
+        With trusted keys the file needs a valid ``MODEL.sig`` (see :mod:`edge.updates`).
+        """
+        outcome = self.updates.reload_file(origin)
+        if outcome in ("accepted", "unchanged"):
+            new = self.slot.current
+            log.info("reloaded model %s %s (sha256 %s)", new.info.name, new.info.version,
+                     new.sha256)
+            return True
+        return False
 
     # lifecycle
     def start(self, timeout: float = 10.0) -> None:
         """Start the worker and connect (raises :class:`edge.mqtt.MqttError` on failure)."""
         self.runner.start()
+        self.updates.start()
         self.link.start(timeout)
 
     def publish_stats(self) -> None:
@@ -206,6 +221,7 @@ class Daemon:
                               "publish_refused": link.publish_refused,
                               "persistent_session": self._manual_ack,
                               "unacked": len(self._acks)}
+        snap["model_updates"] = self.updates.snapshot()
         self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
 
     def run(self) -> int:
@@ -243,7 +259,10 @@ class Daemon:
         """Stop taking input, finish the batch, publish ``offline``, disconnect."""
         log.info("stopping: finishing the current batch")
         self._accepting = False
+        if self.ha is not None:
+            self.ha.close()
         self.runner.stop(timeout)
+        self.updates.stop()
         if self._manual_ack:
             self.flush_acks()  # what is still queued stays unacknowledged: sent again later
         self.publish_stats()

@@ -170,6 +170,9 @@ class Runner:
         self.taken = 0
         # Called on the worker thread after every cycle (e.g. to acknowledge messages).
         self.after_cycle: list[Callable[[], None]] = []
+        # Called as hook(model, error) when inference fails; True means another model now
+        # serves (a rollback) and the batch is run again.
+        self.on_model_failure: Callable[[LoadedModel, Exception], bool] | None = None
         self._model: LoadedModel | None = None
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
@@ -324,7 +327,19 @@ class Runner:
         model = self._model
         try:
             probs, scores = model.predict_scored(windows)
-        except Exception:
+            if not np.isfinite(probs).all():
+                raise FloatingPointError("the model returned non-finite probabilities")
+        except Exception as e:
+            # A model that passed its self-test can still fail on real windows: let the
+            # daemon roll back, then run the same windows through the model now serving.
+            hook = self.on_model_failure
+            if hook is not None and hook(model, e):
+                new = self.slot.current
+                self._use(new)
+                if (new is not model and new.info.window == windows.shape[1]
+                        and len(new.info.channels) == windows.shape[2]):
+                    self._classify(windows, devices, starts, ends, newest)
+                    return
             log.exception("inference failed on a batch of %d windows", len(windows))
             return
         stats = self.stats

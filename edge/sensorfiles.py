@@ -333,6 +333,14 @@ def read_csv(path: str | os.PathLike, channels: Sequence[str] | None = None) -> 
         Naming the file, the line and what was expected.
     """
     path = Path(path)
+    try:
+        return _read_csv(path, channels)
+    except UnicodeDecodeError as exc:  # raised lazily, by whichever row holds the bad byte
+        raise SensorFileError(path, None, f"not a UTF-8 text file ({exc.reason} at byte "
+                              f"{exc.start} of a chunk); save it as UTF-8 CSV") from None
+
+
+def _read_csv(path: Path, channels: Sequence[str] | None) -> CsvLog:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         try:

@@ -406,6 +406,8 @@ PUBLISHES = [
     ("sigmoid-edge", "edge/pump-2/classification", True),
     ("sigmoid-edge", "sigmoid-edge/pi-1/status", True),
     ("sigmoid-edge", "homeassistant/sensor/pump-2/config", True),
+    ("sigmoid-edge", "homeassistant/binary_sensor/pump-2_anomaly/config", True),
+    ("sigmoid-edge", "homeassistant/switch/pump-2/config", False),  # no entity HA can command
     ("sigmoid-edge", "sensors/pump-3/vibration", False),  # the daemon cannot inject samples
     ("trainer", "sigmoid-edge/pi-1/model", True),
     ("homeassistant", "sigmoid-edge/pi-2/model", False),  # only the trainer pushes models
@@ -423,6 +425,7 @@ SUBSCRIBERS = {
                       {"sigmoid-edge:edge/pump-2/classification",
                        "sigmoid-edge:sigmoid-edge/pi-1/status",
                        "sigmoid-edge:homeassistant/sensor/pump-2/config",
+                       "sigmoid-edge:homeassistant/binary_sensor/pump-2_anomaly/config",
                        "homeassistant:homeassistant/status"}),
     "trainer": (["sigmoid-edge/+/status", "sensors/#", "edge/#", "sim/#"],
                 {"sigmoid-edge:sigmoid-edge/pi-1/status"}),

@@ -1,0 +1,255 @@
+"""Signed model updates in the running daemon, over a real mosquitto.
+
+Accepted pushes switch ``model.sha256`` without losing a window and survive a restart;
+bad signatures, untrusted keys, tampered bytes and replayed older pushes are refused with
+the reason reported; a model that fails on real windows is rolled back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from edge import signing
+from edge.contract import INPUT_NAME, OUTPUT_NAME, encode_metadata
+from tests.daemon_helpers import ROOT, running, wait_for
+from tests.models import mean_model
+from tests.mqtt_helpers import Collector
+from trainer.graph import GraphBuilder, float_input
+from trainer.signing import keygen, load_private_key, sign_file, sign_model
+
+OUT = "edge/+/classification"
+ERRORS = "sigmoid-edge/testnode/errors"
+MODEL_TOPIC = "sigmoid-edge/testnode/model"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    pairs = {name: keygen(root / name) for name in ("trusted", "other")}
+    return {name: (load_private_key(p.private_path), p.public_path) for name, p in pairs.items()}
+
+
+@pytest.fixture
+def signed_model(tmp_path, keys):
+    """Version 1 of a model, signed by the trusted key (MODEL.sig beside it)."""
+    path = mean_model(tmp_path / "model.onnx", window=4, hop=4, version="1")
+    sign_file(path, keys["trusted"][1].with_name("signing.key"))
+    return path
+
+
+def model_bytes(tmp_path, version: str, **kw) -> bytes:
+    return mean_model(tmp_path / f"v{version}.onnx", window=4, hop=4, version=version,
+                      **kw).read_bytes()
+
+
+def push_payload(model: bytes, key, signed_at: int | None = None, **overrides) -> bytes:
+    sig = sign_model(model, key, "model.onnx", signed_at=signed_at)
+    if overrides:  # alter the statement after signing: the signature no longer matches
+        sig = signing.Signature(**{**sig.statement(), **overrides, "signature": sig.signature})
+    return signing.encode_push(model, sig)
+
+
+def publish(collector: Collector, topic: str, payload, qos: int = 1) -> None:
+    collector.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+
+def events(collector: Collector, n: int, timeout: float = 15.0) -> list[dict]:
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        msg = collector.get(max(0.01, deadline - time.monotonic()))
+        if msg.topic == ERRORS:
+            out.append(json.loads(msg.payload))
+    return out
+
+
+def trusted(keys, signed_model, **values):
+    return dict(trusted_keys=[str(keys["trusted"][1])], **values)
+
+
+def nan_on_negative_model(path, version="bad") -> bytes:
+    """Passes the zero-window self-test, returns NaN for windows with a negative mean."""
+    g = GraphBuilder("test-mean")
+    mean = g.op("ReduceMean", [INPUT_NAME, g.const("time_axis", np.array([1], np.int64))],
+                name="mean_over_time", keepdims=0)
+    logits = g.op("MatMul", [mean, g.const("w", np.ones((3, 3), np.float32))], name="dense")
+    poison = g.op("MatMul", [g.op("Sqrt", [mean], name="sqrt"),
+                             g.const("zeros", np.zeros((3, 3), np.float32))], name="poison")
+    probs = g.op("Softmax", [g.op("Add", [logits, poison], name="logits")], name="softmax",
+                 axis=-1)
+    g.rename(probs, OUTPUT_NAME)
+    meta = {"labels": ["low", "mid", "high"], "channels": ["x", "y", "z"], "window": 4,
+            "hop": 4, "name": "test-mean", "version": version, "sample_rate_hz": 100.0}
+    model = g.model([float_input(INPUT_NAME, [None, 4, 3])],
+                    [float_input(OUTPUT_NAME, [None, 3])], encode_metadata(meta))
+    onnx.save(model, path)
+    return path.read_bytes()
+
+
+def test_a_good_push_switches_the_model_without_losing_a_window(broker, tmp_path, keys,
+                                                                 signed_model):
+    v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
+    v2_bytes = model_bytes(tmp_path, "2")
+    v2 = hashlib.sha256(v2_bytes).hexdigest()
+    n_windows = 150
+    with running(broker, signed_model, **trusted(keys, signed_model)) as daemon, \
+            Collector(broker, OUT, ERRORS) as out:
+        assert MODEL_TOPIC in daemon.link.subscriptions
+
+        def stream():  # one window every 10 ms while the push lands
+            for _ in range(n_windows):
+                for _ in range(4):
+                    out.client.publish("sensors/s1/a", "[0.1, 0.1, 0.1]", qos=1)
+                time.sleep(0.01)
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.3)
+        publish(out, MODEL_TOPIC, push_payload(v2_bytes, keys["trusted"][0]))
+        t.join()
+        msgs = out.take(n_windows + 1, timeout=20)
+        daemon.publish_stats()
+        stats_updates = daemon.updates.snapshot()
+    docs = [json.loads(m.payload) for m in msgs]
+    results = [d for d in docs if "label" in d]
+    report = next(d for d in docs if "event" in d)
+    shas = [r["model"]["sha256"] for r in results]
+    assert len(results) == n_windows  # no window lost across the swap
+    switch = shas.index(v2)
+    assert switch > 0 and set(shas[:switch]) == {v1} and set(shas[switch:]) == {v2}
+    assert report["event"] == "model_accepted" and report["model"]["sha256"] == v2
+    assert report["previous"]["sha256"] == v1 and report["model"]["version"] == "2"
+    assert stats_updates["accepted"] == 1 and stats_updates["rejected"] == {}
+    # Stored with its signature: the file and MODEL.sig verify, so a restart serves it.
+    assert signed_model.read_bytes() == v2_bytes
+    keyring = signing.load_trusted_keys([keys["trusted"][1]])
+    assert signing.verify_file(signed_model, None, keyring).sha256 == v2
+
+
+def test_refused_pushes_report_their_reason(broker, tmp_path, keys, signed_model):
+    key, other = keys["trusted"][0], keys["other"][0]
+    good = model_bytes(tmp_path, "2")
+    now = int(time.time())
+    tampered = bytearray(push_payload(model_bytes(tmp_path, "3"), key))
+    tampered[-20] ^= 0xFF  # a flipped byte in the model after signing
+    pushes = [
+        ("bad_signature", push_payload(good, key, version="9")),
+        ("no_trusted_key", push_payload(good, other)),
+        ("sha256_mismatch", bytes(tampered)),
+        ("malformed", b"not a model push"),
+        (None, push_payload(good, key, signed_at=now)),  # accepted
+        ("replay", push_payload(model_bytes(tmp_path, "1b"), key, signed_at=now - 3600)),
+    ]
+    with running(broker, signed_model, **trusted(keys, signed_model)) as daemon, \
+            Collector(broker, ERRORS) as out:
+        got = []
+        for _cause, payload in pushes:
+            publish(out, MODEL_TOPIC, payload)
+            got.append(events(out, 1)[0])
+        serving = daemon.slot.current.sha256
+        snap = daemon.updates.snapshot()
+    for (cause, _), ev in zip(pushes, got, strict=True):
+        if cause is None:
+            assert ev["event"] == "model_accepted"
+        else:
+            assert ev["event"] == "model_rejected" and ev["cause"] == cause, ev
+            assert ev["reason"] == "model_rejected" and len(ev["detail"]) > 20
+    assert serving == hashlib.sha256(good).hexdigest()
+    assert snap["rejected"] == {"bad_signature": 1, "no_trusted_key": 1, "sha256_mismatch": 1,
+                                "malformed": 1, "replay": 1}
+
+
+def test_replay_protection_and_the_pushed_model_survive_a_restart(broker, tmp_path, keys,
+                                                                  signed_model):
+    key = keys["trusted"][0]
+    now = int(time.time())
+    v2 = model_bytes(tmp_path, "2")
+    old_push = push_payload(model_bytes(tmp_path, "old"), key, signed_at=now - 60)
+    settings = trusted(keys, signed_model)
+    with running(broker, signed_model, **settings) as daemon, Collector(broker, ERRORS) as out:
+        publish(out, MODEL_TOPIC, push_payload(v2, key, signed_at=now))
+        assert events(out, 1)[0]["event"] == "model_accepted"
+    with running(broker, signed_model, **settings) as daemon, Collector(broker, ERRORS) as out:
+        assert daemon.slot.current.sha256 == hashlib.sha256(v2).hexdigest()
+        publish(out, MODEL_TOPIC, old_push)
+        ev = events(out, 1)[0]
+        # Re-pushing the serving model (e.g. retained) is a no-op.
+        publish(out, MODEL_TOPIC, push_payload(v2, key, signed_at=now + 1))
+        wait_for(lambda: daemon.updates.counts["unchanged"] == 1)
+        assert daemon.stats.model_swaps == 0
+    assert ev["cause"] == "replay"
+
+
+def test_without_a_trusted_key_remote_push_is_off(broker, tmp_path, keys, signed_model):
+    v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
+    with running(broker, signed_model) as daemon, Collector(broker, OUT) as out:
+        assert MODEL_TOPIC not in daemon.link.subscriptions
+        assert not daemon.updates.push_enabled
+        publish(out, MODEL_TOPIC, push_payload(model_bytes(tmp_path, "2"), keys["trusted"][0]))
+        publish(out, "sensors/n1/a", json.dumps({"samples": [[0, 0, 0]] * 4}))
+        doc = json.loads(out.get().payload)
+    assert doc["model"]["sha256"] == v1 and daemon.updates.snapshot()["accepted"] == 0
+
+
+def test_a_model_failing_on_real_windows_is_rolled_back(broker, tmp_path, keys, signed_model):
+    key = keys["trusted"][0]
+    v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
+    bad = nan_on_negative_model(tmp_path / "bad.onnx")
+    with running(broker, signed_model, **trusted(keys, signed_model)), \
+            Collector(broker, OUT, ERRORS) as out:
+        publish(out, MODEL_TOPIC, push_payload(bad, key))
+        assert events(out, 1)[0]["event"] == "model_accepted"  # it passed the self-test
+        for _ in range(3):  # negative windows: the new model returns NaN
+            publish(out, "sensors/r1/a", json.dumps({"samples": [[-1, -1, -1]] * 4}))
+        msgs = out.take(4)
+        publish(out, MODEL_TOPIC, push_payload(bad, key))  # the same model again
+        again = events(out, 1)[0]
+    docs = [json.loads(m.payload) for m in msgs]
+    results = [d for d in docs if "label" in d]
+    rolled = next(d for d in docs if d.get("event") == "model_rolled_back")
+    assert len(results) == 3 and {r["model"]["sha256"] for r in results} == {v1}
+    assert all(r["label"] == "low" for r in results)  # v1's answer for a negative mean
+    assert rolled["model"]["sha256"] == v1 and rolled["failed"]["version"] == "bad"
+    assert "non-finite" in rolled["detail"]
+    assert again["cause"] == "rolled_back"
+    # The good model is back on disk with its signature.
+    assert hashlib.sha256(signed_model.read_bytes()).hexdigest() == v1
+    keyring = signing.load_trusted_keys([keys["trusted"][1]])
+    assert signing.verify_file(signed_model, None, keyring).sha256 == v1
+
+
+def test_a_replaced_file_needs_a_valid_signature(broker, tmp_path, keys, signed_model):
+    key_path = keys["trusted"][1].with_name("signing.key")
+    v2 = model_bytes(tmp_path, "2")
+    with running(broker, signed_model, **trusted(keys, signed_model)) as daemon, \
+            Collector(broker, ERRORS) as out:
+        signed_model.write_bytes(v2)  # replaced, but MODEL.sig is still v1's
+        assert daemon.reload() is False
+        refused = events(out, 1)[0]
+        sign_file(signed_model, key_path)
+        assert daemon.reload() is True
+        assert daemon.slot.current.sha256 == hashlib.sha256(v2).hexdigest()
+        snap = daemon.updates.snapshot()
+    assert refused["cause"] == "sha256_mismatch" and refused["origin"] == "SIGHUP"
+    assert snap["accepted"] == 1 and snap["rejected"] == {"sha256_mismatch": 1}
+
+
+def test_an_unsigned_model_with_a_trusted_key_is_refused_at_start(tmp_path, keys):
+    model = mean_model(tmp_path / "unsigned.onnx")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--model", str(model), "--broker",
+         "mqtt://127.0.0.1:1", "--trusted-key", str(keys["trusted"][1]), "--check-config"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    assert "model error" in proc.stderr and "MODEL.sig" in proc.stderr
+    assert "sigmoid-train sign" in proc.stderr
