@@ -434,6 +434,9 @@ def _demo(args: argparse.Namespace) -> int:
         summary = run_demo(opts)
     except (DemoError, RuntimeError, OSError) as exc:
         return _fail("demo", exc)
+    except KeyboardInterrupt:  # before streaming started (Ctrl-C while streaming ends it)
+        print("sigmoid-edge demo: interrupted", file=sys.stderr)
+        return 130
     if summary["accuracy"] is None:
         print(f"demo: no classification could be scored ({summary['windows']} windows); "
               f"see {opts.out}/daemon.log", file=sys.stderr)

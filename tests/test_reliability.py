@@ -154,3 +154,26 @@ def test_bad_credentials_retry_slowly_with_one_clear_error(make_secure_broker, m
         assert daemon.link.subscribed.wait(10)
     finally:
         daemon.stop()
+
+
+def test_sigmoid_edge_run_process_restart_loses_nothing(broker, model, tmp_path):
+    import signal
+
+    from tests.daemon_helpers import DaemonProcess
+
+    args = ("--client-id", "edge-proc", "--qos", "1")
+    with Collector(broker, "sigmoid-edge/testnode/status", OUT) as out:
+        with DaemonProcess(broker, model, tmp_path, *args) as d:
+            wait_for(lambda: "connected to" in d.log(), what="the first start")
+            d.signal(signal.SIGTERM)
+            assert d.wait(15) == 0
+        n = 30
+        mosquitto_pub(broker, "sensors/pp/a", lines(n, 0.0), lines=True, qos=1)
+        with DaemonProcess(broker, model, tmp_path, *args):
+            docs: list[dict] = []
+            deadline = time.monotonic() + 30
+            while len(docs) < n:
+                m = out.get(timeout=max(0.01, deadline - time.monotonic()))
+                if m.topic.startswith("edge/"):
+                    docs.append(json.loads(m.payload))
+    assert len(docs) == n and {doc["device"] for doc in docs} == {"pp"}
