@@ -139,6 +139,11 @@ def test_fit_anomaly_command(recordings, tmp_path):
     assert json.loads(props["anomaly"])["detector"] == "kmeans"
     info = json.loads(trainer("inspect", str(out / "model.onnx"), "--json").stdout)
     assert "anomaly_score" in json.dumps(info["outputs"])
+    # evaluate counts every label but "normal" as an anomaly for such a model
+    ev = json.loads(trainer("evaluate", str(out / "model.onnx"), str(recordings / "test.csv"),
+                            "--json").stdout)
+    assert ev["labels"] == ["normal", "anomaly"] and ev["unknown_labels"] == []
+    assert ev["confusion"][1][1] >= 0.9 * sum(ev["confusion"][1])
 
 
 def test_fit_anomaly_errors_are_clear(recordings, tmp_path):
