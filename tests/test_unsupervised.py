@@ -190,6 +190,9 @@ def test_classifier_with_anomaly_output(normal_and_faults):
     (odd,) = session(result["int8_model"]).run(["anomaly_score"], {"window": stuck})
     assert (odd > threshold).mean() >= 0.9
     assert (score > threshold).mean() <= 0.05
+    flagged = result["report"]["anomaly"]["flagged"]["train"]
+    assert flagged["n"] == len(X) and flagged["int8_float_agreement"] >= 0.95
+    assert flagged["float"] == pytest.approx((score > threshold).mean())
 
 
 def test_fit_with_unlabelled_windows_pretrains(recordings, tmp_path):
