@@ -86,8 +86,8 @@ def _add_run(sub) -> None:
         "sigmoid-edge run --model model.int8.onnx --broker mqtt://localhost:1883",
     )
     # Every default is None so that the config file and SIGMOID_EDGE_* can fill it in
-    # (precedence: CLI > environment > file > defaults, see CONFIG_SCHEMA.md).
-    p.add_argument("--config", metavar="FILE", help="TOML config file (CONFIG_SCHEMA.md)")
+    # (precedence: CLI > environment > file > defaults, see docs/config.md).
+    p.add_argument("--config", metavar="FILE", help="TOML config file (keys: docs/config.md)")
     p.add_argument("--model", metavar="PATH", help="the ONNX model file")
     p.add_argument("--broker", metavar="URL",
                    help="mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS "
@@ -434,6 +434,9 @@ def _demo(args: argparse.Namespace) -> int:
         summary = run_demo(opts)
     except (DemoError, RuntimeError, OSError) as exc:
         return _fail("demo", exc)
+    except KeyboardInterrupt:  # before streaming started (Ctrl-C while streaming ends it)
+        print("sigmoid-edge demo: interrupted", file=sys.stderr)
+        return 130
     if summary["accuracy"] is None:
         print(f"demo: no classification could be scored ({summary['windows']} windows); "
               f"see {opts.out}/daemon.log", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Daemon configuration: defaults < TOML file < ``SIGMOID_EDGE_*`` environment < command line.
 
-Every key of ``CONFIG_SCHEMA.md`` is a field of :class:`Config`. Values are validated up
+Every key of ``docs/config.md`` is a field of :class:`Config`. Values are validated up
 front, Frigate-style: a bad value stops the daemon before it connects, with a message that
 names the key, where the value came from, what it was and what is allowed.
 
@@ -90,7 +90,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 @dataclass
 class Config:
-    """All settings of ``sigmoid-edge run`` (see ``CONFIG_SCHEMA.md``).
+    """All settings of ``sigmoid-edge run`` (see ``docs/config.md``).
 
     Extra keys beyond the schema: ``max_payload_bytes`` and ``max_depth`` (payload limits),
     ``gap_periods`` (a ``ts`` gap of more than this many sample periods restarts a window),
@@ -194,7 +194,7 @@ def load_config(
     env : mapping, optional
         The environment (``os.environ`` when omitted); only ``SIGMOID_EDGE_*`` is read.
     path : path, optional
-        A TOML file with the keys of ``CONFIG_SCHEMA.md``. When omitted, ``cli["config"]``
+        A TOML file with the keys of ``docs/config.md``. When omitted, ``cli["config"]``
         or ``SIGMOID_EDGE_CONFIG`` is used if set.
 
     Returns

@@ -374,6 +374,7 @@ def run_demo(opts: DemoOptions) -> dict:
         records = open(opts.out / "classifications.jsonl", "w")
         rates: deque = deque(maxlen=20)
         model_name = "?"
+        interrupted = False
         try:
             tail_until = None
             while True:
@@ -393,7 +394,7 @@ def run_demo(opts: DemoOptions) -> dict:
                 view.draw(now - t_start, rate, model_name)
                 time.sleep(0.25)
         except KeyboardInterrupt:
-            say("interrupted")
+            interrupted = True
         finally:
             stop.set()
             sim_thread.join(5)
@@ -402,6 +403,8 @@ def run_demo(opts: DemoOptions) -> dict:
         streamed = time.monotonic() - stream_start
         msg_rate = sim.stats.messages / streamed if streamed else 0.0
         view.draw(time.monotonic() - t_start, msg_rate, model_name, final=True)
+        if interrupted:
+            say("interrupted (Ctrl-C): stopped streaming early")
     finally:
         for c in clients:
             c.disconnect()

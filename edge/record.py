@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import check_device_name
 from edge.payload import PayloadParser, Rejected
 from edge.sensorfiles import RESERVED_COLUMNS, CsvWriter
 
@@ -272,8 +273,9 @@ class Recorder:
             return
         self.stats.messages += 1
         device = self._device(topic, self.device_level)
-        if not device:
-            self._reject("bad_device", f"no device level in topic {topic!r}")
+        if not device or not check_device_name(device):
+            # The daemon would refuse it too: a recording holds only what it would use.
+            self._reject("bad_device", f"no usable device name in topic {topic!r:.80}")
             return
         if self.parser is None:
             self._learn_channels(payload)

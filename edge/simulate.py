@@ -164,7 +164,8 @@ class TsSource(ArraySource):
         from edge.sensorfiles import read_ts
 
         data = read_ts(path)
-        channels = [f"c{k}" for k in range(data.n_channels)]
+        # The trainer names .ts channels the same way, so its models read these streams.
+        channels = [f"dim_{k}" for k in range(data.n_channels)]
         super().__init__(data.series, data.labels, channels, rate_hz, gap=gap, loop=loop)
         self.name = data.problem_name
 

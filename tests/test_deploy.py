@@ -30,7 +30,7 @@ DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "sigmoid-edge.service"
 INSTALLER = DEPLOY / "install-pi.sh"
 
-# The keys of /work/wt/CONFIG_SCHEMA.md (the daemon's config file), by table.
+# The keys of docs/config.md (the daemon's config file), by table.
 SCHEMA_KEYS = {
     "model", "broker", "client_id", "qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",

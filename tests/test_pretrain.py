@@ -74,3 +74,9 @@ def test_bad_pretrain_is_named():
     X, y = clusters(30)
     with pytest.raises(ValueError, match="pretrain must be None or 'rbm'"):
         SigmoidNetwork(pretrain="dbn").fit(X, y)
+
+
+def test_pretraining_without_hidden_layers_is_a_warning():
+    X, y = clusters(40)
+    with pytest.warns(UserWarning, match="does nothing without hidden layers"):
+        SigmoidNetwork(hidden_layers=(), pretrain="rbm").fit(X, y)

@@ -162,6 +162,7 @@ def test_other_payloads_and_rejections(broker, tmp_path):
         '{"a": NaN, "b": 1}',  # rejected
     ]
     mosquitto_pub(broker, "tele/pump/SENSOR", "\n".join(messages), lines=True, qos=1)
+    mosquitto_pub(broker, "tele/pu\u202emp/SENSOR", '{"a": 1, "b": 2}', qos=1)  # bidi override
     time.sleep(0.5)
     stdout, err = stop(proc)
     log = read_csv(out)
@@ -170,8 +171,8 @@ def test_other_payloads_and_rejections(broker, tmp_path):
     np.testing.assert_array_equal(log.values, [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]])
     # The label came with arrival time (now), after these old sample times: unlabelled.
     assert log.label.tolist() == [""] * 5
-    assert "3 rejected" in stdout
-    assert "not_a_number" in err and "invalid_json" in err
+    assert "4 rejected" in stdout
+    assert "not_a_number" in err and "invalid_json" in err and "bad_device" in err
 
 
 def test_label_book_orders_and_looks_up():

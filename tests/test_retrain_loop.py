@@ -1,8 +1,8 @@
 """The retrain loop, end to end, with real processes and a real mosquitto.
 
-simulate -> (daemon classifies with model A) -> record -> ``sigmoid-train fit`` on the
-recording -> model B signed -> the running daemon hot-reloads B -> classifications carry
-B's sha256, and no window is missed across the swap.
+simulate -> (daemon classifies with signed model A) -> record -> ``sigmoid-train fit`` on
+the recording -> ``sigmoid-train push`` (signed) -> the running daemon verifies and
+hot-reloads B -> classifications carry B's sha256, and no window is missed across the swap.
 """
 
 from __future__ import annotations
@@ -63,18 +63,24 @@ def test_simulate_record_fit_reload_without_missing_a_window(broker, tmp_path):
     demo.write_training_data(tmp_path / "a.csv", devices=2, seconds=20, seed=11)
     run("-m", "trainer", "fit", str(tmp_path / "a.csv"), "--out", str(tmp_path / "A"),
         "--version", "1", *FIT_ARGS)
+    keys = tmp_path / "keys"
+    run("-m", "trainer", "keygen", "--out", str(keys))
+    model_a = tmp_path / "A" / "model.int8.onnx"
+    run("-m", "trainer", "sign", str(model_a), "--key", str(keys / "signing.key"))
+    # The daemon trusts our key, so it serves only signed models and accepts signed pushes.
     live = tmp_path / "live" / "model.onnx"
     live.parent.mkdir()
-    shutil.copy(tmp_path / "A" / "model.int8.onnx", live)
+    shutil.copy(model_a, live)
+    shutil.copy(model_a.with_name(model_a.name + ".sig"), live.with_name(live.name + ".sig"))
     sha_a = sha256(live)
-    run("-m", "trainer", "keygen", "--out", str(tmp_path / "keys"))
 
-    daemon = DaemonProcess(broker, live, tmp_path, "--qos", "1", "--mqtt-version", "3.1.1")
+    daemon = DaemonProcess(broker, live, tmp_path, "--qos", "1", "--mqtt-version", "3.1.1",
+                           "--trusted-key", str(keys / "signing.pub"))
     recorder = start("record", "--broker", broker.url, "--topic", "sensors/{device}/#",
                      "--out", str(tmp_path / "rec.csv"), "--label-topic", "sim/{device}/label")
     try:
         with Collector(broker, "edge/+/classification", "sigmoid-edge/testnode/status",
-                       qos=1) as sub:
+                       qos=1) as sub, Collector(broker, "sigmoid-edge/testnode/errors") as events:
             assert sub.get(timeout=15).payload == b"online"
             for line in recorder.stderr:  # the recorder logs once it has subscribed
                 if "subscribed" in line:
@@ -90,21 +96,14 @@ def test_simulate_record_fit_reload_without_missing_a_window(broker, tmp_path):
             log = read_csv(tmp_path / "rec.csv")
             assert len(log.ts) >= 2 * 4 * RATE and set(log.device.tolist()) == {"dev1", "dev2"}
 
-            # Retrain on the recording and sign the new model.
+            # Retrain on the recording, then push the new model, signed, to the daemon.
             run("-m", "trainer", "fit", str(tmp_path / "rec.csv"), "--out",
                 str(tmp_path / "B"), "--version", "2", *FIT_ARGS)
             model_b = tmp_path / "B" / "model.int8.onnx"
-            run("-m", "trainer", "sign", str(model_b), "--key",
-                str(tmp_path / "keys" / "signing.key"))
             sha_b = sha256(model_b)
             assert sha_b != sha_a
-
-            # Deliver B: replace the file atomically, then SIGHUP. (A signed MQTT push,
-            # `sigmoid-train push`, is the other way; see the README.)
-            tmp = live.with_suffix(".tmp")
-            shutil.copy(model_b, tmp)
-            tmp.replace(live)
-            daemon.signal(signal.SIGHUP)
+            run("-m", "trainer", "push", str(model_b), "--broker", broker.url, "--node",
+                "testnode", "--key", str(keys / "signing.key"))
 
             # Keep streaming until both devices have had a few windows classified by B.
             records: list[dict] = []
@@ -119,6 +118,7 @@ def test_simulate_record_fit_reload_without_missing_a_window(broker, tmp_path):
                     records.append(json.loads(sub.get(timeout=1.0).payload))
                 except Exception:
                     break
+            accepted = json.loads(events.get(timeout=10).payload)
     finally:
         if recorder.poll() is None:
             recorder.kill()
@@ -133,5 +133,10 @@ def test_simulate_record_fit_reload_without_missing_a_window(broker, tmp_path):
         # One clean switch: all A before it, all B after it.
         assert set(seq[:switch]) == {sha_a} and set(seq[switch:]) == {sha_b}
         assert [r["model"]["version"] for r in records if r["device"] == device][-1] == "2"
+    assert accepted["event"] == "model_accepted" and accepted["origin"] == "push"
+    assert accepted["model"]["sha256"] == sha_b
     check_no_window_missed(records)
     wait_for(lambda: "model swapped" in daemon.log(), 1, "the daemon's swap log line")
+    # The daemon kept the pushed model (with its signature): a restart serves B.
+    assert sha256(live) == sha_b
+    assert live.with_name(live.name + ".sig").exists()

@@ -193,7 +193,7 @@ def test_ts_file_replays_one_case_after_another_per_device(broker, tmp_path):
              "dev2": [[[4, 40], [3, 30], [2, 20], [1, 10]], [[5, 0], [5, 0], [5, 0], [5, 0]]]}
     for dev, want_labels in (("dev1", ["up", "up"]), ("dev2", ["down", "down"])):
         docs = [json.loads(m.payload) for m in msgs if m.topic == f"sensors/{dev}/data"]
-        values = [[d["c0"], d["c1"]] for d in docs]
+        values = [[d["dim_0"], d["dim_1"]] for d in docs]
         # Case 3 has a missing value ('?'): filled by linear interpolation (2.0).
         assert values == cases[dev][0] + cases[dev][1]
         ts = np.array([d["ts"] for d in docs])
@@ -245,3 +245,59 @@ def test_csv_without_devices_is_spread_over_n_devices():
     assert firsts == [0, 2, 4, 6]
     whole = np.concatenate([s.data[:, 0] for s in log.segments(1, 4)])
     assert whole.tolist() == [2, 3, 4, 5, 6, 7, 0, 1]  # all of it, from its own offset
+
+
+def iter_queue(sub):
+    while not sub.messages.empty():
+        yield sub.messages.get_nowait()
+
+
+def write_ts(path, X, y) -> None:
+    """Windows ``X [n, W, C]`` with labels ``y`` as a UEA/UCR .ts file."""
+    labels = sorted(set(y.tolist()))
+    lines = ["@problemName synthetic", "@univariate false", f"@dimensions {X.shape[2]}",
+             "@equalLength true", f"@seriesLength {X.shape[1]}",
+             f"@classLabel true {' '.join(labels)}", "@data"]
+    for case, label in zip(X, y, strict=True):
+        chans = [",".join(f"{v:.6g}" for v in case[:, c]) for c in range(X.shape[2])]
+        lines.append(":".join(chans) + ":" + label)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_ts_replay_gives_the_daemon_one_window_per_case(broker, tmp_path):
+    """A model trained on a .ts file classifies its replay case by case, as offline."""
+    from edge.demo import LiveScore
+    from tests.daemon_helpers import ROOT, DaemonProcess
+
+    X, y = synthetic.make_windows(n_per_class=12, window=50, seed=4)
+    write_ts(tmp_path / "train.ts", X, y)
+    Xt, yt = synthetic.make_windows(n_per_class=3, window=50, seed=5)
+    write_ts(tmp_path / "test.ts", Xt, yt)
+    subprocess.run([sys.executable, "-m", "trainer", "fit", str(tmp_path / "train.ts"), "--out",
+                    str(tmp_path / "m"), "--features", "stats,spectral", "--hidden", "none"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    daemon = DaemonProcess(broker, tmp_path / "m" / "model.int8.onnx", tmp_path)
+    try:
+        with Collector(broker, "edge/+/classification", "sim/+/label",
+                       "sigmoid-edge/testnode/status", qos=1) as sub:
+            assert sub.get(timeout=15).payload == b"online"
+            proc = run_simulate(broker, str(tmp_path / "test.ts"), "--rate", "250",
+                                "--devices", "3")
+            assert proc.returncode == 0, proc.stderr
+            score = LiveScore()
+            while score.windows < len(yt):
+                m = sub.get(timeout=10)
+                if m.topic.startswith("sim/"):
+                    score.on_label(m.topic.split("/")[1], json.loads(m.payload), 0.0)
+                elif m.topic.startswith("edge/"):
+                    score.on_classification(json.loads(m.payload))
+            time.sleep(1.0)  # a window too many would be here by now
+            extra = [m for m in iter_queue(sub) if m.topic.startswith("edge/")]
+    finally:
+        daemon.signal(15)
+        daemon.wait(10)
+        daemon.close()
+    # The pause between cases restarts the daemon's window: each case is exactly one window.
+    assert score.windows == score.scored == len(yt) and not extra
+    assert score.accuracy >= 0.9

@@ -139,6 +139,11 @@ def test_fit_anomaly_command(recordings, tmp_path):
     assert json.loads(props["anomaly"])["detector"] == "kmeans"
     info = json.loads(trainer("inspect", str(out / "model.onnx"), "--json").stdout)
     assert "anomaly_score" in json.dumps(info["outputs"])
+    # evaluate counts every label but "normal" as an anomaly for such a model
+    ev = json.loads(trainer("evaluate", str(out / "model.onnx"), str(recordings / "test.csv"),
+                            "--json").stdout)
+    assert ev["labels"] == ["normal", "anomaly"] and ev["unknown_labels"] == []
+    assert ev["confusion"][1][1] >= 0.9 * sum(ev["confusion"][1])
 
 
 def test_fit_anomaly_errors_are_clear(recordings, tmp_path):
@@ -190,6 +195,9 @@ def test_classifier_with_anomaly_output(normal_and_faults):
     (odd,) = session(result["int8_model"]).run(["anomaly_score"], {"window": stuck})
     assert (odd > threshold).mean() >= 0.9
     assert (score > threshold).mean() <= 0.05
+    flagged = result["report"]["anomaly"]["flagged"]["train"]
+    assert flagged["n"] == len(X) and flagged["int8_float_agreement"] >= 0.95
+    assert flagged["float"] == pytest.approx((score > threshold).mean())
 
 
 def test_fit_with_unlabelled_windows_pretrains(recordings, tmp_path):

@@ -147,6 +147,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_windowing(p) -> None:
+    p.add_argument("--window", type=_positive, metavar="N",
+                   help="samples per window (CSV: required; .ts: resample every case to N; "
+                        "default: the longest case)")
+    p.add_argument("--hop", type=_positive, metavar="N",
+                   help="samples between windows (CSV default: window/2; .ts: window)")
+
+
+def _add_identity(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--name", help="model name (default: the data file's name)")
+    p.add_argument("--version", default="1", dest="model_version", metavar="VERSION",
+                   help="model version string (default: 1)")
+
+
 def _add_fit(sub) -> None:
     p = add_command(
         sub, "fit",
@@ -158,21 +173,14 @@ def _add_fit(sub) -> None:
                    "CSV sensor log (ts, optional device and label, one column per channel)")
     p.add_argument("--test", metavar="TEST", help="test data, same format (only reported)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--hidden", type=_hidden, metavar="64,32",
                    help="hidden layer sizes, or 'none' for logistic regression "
                         "(default: chosen by validation)")
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
                         "raw:points=16 (default: chosen by validation)")
-    p.add_argument("--window", type=_positive, metavar="N",
-                   help="samples per window (CSV: required; .ts: resample every case to N; "
-                        "default: the longest case)")
-    p.add_argument("--hop", type=_positive, metavar="N",
-                   help="samples between windows (CSV default: window/2; .ts: window)")
-    p.add_argument("--name", help="model name (default: the data set's name)")
-    p.add_argument("--version", default="1", dest="model_version",
-                   help="model version string (default: 1)")
+    _add_windowing(p)
+    _add_identity(p)
     p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,
                    metavar="DETECTOR",
                    help="also output anomaly_score (autoencoder, the default, or kmeans) "
@@ -259,10 +267,7 @@ def _add_fit_anomaly(sub) -> None:
     p.add_argument("--normal-label", metavar="LABEL",
                    help="train only on DATA's windows with this label (default: all windows "
                         "of DATA are normal); in --test, the normal label (default: normal)")
-    p.add_argument("--window", type=_positive, metavar="N", help="samples per window (CSV: "
-                   "required; .ts: resample every case to N)")
-    p.add_argument("--hop", type=_positive, metavar="N",
-                   help="samples between windows (CSV default: window/2)")
+    _add_windowing(p)
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="feature families (default: stats,diff_stats,"
                         "spectral:bands=16:max_bins=64)")
@@ -274,10 +279,7 @@ def _add_fit_anomaly(sub) -> None:
     p.add_argument("--quantile", type=float, default=None, metavar="Q",
                    help="threshold = this quantile of a log-normal fitted to the "
                         "out-of-fold scores of the normal windows (default: 0.999)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--name", help="model name (default: the data file's name)")
-    p.add_argument("--version", default="1", dest="model_version",
-                   help="model version string (default: 1)")
+    _add_identity(p)
     p.set_defaults(func=_fit_anomaly)
 
 
@@ -330,17 +332,11 @@ def _add_cluster(sub) -> None:
     p.add_argument("data", metavar="DATA", help="a CSV sensor log or .ts file (labels optional)")
     p.add_argument("--k", required=True, type=_positive, metavar="N", help="number of clusters")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--window", type=_positive, metavar="N", help="samples per window (CSV: "
-                   "required; .ts: resample every case to N)")
-    p.add_argument("--hop", type=_positive, metavar="N",
-                   help="samples between windows (CSV default: window/2)")
+    _add_windowing(p)
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="feature families (default: stats,diff_stats,"
                         "spectral:bands=16:max_bins=64)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--name", help="model name (default: the data file's name)")
-    p.add_argument("--version", default="1", dest="model_version",
-                   help="model version string (default: 1)")
+    _add_identity(p)
     p.set_defaults(func=_cluster)
 
 

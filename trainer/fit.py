@@ -171,6 +171,11 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                      title=f"{name}: {', '.join(features)}; hidden {list(hidden)}",
                      confusion_title=f"{shown} confusion (float), accuracy "
                                      f"{metrics['float'][shown]['accuracy']:.3f}")
+    if options.anomaly:
+        from trainer.unsupervised import carried_anomaly_report
+
+        report["anomaly"] = carried_anomaly_report(
+            pipeline, float_sess, int8_sess, {"train": train, "test": test})
     report["total_time_s"] = round(time.perf_counter() - t_start, 3)
     return {"pipeline": pipeline, "float_model": float_model, "int8_model": int8_model,
             "report": report, "png": png}

@@ -51,6 +51,9 @@ def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
         sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: data.X[i:i + batch]})[0]
         for i in range(0, len(data.X), batch)])
     pred = np.array(info.labels)[probs.argmax(axis=1)]
+    if info.labels == ("normal", "anomaly"):
+        # An anomaly model (fit-anomaly): every label other than "normal" is an anomaly.
+        data.y = np.where(data.y == "normal", "normal", "anomaly")
     result = scores(data.y, pred, list(info.labels))
     unknown = sorted(set(data.y.tolist()) - set(info.labels))
     result.update({"model": str(model_path), "data": str(data_path),

@@ -465,6 +465,10 @@ class SigmoidNetwork:
         """Greedy layer-wise RBM pretraining of the hidden layers, in place."""
         from trainer.rbm import pretrain_layers
 
+        if not tuple(self.hidden_layers):
+            warnings.warn("pretrain='rbm' does nothing without hidden layers "
+                          "(hidden_layers=()); give hidden_layers=(32,) or similar",
+                          UserWarning, stacklevel=3)
         if unlabelled is not None:
             X = np.concatenate([X, self._check_X(unlabelled, fitting=False)])
         seed = int(self._rng.integers(2**31))

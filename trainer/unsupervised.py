@@ -165,7 +165,8 @@ def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = 
     png = _anomaly_png(pipeline.network_.loss_curve_, det.calibration_scores_, test_scores,
                        None if test is None else test.y, det.threshold_,
                        normal_label or NORMAL_LABEL, title=f"{name}: {detector} on "
-                       f"{', '.join(features)}")
+                       f"{', '.join(features)}",
+                       cluster_sizes=report["anomaly"].get("cluster_sizes"))
     return {"pipeline": pipeline, "model": model, "report": report, "png": png}
 
 
@@ -192,6 +193,25 @@ def _test_metrics(y: np.ndarray, scores: np.ndarray, threshold: float, normal: s
     return out
 
 
+def carried_anomaly_report(pipeline: Pipeline, float_sess, int8_sess,
+                           datasets: dict[str, Dataset | None]) -> dict[str, Any]:
+    """What ``fit --anomaly`` reports: the detector, and per split the share of windows the
+    float and the int8 model flag and how often they agree (the threshold is calibrated on
+    float scores; the int8 graph may quantize the detector's inputs)."""
+    det = pipeline.network_.detector_
+    out: dict[str, Any] = {**det.describe(), "flagged": {}}
+    for split, data in datasets.items():
+        if data is None:
+            continue
+        (f,) = run_outputs(float_sess, data.X, [contract.ANOMALY_OUTPUT])
+        (q,) = run_outputs(int8_sess, data.X, [contract.ANOMALY_OUTPUT])
+        ff, fq = f > det.threshold_, q > det.threshold_
+        out["flagged"][split] = {"n": int(len(f)), "float": float(ff.mean()),
+                                 "int8": float(fq.mean()),
+                                 "int8_float_agreement": float((ff == fq).mean())}
+    return out
+
+
 def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None = None,
                  quantile: float = DEFAULT_QUANTILE, seed: int = 0, name: str | None = None,
                  version: str = "1") -> dict[str, Any]:
@@ -215,7 +235,7 @@ def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None =
     pipeline.fit(data.X, np.full(len(data.X), ""))
     name = name or data.summary.get("problem") or Path(data.source).stem
     model, sess, latency = _model_and_latency(pipeline, data, name, version)
-    cluster, score = run_outputs(sess, data.X, ["cluster", contract.ANOMALY_OUTPUT])
+    (cluster,) = run_outputs(sess, data.X, ["cluster"])
     net = pipeline.network_
     sizes = np.bincount(cluster, minlength=n_clusters)
     report: dict[str, Any] = {
@@ -242,7 +262,6 @@ def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None =
     report["total_time_s"] = round(time.perf_counter() - t_start, 3)
     png = _cluster_png(F, cluster, net.kmeans_.cluster_centers_, data.y,
                        title=f"{name}: k-means, k={n_clusters}, {', '.join(features)}")
-    del score
     return {"pipeline": pipeline, "model": model, "report": report, "png": png}
 
 
@@ -271,7 +290,7 @@ def _png(fig) -> bytes:
 
 
 def _anomaly_png(loss_curve, calibration, test_scores, test_y, threshold, normal,
-                 title) -> bytes:
+                 title, cluster_sizes=None) -> bytes:
     plt = _pyplot()
     fig, (ax_loss, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
     try:
@@ -279,9 +298,12 @@ def _anomaly_png(loss_curve, calibration, test_scores, test_y, threshold, normal
             ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
             ax_loss.set_yscale("log")
             ax_loss.set_title("autoencoder loss (mean squared reconstruction error / 2)")
-        else:
-            ax_loss.text(0.5, 0.5, "k-means: no loss curve", ha="center", va="center")
-        ax_loss.set_xlabel("epoch")
+            ax_loss.set_xlabel("epoch")
+        elif cluster_sizes:
+            ax_loss.bar(np.arange(len(cluster_sizes)), cluster_sizes)
+            ax_loss.set_xlabel("k-means centroid")
+            ax_loss.set_ylabel("training windows")
+            ax_loss.set_title("normal windows per centroid")
         ax_loss.grid(alpha=0.3)
         groups = [("normal (training, out-of-fold)", calibration)]
         if test_scores is not None:
