@@ -90,6 +90,8 @@ def main() -> int:
             model = mean_model(tmp / "m.onnx", window=8, hop=8)
             clean, persistent = [], []
             for i in range(rounds):
+                # A fresh client id per round: a persistent session would otherwise have the
+                # broker queue the clean round's messages for it while it is offline.
                 clean.append(throughput(broker, model, n))
                 persistent.append(throughput(broker, model, n, client_id=f"bench-persist-{i}"))
             recon = [reconnect(broker, model) for _ in range(rounds)]
