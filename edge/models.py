@@ -84,6 +84,22 @@ class LoadedModel:
         return probs, scores
 
 
+
+def read_source(source, origin: str | None, default: str) -> tuple[bytes, str]:
+    """The bytes of a model given as bytes or a path, and a label for messages.
+
+    Raises
+    ------
+    ModelError
+        If the file cannot be read.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), origin or default
+    try:
+        return Path(source).read_bytes(), origin or str(source)
+    except OSError as e:
+        raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
+
 def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
                origin: str | None = None) -> LoadedModel:
     """Load, validate and self-test a model.
@@ -104,15 +120,7 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
     """
     import onnxruntime as ort
 
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        origin = origin or "model bytes"
-    else:
-        origin = origin or str(source)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as e:
-            raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
+    data, origin = read_source(source, origin, "model bytes")
     if not data:
         raise ModelError(f"{origin}: the model file is empty")
     options = ort.SessionOptions()
@@ -214,15 +222,7 @@ class ModelSlot:
             If a verifier refuses it or it fails :func:`load_model`; the current model
             keeps serving.
         """
-        if isinstance(source, bytes | bytearray | memoryview):
-            data = bytes(source)
-            label = origin or "pushed model"
-        else:
-            label = origin or str(source)
-            try:
-                data = Path(source).read_bytes()
-            except OSError as e:
-                raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
+        data, label = read_source(source, origin, "pushed model")
         for verify in self.verifiers:
             verify(data, signature, label)
         new = load_model(data, threads=self.threads, origin=label)
