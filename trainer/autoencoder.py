@@ -155,16 +155,8 @@ class SigmoidAutoencoder(SigmoidNetwork):
             Name of the float32 ``[batch]`` score tensor.
         """
         self._check_fitted()
-        a = x
-        n = len(self.coefs_)
-        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
-            base = f"{prefix}dense_{i}" if i < n - 1 else f"{prefix}reconstruction"
-            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
-            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
-            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
-            a = g.op("Add", [a, c], name=f"{base}_add" if i < n - 1 else base)
-            if i < n - 1:
-                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
+        last = f"{prefix}reconstruction"
+        a = self._dense_stack_to_onnx(g, x, prefix, last, last)
         error = g.op("Sub", [a, x], name=f"{prefix}reconstruction_error")
         squared = g.op("Mul", [error, error], name=f"{prefix}reconstruction_error_squared")
         axes = g.const(f"{prefix}feature_axis", np.array([1], np.int64))

@@ -663,6 +663,24 @@ class SigmoidNetwork:
 
     # ------------------------------------------------------------------ export
 
+    def _dense_stack_to_onnx(self, g, x: str, prefix: str, last: str, last_add: str) -> str:
+        """Emit MatMul/Add(/Sigmoid) per layer, as the forward pass runs them.
+
+        Hidden layers are named ``{prefix}dense_{i}``; the last (linear) layer ``last``, its
+        Add node ``last_add``. Returns the name of the last layer's pre-activation tensor.
+        """
+        a = x
+        n = len(self.coefs_)
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
+            base = f"{prefix}dense_{i}" if i < n - 1 else last
+            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
+            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
+            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
+            a = g.op("Add", [a, c], name=f"{base}_add" if i < n - 1 else last_add)
+            if i < n - 1:
+                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
+        return a
+
     def to_onnx(self, g, x: str, prefix: str = "") -> str:
         """Emit the forward pass into an ONNX graph; the exporter mirrors :meth:`predict_proba`.
 
@@ -688,17 +706,8 @@ class SigmoidNetwork:
             ``classes_`` order.
         """
         self._check_fitted()
-        a = x
-        n = len(self.coefs_)
-        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
-            base = f"{prefix}dense_{i}" if i < n - 1 else f"{prefix}output"
-            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
-            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
-            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
-            a = g.op("Add", [a, c], name=f"{base}_add")
-            if i < n - 1:
-                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
         out = f"{prefix}output"
+        a = self._dense_stack_to_onnx(g, x, prefix, out, f"{out}_add")
         if len(self.classes_) == 2:
             p = g.op("Sigmoid", [a], name=f"{out}_sigmoid")
             one = g.const(f"{out}_one", np.ones((1, 1), np.float32))
