@@ -224,8 +224,11 @@ class Runner:
             self.post = PostProcess(info.labels, **self.post_args)
         self._model = model
         self._model_json = json.dumps(model.identity)
-        self._label_keys = [json.dumps(k) for k in info.labels]
+        # '"a": {:.6f}, "b": {:.6f}': one str.format per window (braces in labels escaped).
+        self._probs_format = ", ".join(
+            json.dumps(k).replace("{", "{{").replace("}", "}}") + ": {:.6f}" for k in info.labels)
         self._period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else 0.0
+        self._step_cache: dict[int, np.ndarray] = {}
 
     def _loop(self) -> None:
         q = self.queue
@@ -309,19 +312,27 @@ class Runner:
                 vals = np.array([vals], dtype=np.float32)
             if vals.shape[1] != width:
                 continue
-            n = len(vals)
-            if isinstance(ts, np.ndarray):
-                t = ts
-            elif ts is not None:
-                t = ts + np.arange(n) * self._period
-            else:
+            if ts is None:  # the last sample arrived now, the others a period apart before
                 own = False
-                t = received - np.arange(n - 1, -1, -1) * self._period
+                t = received - self._steps(len(vals))[::-1]
+            elif type(ts) is float:  # the first sample's time
+                t = ts + self._steps(len(vals))
+            else:  # one time per sample (float64 [n], checked by the parser)
+                t = ts
             parts.append(vals)
-            times.append(np.asarray(t, dtype=np.float64).reshape(n))
+            times.append(t)
         if not parts:
             return None
         return np.concatenate(parts), np.concatenate(times), own
+
+    def _steps(self, n: int) -> np.ndarray:
+        """``[0, period, ..., (n - 1) * period]``, memoised: batches repeat their size."""
+        steps = self._step_cache.get(n)
+        if steps is None:
+            if len(self._step_cache) > 64:
+                self._step_cache.clear()
+            steps = self._step_cache[n] = np.arange(n) * self._period
+        return steps
 
     def _classify(self, windows, devices, starts, ends, newest) -> None:
         model = self._model
@@ -349,7 +360,7 @@ class Runner:
         probs, keep = self.post(devices, probs)
         rows = probs.tolist()
         starts, ends = starts.tolist(), ends.tolist()
-        keys = self._label_keys
+        probs_format = self._probs_format
         tail = self._model_json
         topic = self.output_topic
         publish, qos = self.publish, self.output_qos
@@ -367,8 +378,7 @@ class Runner:
                            f'"anomaly": {"true" if flags[i] else "false"}, ')
             device = devices[i]
             quoted = _quote(device)
-            probabilities = ", ".join(f"{k}: {v:.6f}" for k, v in zip(keys, rows[i],
-                                                                     strict=True))
+            probabilities = probs_format.format(*rows[i])
             payload = (f'{{"device": {quoted}, "label": {_quote(label)}, '
                        f'"confidence": {conf:.6f}, "probabilities": {{{probabilities}}}, '
                        f'{anomaly}"window_start": {starts[i]:.6f}, "window_end": {ends[i]:.6f}, '

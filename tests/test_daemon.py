@@ -75,6 +75,19 @@ def test_plain_numbers_for_a_one_channel_model(broker, tmp_path):
     assert doc["label"] == "mid"
 
 
+def test_labels_with_quotes_and_braces_come_out_as_valid_json(broker, tmp_path):
+    # The output is formatted by hand (str.format), so a label must never be read as a
+    # placeholder or break the JSON.
+    labels = ('say "hi"', "{0}", "a}b{")
+    model = mean_model(tmp_path / "odd.onnx", labels=labels)
+    with running(broker, model), Collector(broker, OUT) as out:
+        mosquitto_pub(broker, "sensors/odd/a", "[1, 1, 1]\n" * 8, lines=True, qos=1)
+        doc = classifications(out, 1)[0]
+    assert list(doc["probabilities"]) == list(labels)
+    assert doc["label"] == "{0}"  # mean 1: the middle label
+    assert abs(sum(doc["probabilities"].values()) - 1) < 1e-4
+
+
 def test_zigbee2mqtt_flat_json_with_a_channel_mapping(broker, tmp_path):
     model = mean_model(tmp_path / "z.onnx", channels=("t", "h"), window=4, hop=4)
     z2m = {"temperature": 2.0, "humidity": 2.0, "linkquality": 120, "battery": 97,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.payload import REASONS, PayloadParser, Rejected
+from edge.payload import REASONS, PayloadParser, Rejected, _bracket_depth, _too_deep
 from edge.windows import WindowBuffers
 
 XYZ = ("x", "y", "z")
@@ -122,6 +122,25 @@ def test_parser_survives_arbitrary_bytes(raw):
 
 def stream(n: int, channels: int = 2) -> np.ndarray:
     return np.arange(n * channels, dtype=np.float32).reshape(n, channels)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="[]{}a,", max_size=60), st.integers(1, 10))
+def test_quick_depth_check_agrees_with_the_exact_scan(text, limit):
+    # _too_deep may answer True for unpaired brackets (the exact scan then decides), but
+    # must never miss a payload the exact scan finds too deep.
+    raw = text.encode()
+    if _bracket_depth(raw) > limit:
+        assert _too_deep(raw, limit)
+    if not _too_deep(raw, limit):
+        assert _bracket_depth(raw) <= limit
+
+
+def test_unpaired_brackets_in_strings_are_not_called_too_deep():
+    parser = PayloadParser(XYZ, max_depth=3, fast_json=False)
+    assert parser.parse(b'{"x": 1, "y": 2, "z": 3, "note": "]]]][[[["}') == ([1, 2, 3], None)
+    with pytest.raises(Rejected, match="nesting depth 5 > max_depth 3"):
+        parser.parse(b'{"x": 1, "y": 2, "z": 3, "deep": [[[[]]]]}')
 
 
 @pytest.mark.parametrize("fast_json", [False, True], ids=["json", "orjson"])
