@@ -94,7 +94,9 @@ def _add_run(sub) -> None:
                         "(default mqtt://localhost:1883)")
     p.add_argument("--client-id", help="MQTT client id (default sigmoid-edge-<node>)")
     p.add_argument("--qos", type=int, choices=(0, 1, 2), help="input subscription QoS "
-                   "(default 1; outputs are QoS 1)")
+                   "(default 1)")
+    p.add_argument("--output-qos", type=int, choices=(0, 1, 2),
+                   help="QoS of the classifications published (default 1)")
     p.add_argument("--node", help="name under sigmoid-edge/<node>/ (default: host name)")
     p.add_argument("--input-topic", metavar="TEMPLATE",
                    help="input topic with {device} as one level (default sensors/{device}/#)")
@@ -138,10 +140,10 @@ def _add_run(sub) -> None:
 
 
 RUN_KEYS = (
-    "config", "model", "broker", "client_id", "qos", "node", "input_topic", "output_topic",
-    "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
-    "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "smoothing",
-    "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
+    "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
+    "output_topic", "mqtt_version", "username", "password_file", "tls_ca", "tls_cert",
+    "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
+    "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
 )
 
 

@@ -106,6 +106,7 @@ class Config:
     broker: str = "mqtt://localhost:1883"
     client_id: str = ""
     qos: int = 1
+    output_qos: int = 1
     node: str = ""
     input_topic: str = "sensors/{device}/#"
     output_topic: str = "edge/{device}/classification"
@@ -393,8 +394,9 @@ def validate(cfg: Config) -> Config:
         address = parse_broker_url(cfg.broker)
     except ConfigError as e:
         raise _fail(cfg, "broker", str(e)) from None
-    if cfg.qos not in (0, 1, 2):
-        raise _fail(cfg, "qos", f"must be 0, 1 or 2, got {cfg.qos}")
+    for key in ("qos", "output_qos"):
+        if getattr(cfg, key) not in (0, 1, 2):
+            raise _fail(cfg, key, f"must be 0, 1 or 2, got {getattr(cfg, key)}")
     if not cfg.node:
         cfg.node = _default_node()
     if _UNSAFE_LEVEL.search(cfg.node):

@@ -84,6 +84,7 @@ class Daemon:
         self.link = MqttLink.from_config(cfg)
         self.runner = Runner(
             self.slot, self.link.publish, self.stats, output_topic=cfg.output_topic,
+            output_qos=cfg.output_qos,
             queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,

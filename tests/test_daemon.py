@@ -46,6 +46,14 @@ def test_object_payloads_give_a_full_classification(broker, model):
                             "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
 
 
+def test_output_qos_sets_the_qos_of_classifications(broker, model):
+    with running(broker, model, output_qos=0), Collector(broker, OUT) as out:
+        mosquitto_pub(broker, "sensors/pump2/accel", "[2, 2, 2]\n" * 8, lines=True, qos=1)
+        msg = out.get()
+    assert msg.topic == "edge/pump2/classification" and msg.qos == 0
+    assert json.loads(msg.payload)["label"] == "high"
+
+
 @pytest.mark.parametrize("fmt", ["object", "array", "batch", "batch_ts", "objects", "ts"])
 def test_every_payload_format(broker, model, fmt):
     one = {"x": 0.1, "y": 0.0, "z": 0.2}

@@ -32,7 +32,7 @@ INSTALLER = DEPLOY / "install-pi.sh"
 
 # The keys of docs/config.md (the daemon's config file), by table.
 SCHEMA_KEYS = {
-    "model", "broker", "client_id", "qos", "node", "input_topic", "output_topic",
+    "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
     "channels", "postprocess",

@@ -72,6 +72,7 @@ def test_channels_from_the_environment(model):
     ("toml", "message"),
     [
         ("qos = 3", r"qos \(config file .*\): must be 0, 1 or 2, got 3"),
+        ("output_qos = -1", r"output_qos \(config file .*\): must be 0, 1 or 2, got -1"),
         ("qsize = 3", r"unknown key 'qsize'"),
         ("queue_size = 0", r"queue_size .*must be at least 1"),
         ('qos = "high"', r"qos \(config file .*\) must be an integer, got 'high'"),
