@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from edge.stats import rss_bytes  # noqa: E402
 from tests.models import mean_model  # noqa: E402
 from tests.mqtt_helpers import Broker, require  # noqa: E402
 
@@ -54,14 +56,6 @@ except ImportError:
 # it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
 BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
                "set_tcp_nodelay true\n")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pub_files(workdir: Path, n: int, devices: int, payload) -> list[tuple[str, Path]]:
@@ -180,6 +174,14 @@ def _guarded(fn):
     return on_message
 
 
+def medians(runs: dict[str, list[tuple[float, float]]]) -> dict:
+    """Per variant: the median wall and CPU rates of its rounds, and every wall rate."""
+    med = statistics.median
+    return {name: {"wall": med(v[0] for v in values), "cpu": med(v[1] for v in values),
+                   "wall_all": [round(v[0]) for v in values]}
+            for name, values in runs.items() if values}
+
+
 def bench_throughput(broker, model, workdir, n, qos, rounds) -> dict:
     rng = np.random.default_rng(0)
     vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
@@ -195,14 +197,8 @@ def bench_throughput(broker, model, workdir, n, qos, rounds) -> dict:
             runs["stdlib"].append(run_daemon_inproc(broker, model, files, n, qos,
                                                     fast_json=False)[:2])
         runs["null_edge"].append(run_null(broker, files, n, qos, edge_client=True))
-    med = statistics.median
-    out = {"qos": qos, "classifications": last["classifications"],
-           "inferences": last["inferences"], "drops": last["drops"]}
-    for name, values in runs.items():
-        if values:
-            out[name] = {"wall": med(v[0] for v in values), "cpu": med(v[1] for v in values),
-                         "wall_all": [round(v[0]) for v in values]}
-    return out
+    return {"qos": qos, "classifications": last["classifications"],
+            "inferences": last["inferences"], "drops": last["drops"], **medians(runs)}
 
 
 def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
@@ -218,14 +214,8 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
             runs["stdlib"].append(run_daemon_inproc(broker, model, files, n_msgs, 1,
                                                     samples_per_msg=per_msg,
                                                     fast_json=False)[:2])
-    med = statistics.median
-    out = {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
-           "inferences": stats["inferences"], "batch_max": stats["batch_max"]}
-    for name, values in runs.items():
-        if values:
-            out[name] = {"wall": med(v[0] for v in values), "cpu": med(v[1] for v in values),
-                         "wall_all": [round(v[0]) for v in values]}
-    return out
+    return {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
+            "inferences": stats["inferences"], "batch_max": stats["batch_max"], **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -270,7 +260,7 @@ def bench_startup(broker, model, rounds) -> dict:
 
 def bench_latency(broker, model, seconds, rate=1000, devices=100) -> dict:
     proc, _ = start_daemon(broker, model)
-    rss_start = rss_mb(proc.pid)
+    rss_start = rss_bytes(proc.pid) / 2**20
     lat = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
 
@@ -300,7 +290,7 @@ def bench_latency(broker, model, seconds, rate=1000, devices=100) -> dict:
                                                    "ts": time.time()}), qos=1)
     achieved = n / (time.perf_counter() - t0)
     time.sleep(1.0)
-    rss_end = rss_mb(proc.pid)
+    rss_end = rss_bytes(proc.pid) / 2**20
     stop_daemon(proc)
     pub.disconnect()
     pub.loop_stop()
@@ -327,8 +317,9 @@ def main() -> int:
 
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"machine: {os.cpu_count()} cores {platform.machine()}, Python "
-          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, paho "
-          f"{mqtt.__version__ if hasattr(mqtt, '__version__') else ''}")
+          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}, paho-mqtt "
+          f"{metadata.version('paho-mqtt')}, orjson "
+          f"{metadata.version('orjson') if HAVE_ORJSON else '(not installed)'}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         broker = Broker(tmp / "broker", config=BROKER_CONF).start()

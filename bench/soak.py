@@ -32,19 +32,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from edge.stats import rss_bytes  # noqa: E402
 from tests.models import mean_model  # noqa: E402
 from tests.mqtt_helpers import Broker  # noqa: E402
 
 BROKER_CONF = "max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\n"
 WINDOW, HOP = 16, 8
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def client(broker: Broker) -> mqtt.Client:
@@ -96,7 +89,7 @@ def soak(seconds: float, rate: float, devices: int, sample_s: float, warmup_s: f
                 target = i / rate
                 now = time.perf_counter() - t0
                 if now >= next_sample:
-                    samples.append((now, rss_mb(proc.pid)))
+                    samples.append((now, rss_bytes(proc.pid) / 2**20))
                     next_sample += sample_s
                 if target > now:
                     time.sleep(target - now)
@@ -109,7 +102,7 @@ def soak(seconds: float, rate: float, devices: int, sample_s: float, warmup_s: f
             deadline = time.monotonic() + 30
             while received[0] < expected and time.monotonic() < deadline:
                 time.sleep(0.1)
-            samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+            samples.append((time.perf_counter() - t0, rss_bytes(proc.pid) / 2**20))
             pub.disconnect()
             pub.loop_stop()
             time.sleep(sample_s + 0.5)  # one more stats message after the last input

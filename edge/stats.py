@@ -18,13 +18,16 @@ import numpy as np
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux ``/proc``), else the peak from getrusage."""
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident memory of a process now (Linux ``/proc``; this one by default).
+
+    Without ``/proc``, this process's peak from getrusage (another process's: 0).
+    """
     try:
-        with open("/proc/self/statm", "rb") as f:
+        with open(f"/proc/{pid or 'self'}/statm", "rb") as f:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return 0 if pid else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Stats:
