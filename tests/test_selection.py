@@ -56,3 +56,53 @@ def test_fit_falls_back_to_the_first_candidate_with_one_window_in_a_class():
 def test_too_few_windows_is_a_value_error():
     with pytest.raises(ValueError, match="smallest class has 1"):
         selection.folds(np.array(["a", "a", "b"]), seed=0)
+
+
+def _two_feature_sets():
+    X, y = synthetic.make_windows(n_per_class=10, window=64, seed=4)
+    # stats+spectral separate the classes; one point per channel does not.
+    return X, y, [("raw:points=1",), ("stats", "spectral")]
+
+
+def test_latency_budget_rules_out_the_more_accurate_but_slow_features():
+    X, y, sets = _two_feature_sets()
+    cost = {("raw:points=1",): 10.0, ("stats", "spectral"): 500.0}
+    best, table = selection.select(X, y, sets, [{"hidden_layers": ()}],
+                                   network_factory=standin.factory,
+                                   latency_of=lambda f: cost[tuple(f)], latency_budget_us=100)
+    assert best["features"] == ["raw:points=1"]
+    assert [r["batch1_latency_us"] for r in table] == [10.0, 500.0]
+    # Without a budget the same table gives the accurate one.
+    best, _ = selection.select(X, y, sets, [{"hidden_layers": ()}],
+                               network_factory=standin.factory,
+                               latency_of=lambda f: cost[tuple(f)], latency_budget_us=0)
+    assert best["features"] == ["stats", "spectral"]
+
+
+def test_when_nothing_fits_the_budget_accuracy_decides_with_a_warning(caplog):
+    X, y, sets = _two_feature_sets()
+    best, _ = selection.select(X, y, sets, [{"hidden_layers": ()}],
+                               network_factory=standin.factory,
+                               latency_of=lambda f: 1000.0, latency_budget_us=100)
+    assert best["features"] == ["stats", "spectral"]
+    assert "no candidate fits the latency budget of 100 us" in caplog.text
+
+
+def test_fit_times_each_feature_set_and_records_the_budget():
+    X, y = synthetic.make_windows(n_per_class=8, window=32, seed=6)
+    data = Dataset(X, y, ("x", "y", "z"), 32, 32, None, "mem", {"cases": len(y)})
+    result = fit(data, None, FitOptions(network_factory=standin.factory, hidden_layers=(),
+                                        quantization_variants=["static_qop_tensor_net"],
+                                        latency_budget_us=1e6))
+    sel = result["report"]["parameters"]["selection"]
+    assert sel["latency_budget_us"] == 1e6
+    # Measured, not made up: positive, and the bigger feature sets cost more than raw:1.
+    latencies = {tuple(r["features"]): r["batch1_latency_us"] for r in sel["candidates"]}
+    assert all(v > 0 for v in latencies.values())
+    assert latencies[("conv",)] > latencies[("raw", "stats")]
+
+
+def test_cli_budget_default_matches_the_selection_default():
+    from trainer import cli
+
+    assert cli.LATENCY_BUDGET_US == selection.DEFAULT_LATENCY_BUDGET_US

@@ -147,6 +147,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+# trainer.selection.DEFAULT_LATENCY_BUDGET_US, repeated so that --help needs no numpy (a
+# test keeps them equal).
+LATENCY_BUDGET_US = 100.0
+
+
 def _add_windowing(p) -> None:
     p.add_argument("--window", type=_positive, metavar="N",
                    help="samples per window (CSV: required; .ts: resample every case to N; "
@@ -179,6 +194,11 @@ def _add_fit(sub) -> None:
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
                         "raw:points=16 (default: chosen by validation)")
+    p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
+                   default=LATENCY_BUDGET_US,
+                   help="when choosing features by validation, only consider those whose "
+                        "model runs a window within US microseconds here (batch 1, 1 thread; "
+                        f"default {LATENCY_BUDGET_US:g}; 0: no budget)")
     _add_windowing(p)
     _add_identity(p)
     p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,
@@ -217,6 +237,7 @@ def _fit(args) -> int:
         options = FitOptions(features=args.features, hidden_layers=args.hidden,
                              seed=args.seed, name=args.name, version=args.model_version,
                              anomaly=args.anomaly, unlabelled=unlabelled,
+                             latency_budget_us=args.latency_budget_us,
                              pretrain=args.pretrain or ("rbm" if args.unlabelled else None))
         result = fit(train, test, options)
         paths = write_outputs(args.out, result)

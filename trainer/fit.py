@@ -24,7 +24,12 @@ from trainer.data import Dataset
 from trainer.features.registry import DEFAULT_CANDIDATES
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
-from trainer.selection import NETWORK_CANDIDATES, TooFewWindows, select
+from trainer.selection import (
+    DEFAULT_LATENCY_BUDGET_US,
+    NETWORK_CANDIDATES,
+    TooFewWindows,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ class FitOptions:
     # selection of features and layers runs without it), on these extra windows too.
     pretrain: str | None = None
     unlabelled: np.ndarray | None = None
+    # Batch-1 latency (us, measured here) a chosen feature set may cost; 0: no budget.
+    latency_budget_us: float = DEFAULT_LATENCY_BUDGET_US
 
 
 def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, Any]:
@@ -75,9 +82,13 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
     best = None
     if len(feature_sets) * len(networks) > 1:
         t0 = time.perf_counter()
+        timed = len(feature_sets) > 1 and options.latency_budget_us
         try:
             best, table = select(train.X, train.y, feature_sets, networks, seed=options.seed,
-                                 network_factory=options.network_factory)
+                                 network_factory=options.network_factory,
+                                 latency_of=functools.partial(_latency_us, train, options.seed)
+                                 if timed else None,
+                                 latency_budget_us=options.latency_budget_us)
         except TooFewWindows as exc:
             log.warning("using the first default setting without validation: %s", exc)
             selection = {"method": f"none: {exc}; the first candidate was used"}
@@ -86,6 +97,8 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                                "training windows" if table[0]["folds"] > 1 else
                                "stratified 25% hold-out of the training windows",
                      "candidates": table, "time_s": round(time.perf_counter() - t0, 3)}
+        if timed:
+            selection["latency_budget_us"] = options.latency_budget_us
         features = best["features"]
         params = {k: v for k, v in best.items() if k in networks[0]}
     else:
@@ -179,6 +192,26 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
     report["total_time_s"] = round(time.perf_counter() - t_start, 3)
     return {"pipeline": pipeline, "float_model": float_model, "int8_model": int8_model,
             "report": report, "png": png}
+
+
+def _latency_us(train: Dataset, seed: int, features) -> float:
+    """Batch-1 latency (us, float, 1 thread) of an exported model with these features.
+
+    The network is logistic regression after one epoch: its weights do not change the time,
+    and the features dominate it (a hidden layer of 32 adds about 1 us).
+    """
+    import warnings
+
+    from trainer import quantize
+    from trainer.export import build_model
+
+    pipeline = Pipeline(list(features), random_state=seed, network_params={"max_epochs": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch does not converge, on purpose
+        pipeline.fit(train.X, train.y)
+    model = build_model(pipeline, channels=list(train.channels), window=train.window,
+                        hop=train.hop, name="latency-probe", version="0")
+    return quantize.latency_us(quantize.session(model), train.X[0], 1)
 
 
 def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
