@@ -14,6 +14,13 @@ accuracy, size and single-thread latency (batch 1 and per window at batch 64):
   extraction in float (the spectral log-energies and statistics are where int8 rounding
   hurts most). Nodes named with a prefix in :data:`FLOAT_NODE_PREFIXES` (the conv
   family) stay float in every variant.
+- ``weight_only_{tensor,channel}_net``: only the network's MatMul/Gemm weights are stored
+  as int8 (symmetric, one scale per tensor or per output channel) and turned back into
+  float by a ``DequantizeLinear`` node; every activation stays float. No calibration, so
+  nothing depends on the data or on the batch; the weight bytes shrink about 4x and the
+  only error is the weight rounding (at most half a step, ``max|w| / 254``). Static
+  variants also round the activations to calibrated ranges, which on some data sets cost
+  more than 1% agreement on test windows outside the training ranges (BENCHMARKS.md).
 
 Every candidate is checked for batch independence (each window alone gives bit-identical
 probabilities to the same window inside a batch). Agreement is measured twice: on the
@@ -61,6 +68,10 @@ CALIBRATION_WINDOWS = 512
 FLOAT_NODE_PREFIXES = ("conv_",)
 FORMATS = ("qdq", "qop")
 GRANULARITIES = ("tensor", "channel")
+WEIGHT_ONLY = "weight_only"
+# Nodes whose weight initializer becomes int8 in the weight-only variants, with the input
+# index of the weight.
+WEIGHT_OPS = {"MatMul": 1, "Gemm": 1}
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 1):
@@ -152,6 +163,10 @@ def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.
         quantize_static,
     )
 
+    if name.startswith(WEIGHT_ONLY + "_"):  # no calibration: X_cal is not used
+        if name not in variant_names():
+            raise ValueError(f"unknown int8 variant {name!r}: expected one of {variant_names()}")
+        return weight_only(model, per_channel=name.split("_")[2] == "channel")
     with tempfile.TemporaryDirectory(prefix="sigmoid-quant-") as tmp, _quiet_root_logger():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
@@ -178,6 +193,73 @@ def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.
     return out
 
 
+def weight_only(model: onnx.ModelProto, per_channel: bool = True) -> onnx.ModelProto:
+    """A copy of ``model`` whose network weights are int8 behind ``DequantizeLinear``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        A pipeline model (see :func:`network_nodes`).
+    per_channel : bool
+        One symmetric scale per output channel (column of a MatMul weight), else one per
+        tensor.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model with each float weight ``W`` of a network MatMul/Gemm replaced by the
+        initializers ``W_quantized`` (int8), ``W_scale`` and ``W_zero_point`` (zeros) and a
+        node ``W_dequantize`` that outputs ``W`` in float, so the consumers are unchanged.
+    """
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    network = set(network_nodes(model))
+    weights: dict[str, int] = {}  # weight name -> output-channel axis
+    for node in graph.node:
+        index = WEIGHT_OPS.get(node.op_type)
+        if node.name not in network or index is None or len(node.input) <= index:
+            continue
+        name = node.input[index]
+        tensor = inits.get(name)
+        if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) != 2:
+            continue
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if node.op_type == "Gemm" and trans_b else 1
+        if weights.setdefault(name, axis) != axis:  # shared with another layout: per tensor
+            weights[name] = -1
+    if not weights:
+        raise ValueError("the network has no float MatMul/Gemm weight to quantize")
+    if not any(o.domain in ("", "ai.onnx") and o.version >= 13 for o in out.opset_import):
+        raise ValueError("per-axis DequantizeLinear needs ONNX opset >= 13")
+    dequantize = []
+    for name, axis in weights.items():
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        channel = per_channel and axis >= 0
+        amax = np.abs(w).max(axis=1 - axis) if channel else np.abs(w).max()
+        # Symmetric [-127, 127]: zero point 0, so a zero weight stays exactly zero.
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / (np.expand_dims(scale, 1 - axis) if channel else scale)),
+                    -127, 127).astype(np.int8)
+        graph.initializer.remove(inits[name])
+        graph.initializer.extend([
+            numpy_helper.from_array(q, f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.zeros_like(scale, np.int8), f"{name}_zero_point"),
+        ])
+        dequantize.append(helper.make_node(
+            "DequantizeLinear", [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+            [name], name=f"{name}_dequantize", **({"axis": axis} if channel else {})))
+    nodes = dequantize + list(graph.node)  # before their consumers: topological order
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
 @contextlib.contextmanager
 def _quiet_root_logger():
     """The quantization tools log advice ("consider pre-processing") on the root logger."""
@@ -195,7 +277,7 @@ def variant_names() -> list[str]:
     for fmt in FORMATS:
         for gran in GRANULARITIES:
             names += [f"static_{fmt}_{gran}", f"static_{fmt}_{gran}_net"]
-    return names
+    return names + [f"{WEIGHT_ONLY}_{gran}_net" for gran in GRANULARITIES]
 
 
 @dataclass
