@@ -102,7 +102,7 @@ _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
 class _Client(mqtt.Client):
-    """paho's client with read-ahead and our reconnect wait.
+    """paho's client with a cheaper receive path and our reconnect wait.
 
     Two costs of paho's receive path are cut; the bytes and callbacks are the same.
 

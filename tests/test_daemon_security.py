@@ -12,14 +12,9 @@ import pytest
 from tests.daemon_helpers import DaemonProcess, classifications, running, wait_for
 from tests.models import mean_model
 from tests.mqtt_helpers import Collector, mosquitto_pub, require
+from tests.tls_helpers import USERS, deployment_acl
 
-USERS = {"daemon": "d-pass", "sensor": "s-pass", "ops": "o-pass"}
-ACL = {
-    # The daemon may read sensors and write only its outputs and its own topics.
-    "daemon": ["read sensors/#", "write edge/#", "readwrite sigmoid-edge/testnode/#"],
-    "sensor": ["write sensors/#"],
-    "ops": ["read #"],
-}
+ACL = deployment_acl("testnode")
 
 
 @pytest.fixture

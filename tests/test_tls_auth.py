@@ -10,15 +10,15 @@ import threading
 import pytest
 
 from tests.mqtt_helpers import Collector, mosquitto_pub, mosquitto_sub, require
-from tests.tls_helpers import broker_config, make_tls_files, secure_broker
+from tests.tls_helpers import (
+    USERS,
+    broker_config,
+    deployment_acl,
+    make_tls_files,
+    secure_broker,
+)
 
-USERS = {"daemon": "d-pass", "sensor": "s-pass", "ops": "o-pass"}
-ACL = {
-    # The daemon reads sensors and writes only its own topics.
-    "daemon": ["read sensors/#", "write edge/#", "readwrite sigmoid-edge/n1/#"],
-    "sensor": ["write sensors/#"],
-    "ops": ["read #"],
-}
+ACL = deployment_acl("n1")
 
 
 @pytest.fixture

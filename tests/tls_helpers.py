@@ -29,6 +29,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.mqtt_helpers import HOST, Broker, require
 
+# The users of a typical deployment, and their ACL for a daemon with node name ``node``: it
+# may read sensors and write only its outputs and its own topics.
+USERS = {"daemon": "d-pass", "sensor": "s-pass", "ops": "o-pass"}
+
+
+def deployment_acl(node: str) -> dict[str, list[str]]:
+    return {
+        "daemon": ["read sensors/#", "write edge/#", f"readwrite sigmoid-edge/{node}/#"],
+        "sensor": ["write sensors/#"],
+        "ops": ["read #"],
+    }
+
 
 @dataclass(frozen=True)
 class TLSFiles:
