@@ -7,6 +7,7 @@ defaults; int8 vs float >= 99% label agreement and <= 1 point accuracy loss.
     python bench/bench_pipeline.py            # full run (about 2 minutes)
     python bench/bench_pipeline.py --quick    # smoke run (seconds)
     python bench/bench_pipeline.py --datasets DIR   # also every DIR/NAME/NAME_TRAIN.ts
+    python bench/bench_pipeline.py --datasets DIR --only ACSF1,GunPoint --no-latency
 
 Latency: each setting is timed in ``repeats`` rounds of ``min_time / repeats`` seconds
 after a warm-up; the median and the best round are reported (the best is the least
@@ -103,16 +104,18 @@ def latency_table(min_time: float, repeats: int, quick: bool) -> None:
               f"| {m64:.2f} / {b64:.2f} / {c64:.2f} |")
 
 
-def accuracy_table(quick: bool, root: Path | None = None, names=None) -> None:
+def accuracy_table(quick: bool, root: Path | None = None, names=None, only=None) -> None:
     root = root or (SHARED if SHARED.exists() else SHARED_FALLBACK)
     print(f"\n### Accuracy with the defaults (`sigmoid-train fit TRAIN --test TEST`), {root}\n")
     if not root.exists():
         print(f"(skipped: no shared datasets at {root})")
         return
     print("| data set | chosen features | hidden | test acc float | test acc int8 "
-          "| agreement | int8 method | fit+select+quantize s |")
-    print("|---|---|---|---:|---:|---:|---|---:|")
+          "| agreement | int8 method | batch-1 us float / int8 | fit+select+quantize s |")
+    print("|---|---|---|---:|---:|---:|---|---:|---:|")
     for name in names or ("BasicMotions", "ItalyPowerDemand"):
+        if only and name not in only:
+            continue
         train = load_dataset(root / name / f"{name}_TRAIN.ts")
         test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
         t0 = time.perf_counter()
@@ -123,7 +126,8 @@ def accuracy_table(quick: bool, root: Path | None = None, names=None) -> None:
               f"| {r['parameters']['hidden_layers']} "
               f"| {m['float']['test']['accuracy']:.4f} | {m['int8']['test']['accuracy']:.4f} "
               f"| {r['int8_float_agreement']['test']:.4f} | {r['quantization']['chosen']} "
-              f"| {took:.1f} |")
+              f"| {r['latency']['float']['batch1_us']:.1f} / "
+              f"{r['latency']['int8']['batch1_us']:.1f} | {took:.1f} |")
         if quick:
             break
 
@@ -134,7 +138,12 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, metavar="DIR",
                         help="also score the defaults on every DIR/NAME/NAME_TRAIN.ts "
                              "classification set (with NAME_TEST.ts beside it)")
+    parser.add_argument("--only", metavar="NAMES",
+                        help="comma-separated data set names: score only these")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="skip the synthetic latency table")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR)
     import onnxruntime
@@ -142,8 +151,9 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {platform.python_version()}, onnxruntime "
           f"{onnxruntime.__version__}, numpy {np.__version__}")
     min_time, repeats = (0.2, 3) if args.quick else (2.0, 7)
-    latency_table(min_time, repeats, args.quick)
-    accuracy_table(args.quick)
+    if not args.no_latency:
+        latency_table(min_time, repeats, args.quick)
+    accuracy_table(args.quick, only=only)
     if args.datasets:
         names = []
         for train in sorted(args.datasets.glob("*/*_TRAIN.ts")):
@@ -152,7 +162,7 @@ def main() -> None:
             header = train.read_text(errors="replace")[:5000].lower()
             if train.stem == f"{name}_TRAIN" and test.exists() and "@classlabel true" in header:
                 names.append(name)
-        accuracy_table(args.quick, args.datasets, names)
+        accuracy_table(args.quick, args.datasets, names, only)
 
 
 if __name__ == "__main__":
