@@ -16,11 +16,15 @@ accuracy, size and single-thread latency (batch 1 and per window at batch 64):
   family) stay float in every variant.
 - ``weight_only_{tensor,channel}_net``: only the network's MatMul/Gemm weights are stored
   as int8 (symmetric, one scale per tensor or per output channel) and turned back into
-  float by a ``DequantizeLinear`` node; every activation stays float. No calibration, so
-  nothing depends on the data or on the batch; the weight bytes shrink about 4x and the
-  only error is the weight rounding (at most half a step, ``max|w| / 254``). Static
-  variants also round the activations to calibrated ranges, which on some data sets cost
-  more than 1% agreement on test windows outside the training ranges (BENCHMARKS.md).
+  float by a ``DequantizeLinear`` node; the graph keeps every activation float. No
+  calibration, so nothing depends on the training ranges; the weight bytes shrink about
+  4x and the weight rounding is at most half a step (``max|w| / 254``). Static variants
+  also round the activations to calibrated ranges, which on some data sets cost more than
+  1% agreement on test windows outside the training ranges (BENCHMARKS.md). Note that
+  onnxruntime 1.27 (CPU, default options) fuses ``DequantizeLinear`` + ``MatMul`` into
+  its ``MatMulNBits`` kernel, which quantizes each window's activations to int8 at run
+  time, one row at a time: still per window (the batch-independence check measures it),
+  and the agreement figures are taken on what onnxruntime runs.
 
 Every candidate is checked for batch independence (each window alone gives bit-identical
 probabilities to the same window inside a batch). Agreement is measured twice: on the
