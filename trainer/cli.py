@@ -197,8 +197,8 @@ def _add_fit(sub) -> None:
     p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
                    default=LATENCY_BUDGET_US,
                    help="when choosing features by validation, only consider those whose "
-                        "model runs a window within US microseconds here (batch 1, 1 thread; "
-                        f"default {LATENCY_BUDGET_US:g}; 0: no budget)")
+                        "model runs a window within US microseconds of CPU here (batch 1, "
+                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget)")
     _add_windowing(p)
     _add_identity(p)
     p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,

@@ -195,7 +195,7 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
 
 
 def _latency_us(train: Dataset, seed: int, features) -> float:
-    """Batch-1 latency (us, float, 1 thread) of an exported model with these features.
+    """Batch-1 latency (us of CPU, float, 1 thread) of an exported model with these features.
 
     The network is logistic regression after one epoch: its weights do not change the time,
     and the features dominate it (a hidden layer of 32 adds about 1 us).
@@ -211,7 +211,7 @@ def _latency_us(train: Dataset, seed: int, features) -> float:
         pipeline.fit(train.X, train.y)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
-    return quantize.latency_us(quantize.session(model), train.X[0], 1)
+    return quantize.cpu_latency_us(quantize.session(model), train.X[0])
 
 
 def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
