@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnxruntime as ort  # noqa: E402
 
 from edge import synthetic  # noqa: E402
+from edge.contract import open_session  # noqa: E402
 from trainer.features.conv import ConvFeatures  # noqa: E402
 from trainer.graph import GraphBuilder, float_input  # noqa: E402
 from trainer.network import SigmoidNetwork  # noqa: E402
@@ -73,10 +74,7 @@ def load(data_dir: Path) -> dict[str, tuple]:
 
 
 def session(model_bytes: bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return open_session(model_bytes)
 
 
 def build(features: ConvFeatures, mean=None, scale=None, net=None) -> bytes:

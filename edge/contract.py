@@ -2,8 +2,8 @@
 
 The daemon knows nothing about a model beyond what the file says. The trainer writes
 files with :func:`encode_metadata`; the edge reads them back with :func:`decode_metadata`
-and checks a loaded session with :func:`check_session`. The trainer imports this
-module, never the reverse.
+and checks a loaded session with :func:`check_session`; both run models through
+:func:`open_session`. The trainer imports this module, never the reverse.
 
 See ``ARCHITECTURE.md``: input ``window`` float32 ``[batch, window, channels]``, output
 ``probabilities`` float32 ``[batch, classes]`` (more outputs may follow), and
@@ -133,6 +133,32 @@ def decode_metadata(props: dict[str, str]) -> ModelInfo:
         sample_rate_hz=None if rate is None else float(rate),
         extra={k: v for k, v in decoded.items() if k not in known},
     )
+
+
+def open_session(model, threads: int = 1):
+    """An onnxruntime CPU session run the way the edge runs every model.
+
+    The trainer measures agreement and latency through this too, so what it reports is
+    what the daemon does.
+
+    Parameters
+    ----------
+    model : bytes or str
+        The serialized model, or a path.
+    threads : int
+        Intra-op threads (1 suits a Pi running other services).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Weight-only int8 models (DequantizeLinear -> MatMul) run as onnxruntime's MatMulNBits,
+    # which quantizes the activations to int8 row by row: bit-identical alone or in a batch.
+    # Its float mode ("session.qdq_matmulnbits_accuracy_level" 0) halves the error against
+    # the float model but is not (measured), and the daemon batches across devices.
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def check_session(session, info: ModelInfo) -> None:

@@ -32,6 +32,7 @@ from edge.contract import (
     ModelInfo,
     anomaly_threshold,
     check_session,
+    open_session,
 )
 from edge.contract import decode_metadata as _decode
 
@@ -118,17 +119,11 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
     ModelError
         If the file cannot be read, is not ONNX, breaks the contract or fails the self-test.
     """
-    import onnxruntime as ort
-
     data, origin = read_source(source, origin, "model bytes")
     if not data:
         raise ModelError(f"{origin}: the model file is empty")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = open_session(data, threads)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"{origin}: not a loadable ONNX model: {str(e).strip()[:300]}") from None
     try:

@@ -18,16 +18,11 @@ from edge import contract
 
 def load_session(path):
     """An onnxruntime session (1 thread) for ``path`` and its checked :class:`ModelInfo`."""
-    import onnxruntime as ort
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = contract.open_session(str(path))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise contract.ContractError(f"{path}: onnxruntime cannot load it: {exc}") from None
     info = contract.decode_metadata(sess.get_modelmeta().custom_metadata_map)

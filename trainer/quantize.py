@@ -79,15 +79,9 @@ WEIGHT_OPS = {"MatMul": 1, "Gemm": 1}
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads (1 = a Pi core's share)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    """An onnxruntime session run the way the edge runs it (:func:`edge.contract.open_session`)."""
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return contract.open_session(data, threads)
 
 
 def run(sess, X: np.ndarray, batch: int = 256) -> np.ndarray:
