@@ -93,6 +93,8 @@ class Config:
     """All settings of ``sigmoid-edge run`` (see ``docs/config.md``).
 
     Extra keys beyond the schema: ``max_payload_bytes`` and ``max_depth`` (payload limits),
+    ``max_pending_outputs`` (QoS 1 classifications not yet acknowledged by the broker, held
+    in memory; more are counted as ``output_drops`` instead of published),
     ``gap_periods`` (a ``ts`` gap of more than this many sample periods restarts a window),
     ``keepalive`` (seconds), ``reconnect_min``/``reconnect_max`` (seconds between reconnect
     attempts, doubling with jitter), ``auth_retry`` (seconds between attempts after the
@@ -133,6 +135,7 @@ class Config:
     ha_prefix: str = "homeassistant"
     # Keys beyond the schema.
     max_payload_bytes: int = 256 * 1024
+    max_pending_outputs: int = 10000
     max_depth: int = 8
     gap_periods: float = 5.0
     keepalive: int = 60
@@ -413,7 +416,8 @@ def validate(cfg: Config) -> Config:
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
     _check_template(cfg, "input_topic", subscribe=True)
     _check_template(cfg, "output_topic", subscribe=False)
-    for key in ("threads", "max_devices", "queue_size", "max_payload_bytes", "max_depth"):
+    for key in ("threads", "max_devices", "queue_size", "max_pending_outputs", "max_payload_bytes",
+                "max_depth"):
         if getattr(cfg, key) < 1:
             raise _fail(cfg, key, f"must be at least 1, got {getattr(cfg, key)}")
     if cfg.hop < 0:

@@ -82,9 +82,11 @@ class Daemon:
         self.slot.listeners.append(self._on_swap)
         self.stats = Stats()
         self.link = MqttLink.from_config(cfg)
+        self.stats.pending_outputs = self.link.pending
         self.runner = Runner(
             self.slot, self.link.publish, self.stats, output_topic=cfg.output_topic,
-            output_qos=cfg.output_qos,
+            output_qos=cfg.output_qos, max_pending=cfg.max_pending_outputs,
+            pending=self.link.pending,
             queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
@@ -260,6 +262,7 @@ class Daemon:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "
                             "cannot keep up", self.stats.drops - drops_logged, self.stats.drops)
                 drops_logged, next_drop_log = self.stats.drops, now + DROP_LOG_INTERVAL
+
             if now >= next_stats:
                 next_stats = now + self.cfg.stats_interval
                 self.publish_stats()

@@ -54,6 +54,8 @@ _CREDENTIAL_REFUSALS = {"Bad user name or password", "Not authorized", "Banned",
                         "Client identifier not valid", "Bad authentication method"}
 # Headroom over the largest payload we accept, for the topic and MQTT 5 properties.
 PACKET_HEADROOM = 64 * 1024
+# Room in paho's outgoing queue above max_pending_outputs for the daemon's own messages.
+OWN_HEADROOM = 1000
 # Bytes asked of the socket per recv (see _Client): hundreds of small sensor messages.
 RECV_CHUNK = 64 * 1024
 
@@ -404,6 +406,9 @@ class MqttLink:
             from edge.signing import MAX_MODEL_BYTES
 
             largest = max(largest, MAX_MODEL_BYTES)
+        # A hard cap for everything we publish; the runner stops at max_pending_outputs, so
+        # status, stats and errors keep room.
+        client.max_queued_messages_set(cfg.max_pending_outputs + OWN_HEADROOM)
         return cls(client, address, status_topic=cfg.status_topic, keepalive=cfg.keepalive,
                    backoff=Backoff(cfg.reconnect_min, cfg.reconnect_max),
                    auth_retry=cfg.auth_retry,
@@ -461,6 +466,10 @@ class MqttLink:
                 retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish (thread-safe, non-blocking); while disconnected, QoS > 0 is queued by paho."""
         return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def pending(self) -> int:
+        """QoS > 0 messages published and not yet acknowledged (in flight or queued by paho)."""
+        return len(self.client._out_messages)  # paho's own count for max_queued_messages
 
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge a received QoS > 0 message (manual-ack clients; thread-safe)."""

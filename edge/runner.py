@@ -37,6 +37,7 @@ MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
 # adds at most this much latency; an idle worker wakes at once on the first message.
 LINGER_S = 0.002
 LINGER_ITEMS = 256
+OUTPUT_DROP_LOG_S = 10.0  # at most one "not published" warning per this many seconds
 
 Publish = Callable[[str, str, int], object]
 
@@ -138,19 +139,27 @@ class Runner:
         For :class:`PostProcess`.
     only_anomalies : bool
         Publish only windows the model's anomaly score flags (after ``on_change``).
+    max_pending, pending :
+        With QoS > 0 outputs, publish only while ``pending()`` (outputs the broker has not
+        acknowledged yet) is below ``max_pending`` (0 = no bound); the rest are counted in
+        ``stats.output_drops``.
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
                  output_topic: str = "edge/{device}/classification", queue_size: int = 10000,
                  hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
-                 output_qos: int = 1, only_anomalies: bool = False):
+                 output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
+                 pending: Callable[[], int] | None = None):
         self.slot = slot
         self.publish = publish
         self.stats = stats
         self.output_topic = output_topic
         self.output_qos = output_qos
         self.only_anomalies = only_anomalies
+        self.max_pending = max_pending
+        self.pending = pending or (lambda: 0)
+        self._next_drop_log = 0.0
         self.hop_override = hop
         self.max_devices = max_devices
         self.gap_periods = gap_periods
@@ -325,6 +334,16 @@ class Runner:
             return None
         return np.concatenate(parts), np.concatenate(times), own
 
+    def _output_dropped(self, n: int) -> None:
+        """Count classifications not published; log at most once per OUTPUT_DROP_LOG_S."""
+        self.stats.output_drops += n
+        now = time.monotonic()
+        if now >= self._next_drop_log:
+            self._next_drop_log = now + OUTPUT_DROP_LOG_S
+            log.warning("classifications not published: %d are still waiting for the broker "
+                        "(max_pending_outputs); is it down or slow? %d dropped so far",
+                        self.pending(), self.stats.output_drops)
+
     def _steps(self, n: int) -> np.ndarray:
         """``[0, period, ..., (n - 1) * period]``, memoised: batches repeat their size."""
         steps = self._step_cache.get(n)
@@ -364,7 +383,10 @@ class Runner:
         tail = self._model_json
         topic = self.output_topic
         publish, qos = self.publish, self.output_qos
-        published = 0
+        published = dropped = 0
+        # Room left under max_pending_outputs: QoS > 0 outputs wait in the MQTT client until
+        # the broker acknowledges them, in memory, for as long as an outage lasts.
+        room = self.max_pending - self.pending() if qos and self.max_pending else len(keep)
         if scores is not None:
             scores = scores.tolist()
             flags = [s > model.anomaly_threshold for s in scores]
@@ -376,6 +398,9 @@ class Runner:
                     continue
                 anomaly = (f'"anomaly_score": {scores[i]:.6g}, '
                            f'"anomaly": {"true" if flags[i] else "false"}, ')
+            if published >= room:
+                dropped += 1
+                continue
             device = devices[i]
             quoted = _quote(device)
             probabilities = probs_format.format(*rows[i])
@@ -386,6 +411,8 @@ class Runner:
             publish(topic.replace("{device}", device), payload, qos)
             published += 1
         stats.published += published
+        if dropped:
+            self._output_dropped(dropped)
         now = time.time()
         for device in set(devices):
             received = newest.get(device)

@@ -41,6 +41,9 @@ class Stats:
         Rejected messages by reason (see :data:`edge.payload.REASONS`).
     drops : int
         Messages dropped because the queue to the worker was full (oldest first).
+    output_drops : int
+        Classifications not published because ``max_pending_outputs`` were still waiting
+        for the broker (an outage, or a broker slower than the daemon).
     samples, windows, inferences, classifications, published : int
         Samples buffered, windows completed, onnxruntime calls, windows classified,
         classifications published (after ``on_change``).
@@ -53,6 +56,7 @@ class Stats:
         self.messages_in = 0
         self.rejected: Counter[str] = Counter()
         self.drops = 0
+        self.output_drops = 0
         self.samples = 0
         self.windows = 0
         self.inferences = 0
@@ -67,6 +71,7 @@ class Stats:
         # to the MQTT client; the last `latency_window` of them.
         self.latencies: deque[float] = deque(maxlen=latency_window)
         self.queue_depth = lambda: 0  # replaced by the daemon with the real queue's length
+        self.pending_outputs = lambda: 0  # replaced by the daemon: QoS > 0 not yet acknowledged
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
@@ -91,6 +96,8 @@ class Stats:
             "published": self.published,
             "queue_depth": self.queue_depth(),
             "drops": self.drops,
+            "pending_outputs": self.pending_outputs(),
+            "output_drops": self.output_drops,
             "gaps": self.gaps,
             "evictions": self.evictions,
             "batch_max": self.batch_max,

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 
+import numpy as np
 import pytest
 
 from edge.daemon import Daemon
@@ -121,6 +122,34 @@ def test_overload_at_qos0_is_bounded_and_counted(broker, model):
         daemon.stop()
     assert snap["drops"] == n - 50 and snap["queue_depth"] == 0
     assert snap["samples"] == 50 and snap["messages_in"] == n
+
+
+def test_unacknowledged_outputs_are_bounded_while_the_broker_is_stalled(broker, model, caplog):
+    # A frozen broker (SIGSTOP) acknowledges nothing: QoS 1 classifications would pile up in
+    # memory for as long as it lasts. Beyond max_pending_outputs they are counted, not kept;
+    # the kept ones are delivered once the broker is back.
+    import signal
+
+    caplog.set_level(logging.WARNING, logger="edge.runner")
+    with running(broker, model, max_pending_outputs=3) as daemon, \
+            Collector(broker, OUT) as out:
+        wait_for(lambda: daemon.link.pending() == 0, what="`online` acknowledged")
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            window = np.zeros((4, 3), np.float32)
+            for i in range(10):  # ten devices, one window each, straight to the worker
+                daemon.runner.submit(f"s{i}", window, float(i), time.time())
+            wait_for(lambda: daemon.stats.classifications == 10, what="10 classifications")
+            wait_for(lambda: "classifications not published" in caplog.text, what="a warning")
+            snap = daemon.stats.snapshot()  # what the stats topic carries
+            assert (snap["pending_outputs"], snap["published"], snap["output_drops"]) == (3, 3, 7)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        docs = classifications(out, 3)
+        wait_for(lambda: daemon.link.pending() == 0, what="the three acknowledged")
+    assert sorted(d["device"] for d in docs) == ["s0", "s1", "s2"]
+    assert "3 are still waiting for the broker" in caplog.text
+    assert caplog.text.count("classifications not published") == 1  # rate-limited
 
 
 def test_bad_credentials_retry_slowly_with_one_clear_error(make_secure_broker, model, caplog):
