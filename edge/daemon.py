@@ -262,7 +262,6 @@ class Daemon:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "
                             "cannot keep up", self.stats.drops - drops_logged, self.stats.drops)
                 drops_logged, next_drop_log = self.stats.drops, now + DROP_LOG_INTERVAL
-
             if now >= next_stats:
                 next_stats = now + self.cfg.stats_interval
                 self.publish_stats()
