@@ -4,7 +4,7 @@
    held-out normal windows at the default threshold): ``sigmoid-train fit-anomaly`` with
    the autoencoder and with k-means, on the same normal training windows (synthetic
    vibration, W=128, 3 channels), scored on held-out normal windows and on windows with
-   injected faults (spike, drift, speed change, stuck sensor; ``edge.synthetic``), at the
+   injected faults (spike, drift, speed change, stuck sensor; ``edge.tools.synthetic``), at the
    default fault size and at smaller ones.
 2. Threshold rules: false alarms on held-out normal windows of the log-normal rule (the
    default) and of the plain empirical quantile, at several training-set sizes.
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge import synthetic  # noqa: E402
+from edge.tools import synthetic  # noqa: E402
 from trainer import quantize  # noqa: E402
 from trainer.anomaly import threshold  # noqa: E402
 from trainer.data import Dataset, load_dataset  # noqa: E402

@@ -10,7 +10,7 @@ probabilities), at batch 1 (per call) and batch 64 (per window).
     python bench/bench_conv.py --quick    # 2 feature counts, 1 seed, fewer timing runs
 
 Data: ``/work/shared/datasets`` (or ``--data DIR``) BasicMotions and ItalyPowerDemand in
-``.ts`` format; without them, the synthetic vibration windows of ``edge.synthetic``.
+``.ts`` format; without them, the synthetic vibration windows of ``edge.tools.synthetic``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import onnxruntime as ort  # noqa: E402
 
-from edge import synthetic  # noqa: E402
 from edge.contract import open_session  # noqa: E402
+from edge.tools import synthetic  # noqa: E402
 from trainer.features.conv import ConvFeatures  # noqa: E402
 from trainer.graph import GraphBuilder, float_input  # noqa: E402
 from trainer.network import SigmoidNetwork  # noqa: E402
@@ -41,7 +41,7 @@ QUICK_SIZES = (168, 1008)
 def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Equal-length ``.ts`` file -> (X [N, W, C] float32, labels)."""
     try:
-        from edge.sensorfiles import read_ts as real_reader
+        from edge.tools.sensorfiles import read_ts as real_reader
     except ImportError:  # the pipeline's reader has not landed in this checkout
         real_reader = None
     if real_reader is not None:

@@ -30,7 +30,7 @@ import numpy as np
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as sigmoid-train does (trainer/cli.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge import synthetic  # noqa: E402
+from edge.tools import synthetic  # noqa: E402
 from trainer import quantize  # noqa: E402
 from trainer.data import Dataset, load_dataset  # noqa: E402
 from trainer.export import build_model  # noqa: E402

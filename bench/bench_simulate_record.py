@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from edge.mqtt import connect_client  # noqa: E402
-from edge.record import Recorder  # noqa: E402
-from edge.simulate import Simulator, SyntheticSource  # noqa: E402
+from edge.tools.record import Recorder  # noqa: E402
+from edge.tools.simulate import Simulator, SyntheticSource  # noqa: E402
 from tests.mqtt_helpers import Broker  # noqa: E402
 
 

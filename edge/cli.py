@@ -275,8 +275,8 @@ def _add_simulate(sub) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from edge import simulate
     from edge.mqtt import MqttError, connect_client
+    from edge.tools import simulate
 
     try:
         source = simulate.make_source(args.data, synthetic_data=args.synthetic,
@@ -299,7 +299,7 @@ def _simulate(args: argparse.Namespace) -> int:
         client.loop_stop()
         return _fail("simulate", exc)
     names = [s.name for s in sim.streams]
-    logging.getLogger("edge.simulate").info(
+    logging.getLogger("edge.tools.simulate").info(
         "simulating %d device(s) %s at %g Hz, %s payloads on %s", len(names),
         ",".join(names[:8]) + ("..." if len(names) > 8 else ""), sim.rate_hz, args.format,
         args.topic)
@@ -349,8 +349,8 @@ def _add_record(sub) -> None:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from edge import record
     from edge.mqtt import MqttError, connect_client
+    from edge.tools import record
 
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
     try:
@@ -369,7 +369,7 @@ def _record(args: argparse.Namespace) -> int:
     # The client connected before the recorder set its callbacks: subscribe now too.
     rec.subscribe()
     stop = stop_on_signals()
-    logging.getLogger("edge.record").info("recording %s into %s", args.topic, args.out)
+    logging.getLogger("edge.tools.record").info("recording %s into %s", args.topic, args.out)
     try:
         stats = rec.run(stop, duration=args.duration)
     finally:
@@ -419,7 +419,7 @@ def _add_demo(sub) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edge.demo import DemoError, DemoOptions, run_demo
+    from edge.tools.demo import DemoError, DemoOptions, run_demo
 
     if args.devices < 1 or args.rate <= 0 or args.duration <= 0:
         return _fail("demo", ValueError("--devices, --rate and --duration must be positive"))

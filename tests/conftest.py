@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 from tests.mqtt_helpers import Broker
 
 

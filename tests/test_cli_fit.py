@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from edge import synthetic
 from edge.contract import decode_metadata
-from edge.sensorfiles import CsvWriter
+from edge.tools import synthetic
+from edge.tools.sensorfiles import CsvWriter
 from trainer.fit import OUTPUT_FILES
 
 

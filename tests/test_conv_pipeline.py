@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 from trainer import quantize
 from trainer.export import build_model
 from trainer.features.conv import ConvFeatures

@@ -9,7 +9,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 from tests.daemon_helpers import classifications, running, wait_for
 from tests.models import mean_model, offline_labels
 from tests.mqtt_helpers import Collector, mosquitto_pub, mosquitto_sub

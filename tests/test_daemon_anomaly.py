@@ -10,9 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge import contract, synthetic
+from edge import contract
 from edge.contract import ContractError
 from edge.models import ModelError, load_model
+from edge.tools import synthetic
 from tests.daemon_helpers import classifications, running, wait_for
 from tests.models import mean_model
 from tests.mqtt_helpers import Collector

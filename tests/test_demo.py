@@ -11,13 +11,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge import demo
 from edge.mqtt import MqttError, connect_client
+from edge.tools import demo
 from tests.mqtt_helpers import Collector
 
 pytest.importorskip("amqtt", reason="the demo extra (amqtt) is not installed")
 
-from edge.embedded_broker import EmbeddedBroker  # noqa: E402
+from edge.tools.embedded_broker import EmbeddedBroker  # noqa: E402
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_live_score_leaves_windows_across_a_change_out():
 
 
 def test_training_data_is_labelled_and_seeded(tmp_path):
-    from edge.sensorfiles import read_csv
+    from edge.tools.sensorfiles import read_csv
 
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     assert demo.write_training_data(a, devices=2, seconds=10, seed=3) == 2000

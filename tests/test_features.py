@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 from trainer.data import load_dataset
 from trainer.features import DEFAULT_CANDIDATES, build_families, make_family, parse_features
 from trainer.features.spectral import dft_matrices

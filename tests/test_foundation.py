@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import edge
-from edge import synthetic
+from edge.tools import synthetic
 from tests.mqtt_helpers import Collector, mosquitto_pub, mosquitto_sub
 
 

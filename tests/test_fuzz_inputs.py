@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from edge.config import FIELDS, ConfigError, load_config
 from edge.payload import REASONS, PayloadParser, Rejected
-from edge.sensorfiles import SensorFileError, read_csv, read_ts
+from edge.tools.sensorfiles import SensorFileError, read_csv, read_ts
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edge import contract, synthetic
+from edge import contract
+from edge.tools import synthetic
 from trainer import quantize
 from trainer.export import build_model
 from trainer.pipeline import Pipeline

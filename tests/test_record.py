@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import record
 from edge.cli import main
 from edge.mqtt import connect_client
-from edge.sensorfiles import read_csv
-from edge.simulate import Simulator, SyntheticSource
+from edge.tools import record
+from edge.tools.sensorfiles import read_csv
+from edge.tools.simulate import Simulator, SyntheticSource
 from tests.mqtt_helpers import mosquitto_pub
 from tests.test_simulate import expected_stream
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import demo
-from edge.sensorfiles import read_csv
+from edge.tools import demo
+from edge.tools.sensorfiles import read_csv
 from tests.daemon_helpers import ROOT, DaemonProcess, wait_for
 from tests.mqtt_helpers import Collector
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 from tests import standin
 from trainer import selection
 from trainer.data import Dataset

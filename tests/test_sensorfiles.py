@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.sensorfiles import CsvWriter, SensorFileError, read_csv, read_ts, resample_linear
+from edge.tools.sensorfiles import CsvWriter, SensorFileError, read_csv, read_ts, resample_linear
 
 DATA = Path(__file__).parent / "data"
 

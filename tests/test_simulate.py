@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from edge import simulate, synthetic
 from edge.cli import main
+from edge.tools import simulate, synthetic
 from tests.mqtt_helpers import Collector, free_port, mosquitto_sub
 
 RATE = 200
@@ -214,7 +214,7 @@ def test_ts_file_needs_a_rate(tmp_path, capsys):
 
 
 def test_csv_log_replays_its_own_devices_labels_and_rate(broker, tmp_path):
-    from edge.sensorfiles import CsvWriter
+    from edge.tools.sensorfiles import CsvWriter
 
     path = tmp_path / "log.csv"
     with CsvWriter(path, ["a", "b"], device=True, label=True) as w:
@@ -267,7 +267,7 @@ def write_ts(path, X, y) -> None:
 @pytest.mark.slow
 def test_ts_replay_gives_the_daemon_one_window_per_case(broker, tmp_path):
     """A model trained on a .ts file classifies its replay case by case, as offline."""
-    from edge.demo import LiveScore
+    from edge.tools.demo import LiveScore
     from tests.daemon_helpers import ROOT, DaemonProcess
 
     X, y = synthetic.make_windows(n_per_class=12, window=50, seed=4)

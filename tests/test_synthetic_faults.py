@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import synthetic
+from edge.tools import synthetic
 
 
 def test_fault_windows_are_seeded_and_labelled():

@@ -12,7 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge import contract, synthetic
+from edge import contract
+from edge.tools import synthetic
 from trainer.data import Dataset
 from trainer.fit import FitOptions, fit
 from trainer.unsupervised import auc, fit_anomaly, fit_clusters

@@ -215,7 +215,7 @@ def _add_fit(sub) -> None:
 
 
 def _fit(args) -> int:
-    from edge.sensorfiles import SensorFileError
+    from edge.tools.sensorfiles import SensorFileError
     from trainer.data import load_dataset
     from trainer.fit import FitOptions, fit, write_outputs
 
@@ -305,7 +305,7 @@ def _add_fit_anomaly(sub) -> None:
 
 
 def _fit_anomaly(args) -> int:
-    from edge.sensorfiles import SensorFileError
+    from edge.tools.sensorfiles import SensorFileError
     from trainer.anomaly import DEFAULT_QUANTILE
     from trainer.data import load_dataset
     from trainer.unsupervised import fit_anomaly, write
@@ -362,7 +362,7 @@ def _add_cluster(sub) -> None:
 
 
 def _cluster(args) -> int:
-    from edge.sensorfiles import SensorFileError
+    from edge.tools.sensorfiles import SensorFileError
     from trainer.data import load_dataset
     from trainer.unsupervised import fit_clusters, write
 
@@ -396,7 +396,7 @@ def _evaluate(args) -> int:
     import json
 
     from edge.contract import ContractError
-    from edge.sensorfiles import SensorFileError
+    from edge.tools.sensorfiles import SensorFileError
     from trainer.modelfile import evaluate
 
     try:

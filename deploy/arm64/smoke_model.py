@@ -28,7 +28,8 @@ def build(out: Path) -> None:
     from onnx import save
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edge import contract, synthetic
+    from edge import contract
+    from edge.tools import synthetic
     from trainer.graph import GraphBuilder, float_input
 
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.sensorfiles import SensorFileError, read_csv, read_ts
+from edge.tools.sensorfiles import SensorFileError, read_csv, read_ts
 from trainer.data.windowing import cases_to_windows, recording_windows
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from edge.sensorfiles import resample_linear
+from edge.tools.sensorfiles import resample_linear
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Sample payloads (``--format``), all with ``ts`` in seconds (wall-clock time) exc
 - ``array``: one sample per message in channel order, ``[0.1, -0.3, 0.02]``;
 - ``batch``: every ``batch_seconds``, ``{"samples": [[...], ...], "ts": [t0, t1, ...]}``.
 
-Sources of data: :class:`SyntheticSource` (machine vibration from :mod:`edge.synthetic`,
+Sources of data: :class:`SyntheticSource` (machine vibration from :mod:`edge.tools.synthetic`,
 endless), :class:`TsSource` (a UEA/UCR ``.ts`` file, one case after another per device,
 a pause between cases) and :class:`CsvSource` (a CSV sensor log or a recording).
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import synthetic
+from edge.tools import synthetic
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Segment:
 
 
 class SyntheticSource:
-    """Endless machine-vibration streams (see :mod:`edge.synthetic`), no files needed.
+    """Endless machine-vibration streams (see :mod:`edge.tools.synthetic`), no files needed.
 
     Every device cycles through the labels in its own shuffled order; each segment lasts
     ``segment_seconds`` (a random length in that range), so all classes appear on every
@@ -74,7 +74,7 @@ class SyntheticSource:
     Parameters
     ----------
     labels : sequence of str
-        Classes to generate, from :data:`edge.synthetic.LABELS`.
+        Classes to generate, from :data:`edge.tools.synthetic.LABELS`.
     channels : int
         Accelerometer axes (1 to 6).
     rate_hz : float
@@ -161,7 +161,7 @@ class TsSource(ArraySource):
     """
 
     def __init__(self, path, rate_hz: float, *, gap: int = 10, loop: bool = False):
-        from edge.sensorfiles import read_ts
+        from edge.tools.sensorfiles import read_ts
 
         data = read_ts(path)
         # The trainer names .ts channels the same way, so its models read these streams.
@@ -189,7 +189,7 @@ class CsvSource:
     """
 
     def __init__(self, path, rate_hz: float | None = None, *, loop: bool = False):
-        from edge.sensorfiles import read_csv
+        from edge.tools.sensorfiles import read_csv
 
         log_ = read_csv(path)
         self.channels = log_.channels

@@ -1,6 +1,6 @@
 """``sigmoid-edge record``: write the sensor messages that arrive on MQTT into CSV logs.
 
-The files are CSV sensor logs (:mod:`edge.sensorfiles`): ``ts,device,label,<channels>``,
+The files are CSV sensor logs (:mod:`edge.tools.sensorfiles`): ``ts,device,label,<channels>``,
 exactly what ``sigmoid-train fit`` reads. Payloads are parsed by the daemon's own parser
 (:mod:`edge.payload`), so a recording holds what the daemon would have seen; a message it
 would reject is counted and skipped.
@@ -43,7 +43,7 @@ import numpy as np
 
 from edge.config import check_device_name
 from edge.payload import PayloadParser, Rejected
-from edge.sensorfiles import RESERVED_COLUMNS, CsvWriter
+from edge.tools.sensorfiles import RESERVED_COLUMNS, CsvWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """``sigmoid-edge demo``: the whole product on one machine in about a minute.
 
-1. A broker: amqtt inside this process (:mod:`edge.embedded_broker`), or ``--broker URL``.
-2. A model: synthetic machine-vibration recordings (:mod:`edge.synthetic`, seeded, shipped
+1. A broker: amqtt inside this process (:mod:`edge.tools.embedded_broker`), or ``--broker URL``.
+2. A model: synthetic machine-vibration recordings (:mod:`edge.tools.synthetic`, seeded, shipped
    with the package, so there is no data licence to worry about) are written as a CSV
    sensor log and ``sigmoid-train fit`` trains on them (a subprocess: the edge never
    imports the trainer). ``--model PATH`` skips this and uses your model.
 3. The daemon: ``sigmoid-edge run`` as a child process, exactly as on a Raspberry Pi.
-4. The simulator (:mod:`edge.simulate`, other seeds than training) streams ``--devices``
+4. The simulator (:mod:`edge.tools.simulate`, other seeds than training) streams ``--devices``
    machines that change fault class every few seconds and announces each true label on
    ``sim/{device}/label``.
 5. A live view scores every classification against the true label of its window (windows
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import synthetic
-from edge.record import LabelBook
-from edge.simulate import LABEL_TOPIC, SENSOR_TOPIC, Simulator, SyntheticSource
+from edge.tools import synthetic
+from edge.tools.record import LabelBook
+from edge.tools.simulate import LABEL_TOPIC, SENSOR_TOPIC, Simulator, SyntheticSource
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def _natural(name: str):
 def write_training_data(path: Path, *, devices: int = 4, seconds: float = 60.0,
                         rate_hz: float = synthetic.SAMPLE_RATE_HZ, seed: int = 1000) -> int:
     """Synthetic recordings of every class as a labelled CSV sensor log; returns the rows."""
-    from edge.sensorfiles import CsvWriter
+    from edge.tools.sensorfiles import CsvWriter
 
     source = SyntheticSource(rate_hz=rate_hz, seed=seed, segment_seconds=(4.0, 8.0))
     n = int(seconds * rate_hz)
@@ -299,7 +299,7 @@ def run_demo(opts: DemoOptions) -> dict:
             broker_url = opts.broker
             say(f"broker: {broker_url}")
         else:
-            from edge.embedded_broker import EmbeddedBroker
+            from edge.tools.embedded_broker import EmbeddedBroker
 
             embedded = EmbeddedBroker().start()
             broker_url = embedded.url

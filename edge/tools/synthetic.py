@@ -271,7 +271,7 @@ def write_recording(
     """
     from pathlib import Path
 
-    from edge.sensorfiles import CsvWriter
+    from edge.tools.sensorfiles import CsvWriter
 
     rng = np.random.default_rng(seed)
     n_ch = len(channels)
