@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge import topics
+
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
 # NUL and control characters).
@@ -110,8 +112,8 @@ class Config:
     qos: int = 1
     output_qos: int = 1
     node: str = ""
-    input_topic: str = "sensors/{device}/#"
-    output_topic: str = "edge/{device}/classification"
+    input_topic: str = topics.INPUT
+    output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
     username: str = ""
     password_file: str = ""
@@ -164,19 +166,19 @@ class Config:
 
     @property
     def status_topic(self) -> str:
-        return f"sigmoid-edge/{self.node}/status"
+        return topics.node_topic(topics.STATUS, self.node)
 
     @property
     def stats_topic(self) -> str:
-        return f"sigmoid-edge/{self.node}/stats"
+        return topics.node_topic(topics.STATS, self.node)
 
     @property
     def errors_topic(self) -> str:
-        return f"sigmoid-edge/{self.node}/errors"
+        return topics.node_topic(topics.ERRORS, self.node)
 
     @property
     def model_topic(self) -> str:
-        return f"sigmoid-edge/{self.node}/model"
+        return topics.node_topic(topics.MODEL, self.node)
 
 
 _POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change", "only_anomalies")

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 
+from edge import topics
 from edge.config import Config, check_device_name
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
@@ -28,12 +29,6 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25  # main loop period (s): signal handling, reloads
 DROP_LOG_INTERVAL = 10.0  # at most one "queue full" log line per this many seconds
-
-
-def input_filter(template: str) -> tuple[str, int]:
-    """``sensors/{device}/#`` -> (``sensors/+/#``, index of the device level)."""
-    levels = template.split("/")
-    return "/".join("+" if lv == "{device}" else lv for lv in levels), levels.index("{device}")
 
 
 def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
@@ -92,7 +87,7 @@ class Daemon:
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies,
         )
-        self.filter, self._device_level = input_filter(cfg.input_topic)
+        self.filter, self._device_level = topics.to_filter(cfg.input_topic)
         self._known_devices: set[str] = set()
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()

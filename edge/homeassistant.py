@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable
 
 import edge
+from edge import topics
 from edge.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def discovery_configs(device: str, model: LoadedModel, *, node: str,
     state_topic = output_topic.replace("{device}", device)
     common = {
         "state_topic": state_topic,
-        "availability_topic": status_topic or f"sigmoid-edge/{node}/status",
+        "availability_topic": status_topic or topics.node_topic(topics.STATUS, node),
         "payload_available": "online",
         "payload_not_available": "offline",
         "qos": 1,

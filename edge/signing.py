@@ -57,11 +57,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge import topics
+
 SIGNATURE_FORMAT = "sigmoid-edge-signature/1"
 ALGORITHM = "ed25519"
 SIGNING_CONTEXT = b"sigmoid-edge model signature v1\n"
 PUSH_MAGIC = b"SEMODEL1"
-PUSH_TOPIC = "sigmoid-edge/{node}/model"
+PUSH_TOPIC = topics.MODEL
 MAX_HEADER_BYTES = 65536
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 SIG_SUFFIX = ".sig"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge import topics
 from edge.cli import main
 from edge.mqtt import connect_client
 from edge.tools import record
@@ -193,7 +194,7 @@ def test_label_book_orders_and_looks_up():
     ("zigbee2mqtt/+", ("zigbee2mqtt/+", 1)),
 ])
 def test_topic_matcher(template, expected):
-    assert record.topic_matcher(template) == expected
+    assert topics.to_filter(template) == expected
 
 
 @pytest.mark.parametrize("args, message", [

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import topics
 from edge.tools import synthetic
 from edge.tools.record import LabelBook
 from edge.tools.simulate import LABEL_TOPIC, SENSOR_TOPIC, Simulator, SyntheticSource
@@ -332,7 +333,7 @@ def run_demo(opts: DemoOptions) -> dict:
             raise DemoError(f"cannot connect to the broker: {exc}") from None
         clients.append(watcher)
         online = threading.Event()
-        status_topic = f"sigmoid-edge/{opts.node}/status"
+        status_topic = topics.node_topic(topics.STATUS, opts.node)
 
         def on_message(client, userdata, msg):
             if msg.topic == status_topic:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import topics
 from edge.config import check_device_name
 from edge.payload import PayloadParser, Rejected
 from edge.tools.sensorfiles import RESERVED_COLUMNS, CsvWriter
@@ -50,26 +51,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 QUEUE_SIZE = 100_000
 WRITE_CHUNK = 256  # rows
-
-
-def topic_matcher(template: str) -> tuple[str, int]:
-    """The subscription filter for ``template`` and the topic level that names the device.
-
-    ``sensors/{device}/#`` -> (``sensors/+/#``, 1); ``sensors/#`` -> (``sensors/#``, 1);
-    ``sim/+/label`` -> (``sim/+/label``, 1).
-    """
-    levels = template.split("/")
-    if "{device}" in levels:
-        k = levels.index("{device}")
-        levels[k] = "+"
-        return "/".join(levels), k
-    for k, level in enumerate(levels):
-        if level in ("+", "#"):
-            return template, k
-    raise ValueError(
-        f"topic {template!r} has no '{{device}}' and no wildcard, so it cannot tell devices "
-        "apart; use e.g. 'sensors/{device}/#' or 'sensors/#'"
-    )
 
 
 @dataclass
@@ -164,11 +145,11 @@ class Recorder:
             raise ValueError(f"max size must be at least 1 KiB, got {max_bytes} bytes")
         self.client = client
         self.out = out
-        self.filter, self.device_level = topic_matcher(topic)
+        self.filter, self.device_level = topics.to_filter(topic)
         self.label = label
         self.label_filter = None
         if label_topic is not None:
-            self.label_filter, self.label_level = topic_matcher(label_topic)
+            self.label_filter, self.label_level = topics.to_filter(label_topic)
         self.channels = tuple(channels) if channels else None
         if self.channels:
             bad = [c for c in self.channels if c in RESERVED_COLUMNS]
@@ -268,7 +249,7 @@ class Recorder:
         return levels[level] if level < len(levels) else None
 
     def _handle(self, topic: str, payload: bytes, arrived: float) -> None:
-        if self.label_filter and _matches(self.label_filter, topic):
+        if self.label_filter and topics.matches(self.label_filter, topic):
             self._handle_label(topic, payload, arrived)
             return
         self.stats.messages += 1
@@ -444,16 +425,6 @@ class Recorder:
                 self._index += 1
         if sync and self._writer is not None:
             self._sync()
-
-
-def _matches(filter_: str, topic: str) -> bool:
-    f, t = filter_.split("/"), topic.split("/")
-    for i, level in enumerate(f):
-        if level == "#":
-            return True
-        if i >= len(t) or (level != "+" and level != t[i]):
-            return False
-    return len(f) == len(t)
 
 
 def _cut_incomplete_line(path: Path) -> None:
