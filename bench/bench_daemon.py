@@ -18,6 +18,9 @@
 4. RSS of that daemon process with its model loaded. Goal: <= 75 MB.
 5. Start to subscribed: process start to the retained ``online`` status (published right
    after the subscription). Goal: <= 1.5 s.
+6. Metrics scrape: one-sample JSON throughput (QoS 1) of the daemon with ``--metrics-port``
+   and a client fetching ``/metrics`` every second, vs the same daemon without a metrics
+   server, alternating rounds. Goal: within 3%.
 """
 
 from __future__ import annotations
@@ -130,15 +133,49 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
     return n / (done[0] - sub.first[0]), n / (done[1] - sub.first[1])
 
 
+class Scraper:
+    """Fetch ``url`` every ``interval`` seconds on a thread, as Prometheus would."""
+
+    def __init__(self, url: str, interval: float = 1.0):
+        self.url, self.interval = url, interval
+        self.times: list[float] = []
+        self.sizes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        from urllib.request import urlopen
+
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            with urlopen(self.url, timeout=5) as r:
+                self.sizes.append(len(r.read()))
+            self.times.append(time.perf_counter() - began)
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
-                      fast_json: bool | None = None) -> tuple:
-    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json."""
+                      fast_json: bool | None = None, scrape: bool = False) -> tuple:
+    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
+
+    ``scrape``: with a metrics server, fetched every second while the messages flow (the
+    scrape times go into ``stats["scrapes"]``).
+    """
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.payload import PayloadParser
+    from tests.mqtt_helpers import free_port
 
-    cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000}, env={})
+    values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
+              "queue_size": 200000}
+    if scrape:
+        values["metrics_port"] = free_port()
+    cfg = load_config(values, env={})
     d = Daemon(cfg)
     d.parser = PayloadParser(d.slot.current.info.channels, fast_json=fast_json)
     first = []
@@ -152,6 +189,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
+    scraper = Scraper(f"http://127.0.0.1:{cfg.metrics_port}/metrics") if scrape else None
     blast(broker, files, qos)
     total = n * samples_per_msg
     deadline = time.monotonic() + 180
@@ -162,6 +200,10 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
         time.sleep(0.002)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    if scraper is not None:
+        scraper.stop()
+        stats["scrapes"] = scraper.times
+        stats["scrape_bytes"] = scraper.sizes[-1]
     d.stop()
     if d.stats.samples < total:
         raise RuntimeError(f"daemon buffered {d.stats.samples} of {total} samples: {stats}")
@@ -216,6 +258,25 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                                                     fast_json=False)[:2])
     return {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
             "inferences": stats["inferences"], "batch_max": stats["batch_max"], **medians(runs)}
+
+
+def bench_scrape(broker, model, workdir, n, rounds) -> dict:
+    """Throughput with a 1 s /metrics scrape vs without, alternating rounds (QoS 1)."""
+    rng = np.random.default_rng(2)
+    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
+    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
+                                                                   strict=True))))
+    runs = {"plain": [], "scraped": []}
+    scrapes = []
+    size = 0
+    for _ in range(rounds):
+        runs["plain"].append(run_daemon_inproc(broker, model, files, n, 1)[:2])
+        *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=True)
+        runs["scraped"].append(tuple(rates))
+        scrapes += stats["scrapes"]
+        size = stats["scrape_bytes"]
+    return {"scrapes": len(scrapes), "scrape_ms": 1000 * statistics.median(scrapes),
+            "scrape_bytes": size, **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -307,11 +368,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
-    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency"),
+    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency", "scrape"),
                     action="append", help="run only these parts (repeatable)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
+    ap.add_argument("--rounds", type=int, help="rounds per comparison (default 3; quick: 1)")
     args = ap.parse_args()
-    parts = set(args.only or ("throughput", "batches", "startup", "latency"))
+    parts = set(args.only or ("throughput", "batches", "startup", "latency", "scrape"))
     quick = args.quick
     import onnxruntime
 
@@ -329,7 +391,7 @@ def main() -> int:
             lat_model = mean_model(tmp / "lat.onnx", window=16, hop=8, sample_rate_hz=10.0,
                                    name="bench-lat", labels=("a", "b", "c", "d"))
             n = 20000 if quick else 100000
-            rounds = 1 if quick else 3
+            rounds = args.rounds or (1 if quick else 3)
             results = {}
             for qos in (0, 1) if "throughput" in parts else ():
                 r = bench_throughput(broker, model, tmp, n, qos, rounds)
@@ -362,6 +424,17 @@ def main() -> int:
                         v = b[name]
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
+            if "scrape" in parts:
+                sc = bench_scrape(broker, model, tmp, n, max(rounds, 2 if quick else 5))
+                ratio = sc["scraped"]["wall"] / sc["plain"]["wall"]
+                print(f"[6] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), median of "
+                      f"{len(sc['plain']['wall_all'])} alternating rounds (goal >= 0.97x): "
+                      f"without {sc['plain']['wall']:,.0f} msg/s, with "
+                      f"{sc['scraped']['wall']:,.0f} msg/s ({ratio:.3f}x); CPU "
+                      f"{sc['scraped']['cpu'] / sc['plain']['cpu']:.3f}x; rounds without "
+                      f"{sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
+                      f"{sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
+                      f"{sc['scrape_ms']:.1f} ms each", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "

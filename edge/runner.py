@@ -66,11 +66,15 @@ class PostProcess:
         Publish only when a device's label differs from the last one published.
     max_devices : int
         Devices whose history is kept (least recently used forgotten).
+    counts : dict, optional
+        Windows classified by label are counted here (before ``on_change`` drops any).
     """
 
     def __init__(self, labels, *, smoothing: int = 1, min_confidence: float = 0.0,
-                 on_change: bool = False, max_devices: int = 1000):
+                 on_change: bool = False, max_devices: int = 1000,
+                 counts: dict[str, int] | None = None):
         self.labels = tuple(labels)
+        self.counts = {} if counts is None else counts
         self.smoothing = smoothing
         self.min_confidence = min_confidence
         self.on_change = on_change
@@ -103,9 +107,11 @@ class PostProcess:
         best = probs.argmax(axis=1).tolist()
         conf = probs.max(axis=1).tolist()
         labels, threshold, last = self.labels, self.min_confidence, self._last
+        counts = self.counts
         keep = []
         for i, device in enumerate(devices):
             label = labels[best[i]] if conf[i] >= threshold else UNCERTAIN
+            counts[label] = counts.get(label, 0) + 1
             if self.on_change:
                 if last.get(device) == label:
                     continue
@@ -164,7 +170,8 @@ class Runner:
         self.max_devices = max_devices
         self.gap_periods = gap_periods
         self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
-                              on_change=on_change, max_devices=max_devices)
+                              on_change=on_change, max_devices=max_devices,
+                              counts=stats.labels)
         self.queue: deque = deque(maxlen=queue_size)
         self.queue_size = queue_size
         stats.queue_depth = self.queue.__len__
@@ -356,7 +363,9 @@ class Runner:
     def _classify(self, windows, devices, starts, ends, newest) -> None:
         model = self._model
         try:
+            began = time.perf_counter()
             probs, scores = model.predict_scored(windows)
+            self.stats.inference_seconds.observe(time.perf_counter() - began)
             if not np.isfinite(probs).all():
                 raise FloatingPointError("the model returned non-finite probabilities")
         except Exception as e:
@@ -390,6 +399,7 @@ class Runner:
         if scores is not None:
             scores = scores.tolist()
             flags = [s > model.anomaly_threshold for s in scores]
+            stats.anomalies += sum(flags)
         # Formatted by hand: json.dumps of a dict per window cost more than the inference.
         for i, label, conf in keep:
             anomaly = ""
@@ -417,4 +427,6 @@ class Runner:
         for device in set(devices):
             received = newest.get(device)
             if received is not None:
-                stats.latencies.append(now - received)
+                lag = now - received
+                stats.latencies.append(lag)
+                stats.latency_seconds.observe(lag)
