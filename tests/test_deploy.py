@@ -100,11 +100,12 @@ def test_installer_creates_an_edge_only_venv_config_and_unit(staged):
     venv = staged / "opt/sigmoid-edge/venv"
     version = run([str(venv / "bin/sigmoid-edge"), "--version"])
     assert version.returncode == 0 and version.stdout.startswith("sigmoid-edge "), version
-    # Only the edge install: onnxruntime, numpy and paho are there, the trainer's onnx is not.
+    # Only the edge install: onnxruntime, numpy, paho and prometheus_client (--metrics-port)
+    # are there, the trainer's onnx is not.
     probe = run([str(venv / "bin/python"), "-c",
                  "import importlib.util as u; print([bool(u.find_spec(m)) for m in "
-                 "('onnxruntime', 'numpy', 'paho.mqtt', 'onnx', 'tqdm')])"])
-    assert probe.stdout.strip() == "[True, True, True, False, False]", probe
+                 "('onnxruntime', 'numpy', 'paho.mqtt', 'prometheus_client', 'onnx', 'tqdm')])"])
+    assert probe.stdout.strip() == "[True, True, True, True, False, False]", probe
 
     conf = staged / "etc/sigmoid-edge/config.toml"
     env = staged / "etc/sigmoid-edge/sigmoid-edge.env"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.config import ConfigError, load_config
 from edge.stats import Histogram
 from tests.daemon_helpers import ROOT, DaemonProcess, wait_for
 from tests.models import mean_model
@@ -79,6 +81,40 @@ def test_histogram_buckets_are_cumulative_and_inclusive():
         h.observe(v)
     assert h.cumulative() == [(0.01, 2), (0.1, 3), (float("inf"), 4)]
     assert h.count == 4 and h.sum == pytest.approx(3.065)
+
+
+def test_metrics_settings_are_checked_and_off_by_default(tmp_path):
+    model = mean_model(tmp_path / "m.onnx")
+    base = {"model": str(model), "node": "n"}
+    assert load_config(base, env={}).metrics_port == 0
+    cfg = load_config(base, env={"SIGMOID_EDGE_METRICS_PORT": "9820"})
+    assert (cfg.metrics_port, cfg.metrics_host) == (9820, "127.0.0.1")
+    with pytest.raises(ConfigError, match=r"metrics_port \(--metrics-port\): must be a TCP port"):
+        load_config({**base, "metrics_port": 70000}, env={})
+    with pytest.raises(ConfigError, match="metrics_host"):
+        load_config({**base, "metrics_host": ""}, env={})
+    # Without a metrics port the daemon never imports prometheus_client.
+    probe = subprocess.run([sys.executable, "-c", "import sys, edge.cli, edge.daemon; "
+                            "print('prometheus_client' in sys.modules)"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_a_busy_metrics_port_stops_the_daemon_before_it_connects(tmp_path):
+    from edge.daemon import Daemon
+
+    model = mean_model(tmp_path / "m.onnx")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = load_config({"model": str(model), "node": "n", "metrics_port": port,
+                           "broker": "mqtt://127.0.0.1:1"}, env={})
+        daemon = Daemon(cfg)
+        with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}: .*"
+                                          "choose another --metrics-port"):
+            daemon.start()
+    assert not daemon.runner.alive and not daemon.link.connected.is_set()
 
 
 # ---------------------------------------------------------------------------- the fleet
