@@ -252,6 +252,15 @@ def test_docker_compose_config_is_valid_with_profiles():
     assert re.search(r"profiles:\s*\n\s*- trainer", text)
 
 
+def test_docker_compose_shards_profile_runs_two_daemons_on_disjoint_shards():
+    text = compose("--profile", "shards", "config").stdout
+    services = compose("--profile", "shards", "config", "--services").stdout.split()
+    assert {"edge-shard-0", "edge-shard-1"} <= set(services)
+    assert re.findall(r"SIGMOID_EDGE_SHARD: (\S+)", text) == ["0/2", "1/2"]
+    nodes = re.findall(r"SIGMOID_EDGE_NODE: (\S+)", text)
+    assert len(set(nodes)) == len(nodes) == 3  # edge, edge-shard-0, edge-shard-1
+
+
 def test_dockerfile_passes_hadolint_and_runs_as_non_root():
     dockerfile = DEPLOY / "docker" / "Dockerfile"
     text = dockerfile.read_text()
