@@ -243,7 +243,8 @@ def test_docker_compose_config_is_valid_with_profiles():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
     services = compose("--profile", "simulator", "--profile", "trainer", "config", "--services")
-    assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer"}
+    assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer",
+                                            "edge-shard-0", "edge-shard-1"}
     text = compose("config", env={"SIGMOID_EDGE_MODEL": "/srv/models/m.onnx"}).stdout
     assert "/srv/models/m.onnx:/models/model.int8.onnx:ro" in text
     assert "deploy/mosquitto/docker.conf:/mosquitto/config/mosquitto.conf:ro" in text
