@@ -94,6 +94,9 @@ class Daemon:
         # --shard K/N: every daemon gets every message and keeps its own devices.
         self._shard = shard_of(cfg.shard) if cfg.shard else None
         self._mine: dict[str, bool] = {}
+        self._skip: dict[bytes, bool] = {}
+        if self._shard is not None:  # drop other shards' messages before paho decodes them
+            self.link.client.skip_topic = self._not_mine
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -173,6 +176,26 @@ class Daemon:
             mine = self._mine[device] = zlib.crc32(
                 device.encode("utf-8", "surrogatepass")) % n == k
         return mine
+
+    def _not_mine(self, topic: bytes) -> bool:
+        """``--shard``: whether a PUBLISH's raw topic belongs to another daemon's device.
+
+        Asked by the client before it decodes the message (network thread); memoised per
+        topic. A topic it cannot read goes the normal way, where it is rejected and counted.
+        """
+        skip = self._skip.get(topic)
+        if skip is None:
+            try:
+                device = topic.decode("utf-8").split("/")[self._device_level]
+            except (UnicodeDecodeError, IndexError):
+                return False
+            if len(self._skip) > 4 * self.cfg.max_devices:
+                self._skip.clear()
+            skip = self._skip[topic] = not self._owns(device)
+        if skip:
+            self.stats.messages_in += 1
+            self.stats.not_mine += 1
+        return skip
 
     def _on_push(self, msg) -> None:
         """A model push (network thread): hand it to the update thread, then acknowledge it.

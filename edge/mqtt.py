@@ -122,9 +122,15 @@ class _Client(mqtt.Client):
 
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
+
+    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked first
+    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH; when it says True the message is
+    acknowledged as paho would and dropped before paho decodes it (most of a message's cost
+    for a daemon that keeps one device in N).
     """
 
     wait_policy: Callable[[], None] | None = None
+    skip_topic: Callable[[bytes], bool] | None = None
     # Read-ahead state, tied to the socket it was read from: a new connection starts empty.
     _rbuf = b""
     _rpos = 0
@@ -168,6 +174,19 @@ class _Client(mqtt.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, reason, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        skip = self.skip_topic
+        if skip is not None:
+            packet = self._in_packet["packet"]
+            qos = (self._in_packet["command"] & 0x06) >> 1
+            if len(packet) >= 2 and (qos == 0 or qos == 1 and not self._manual_ack):
+                end = 2 + (packet[0] << 8 | packet[1])
+                if len(packet) >= end + 2 * qos and skip(bytes(packet[2:end])):
+                    if qos == 0:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS
+                    return self._send_puback(packet[end] << 8 | packet[end + 1])
+        return super()._handle_publish()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)

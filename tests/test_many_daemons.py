@@ -92,13 +92,20 @@ def publish(collector: Collector, messages) -> None:
         info.wait_for_publish(10)
 
 
-def test_two_shards_classify_every_window_exactly_once(broker, model):
+# Without a client id other shards' messages are dropped before paho decodes them; with one
+# (a persistent session, acknowledged in order by the daemon) they take the normal path.
+@pytest.mark.parametrize("persistent", [False, True], ids=["early-drop", "persistent"])
+def test_two_shards_classify_every_window_exactly_once(broker, model, persistent):
     devices = [f"dev{i:02d}" for i in range(20)]
     assert {owner(d, 2) for d in devices} == {0, 1}  # both shards have devices
     windows = 3
-    with running(broker, model, shard="0/2", node="a", output_topic="edge/{device}/a") as a, \
-            running(broker, model, shard="1/2", node="b", output_topic="edge/{device}/b") as b, \
+    ids = ({"client_id": "edge-a"}, {"client_id": "edge-b"}) if persistent else ({}, {})
+    with running(broker, model, shard="0/2", node="a", output_topic="edge/{device}/a",
+                 **ids[0]) as a, \
+            running(broker, model, shard="1/2", node="b", output_topic="edge/{device}/b",
+                    **ids[1]) as b, \
             Collector(broker, "edge/+/+") as out:
+        assert a.cfg.persistent_session is persistent
         publish(out, one_sample_stream(devices, windows))
         got = [(m.topic.split("/")[2], json.loads(m.payload))
                for m in out.take(len(devices) * windows, timeout=20)]
