@@ -8,10 +8,7 @@ so a failed fit never leaves a half-written model behind.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from edge.atomic import write_files
+from trainer import sessions
 from trainer.data import Dataset
 from trainer.features.registry import DEFAULT_CANDIDATES
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
+from trainer.report import report_json
 from trainer.selection import (
     DEFAULT_LATENCY_BUDGET_US,
     NETWORK_CANDIDATES,
@@ -135,20 +135,20 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
         candidates=options.quantization_variants, reference_model=float_model)
     quant_time = time.perf_counter() - t0
 
-    float_sess, int8_sess = quantize.session(float_model), quantize.session(int8_model)
+    float_sess, int8_sess = sessions.session(float_model), sessions.session(int8_model)
     metrics: dict[str, Any] = {"float": {}, "int8": {}}
     agreement = {}
     for split, data in (("train", train), ("test", test)):
         if data is None:
             continue
-        pf = quantize.run(float_sess, data.X).argmax(axis=1)
-        pq = quantize.run(int8_sess, data.X).argmax(axis=1)
+        pf = sessions.run(float_sess, data.X).argmax(axis=1)
+        pq = sessions.run(int8_sess, data.X).argmax(axis=1)
         metrics["float"][split] = scores(data.y, np.array(labels)[pf], labels)
         metrics["int8"][split] = scores(data.y, np.array(labels)[pq], labels)
         agreement[split] = float((pf == pq).mean())
     probe = (test or train).X[0]
-    latency = {kind: {"batch1_us": round(quantize.latency_us(s, probe, 1), 2),
-                      "per_window_batch64_us": round(quantize.latency_us(s, probe, 64) / 64, 3)}
+    latency = {kind: {"batch1_us": round(sessions.latency_us(s, probe, 1), 2),
+                      "per_window_batch64_us": round(sessions.latency_us(s, probe, 64) / 64, 3)}
                for kind, s in (("float", float_sess), ("int8", int8_sess))}
     shown = "test" if test is not None else "train"
     report = {
@@ -202,7 +202,6 @@ def _latency_us(train: Dataset, seed: int, features) -> float:
     """
     import warnings
 
-    from trainer import quantize
     from trainer.export import build_model
 
     pipeline = Pipeline(list(features), random_state=seed, network_params={"max_epochs": 1})
@@ -211,50 +210,14 @@ def _latency_us(train: Dataset, seed: int, features) -> float:
         pipeline.fit(train.X, train.y)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
-    return quantize.cpu_latency_us(quantize.session(model), train.X[0])
+    return sessions.cpu_latency_us(sessions.session(model), train.X[0])
 
 
 def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
     """Write the four files: all to temporary names first, then renamed into place."""
-    payloads = {
+    return write_files(out_dir, {
         "model.onnx": result["float_model"].SerializeToString(),
         "model.int8.onnx": result["int8_model"].SerializeToString(),
-        "report.json": (json.dumps(result["report"], indent=2, default=_json_default)
-                        + "\n").encode(),
+        "report.json": report_json(result["report"]),
         "report.png": result["png"],
-    }
-    return write_files(out_dir, payloads)
-
-
-def write_files(out_dir, payloads: dict[str, bytes]) -> dict[str, Path]:
-    """Write ``{file name: bytes}`` into ``out_dir``: all to temporary names, then renamed."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
-    try:
-        for name, data in payloads.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-            staged[name] = tmp
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        paths = {}
-        for name, tmp in staged.items():
-            os.replace(tmp, out / name)
-            paths[name] = out / name
-        return paths
-    finally:
-        for tmp in staged.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+    })
