@@ -98,7 +98,7 @@ def accuracy_table(quick: bool, root: Path | None = None, names=None, only=None)
         train = load_dataset(root / name / f"{name}_TRAIN.ts")
         test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
         t0 = time.perf_counter()
-        r = fit(train, test, FitOptions(seed=0))["report"]
+        r = fit(train, test, FitOptions(seed=0)).report
         took = time.perf_counter() - t0
         m = r["metrics"]
         print(f"| {name} | {','.join(r['parameters']['features'])} "
