@@ -94,6 +94,8 @@ class DaemonCollector(Collector):
                                value={k: str(v) for k, v in model.identity.items()})
         yield gauge("start_time_seconds", "Daemon start, seconds since the epoch", s.started)
         yield counter("messages_received", "Messages received on the input topic", s.messages_in)
+        yield counter("messages_not_mine", "--shard: messages of devices another daemon owns",
+                      s.not_mine)
         yield _labelled("messages_rejected", "Input messages rejected, by reason", "reason",
                         s.rejected)
         yield counter("samples", "Sensor samples buffered", s.samples)
@@ -116,6 +118,8 @@ class DaemonCollector(Collector):
                       "max_pending_outputs were waiting for the broker", s.output_drops)
         yield counter("window_gaps", "Windows restarted by a gap in the samples' time", s.gaps)
         yield counter("device_evictions", "Devices forgotten beyond max_devices", s.evictions)
+        yield counter("interleaved_devices", "Shared subscription: devices seen arriving with "
+                      "holes (their messages split between daemons)", s.interleaved_devices)
         buffers = d.runner.buffers
         yield gauge("devices", "Devices with a window buffer", len(buffers) if buffers else 0)
         yield _histogram("inference_duration_seconds", "Seconds per model call",

@@ -246,7 +246,8 @@ def test_docker_compose_config_is_valid_with_profiles():
     services = compose("--profile", "simulator", "--profile", "trainer", "--profile", "monitoring",
                        "config", "--services")
     assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer",
-                                            "prometheus", "grafana"}
+                                            "edge-shard-0", "edge-shard-1", "prometheus",
+                                            "grafana"}
     text = compose("config", env={"SIGMOID_EDGE_MODEL": "/srv/models/m.onnx"}).stdout
     assert "/srv/models/m.onnx:/models/model.int8.onnx:ro" in text
     assert "deploy/mosquitto/docker.conf:/mosquitto/config/mosquitto.conf:ro" in text
@@ -258,6 +259,15 @@ def test_docker_compose_config_is_valid_with_profiles():
     assert "deploy/monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in monitoring
     assert re.search(r"image: prom/prometheus:v\d", monitoring)
     assert re.search(r"image: grafana/grafana:\d", monitoring)
+
+
+def test_docker_compose_shards_profile_runs_two_daemons_on_disjoint_shards():
+    text = compose("--profile", "shards", "config").stdout
+    services = compose("--profile", "shards", "config", "--services").stdout.split()
+    assert {"edge-shard-0", "edge-shard-1"} <= set(services)
+    assert re.findall(r"SIGMOID_EDGE_SHARD: (\S+)", text) == ["0/2", "1/2"]
+    nodes = re.findall(r"SIGMOID_EDGE_NODE: (\S+)", text)
+    assert len(set(nodes)) == len(nodes) == 3  # edge, edge-shard-0, edge-shard-1
 
 
 def test_dockerfile_passes_hadolint_and_runs_as_non_root():

@@ -443,7 +443,8 @@ class FleetPush:
         def delta(key):
             return (after.get(key) or 0) - (before.get(key) or 0)
 
-        inferences, received = delta("inferences"), delta("messages_in")
+        # --shard daemons receive every device's messages and drop the others' unparsed.
+        inferences, received = delta("inferences"), delta("messages_in") - delta("not_mine")
         errors = delta("rejected_total") + delta("drops")
         if inferences <= 0:
             return Failure(name, f"made no inferences during the {self.soak:g} s soak (no "
