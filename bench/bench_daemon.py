@@ -210,6 +210,13 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
         scraper.stop()
         stats["scrapes"] = scraper.times
         stats["scrape_bytes"] = scraper.sizes[-1]
+        # CPU of one scrape's collection and formatting (the daemon idle now, all threads).
+        from prometheus_client import generate_latest
+
+        began = time.process_time()
+        for _ in range(200):
+            generate_latest(d.metrics.registry)
+        stats["scrape_cpu_s"] = (time.process_time() - began) / 200
     d.stop()
     if d.stats.samples < total:
         raise RuntimeError(f"daemon buffered {d.stats.samples} of {total} samples: {stats}")
@@ -273,15 +280,17 @@ def bench_scrape(broker, model, workdir, n, rounds) -> dict:
     files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
                                                                    strict=True))))
     runs = {"plain": [], "scraped": []}
-    scrapes = []
+    scrapes, cpu = [], []
     size = 0
     for _ in range(rounds):
         runs["plain"].append(run_daemon_inproc(broker, model, files, n, 1)[:2])
         *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=True)
         runs["scraped"].append(tuple(rates))
         scrapes += stats["scrapes"]
+        cpu.append(stats["scrape_cpu_s"])
         size = stats["scrape_bytes"]
     return {"scrapes": len(scrapes), "scrape_ms": 1000 * statistics.median(scrapes),
+            "scrape_cpu_ms": 1000 * statistics.median(cpu),
             "scrape_bytes": size, **medians(runs)}
 
 
@@ -527,7 +536,9 @@ def main() -> int:
                       f"{sc['scraped']['cpu'] / sc['plain']['cpu']:.3f}x; rounds without "
                       f"{sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
                       f"{sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
-                      f"{sc['scrape_ms']:.1f} ms each", flush=True)
+                      f"{sc['scrape_ms']:.1f} ms each; {sc['scrape_cpu_ms']:.2f} ms CPU to "
+                      f"collect and format one (= {sc['scrape_cpu_ms'] / 10:.3f}% of a core at "
+                      "one scrape a second)", flush=True)
             if "shards" in parts:
                 sh = bench_shards(broker, model, tmp, 20000 if quick else 100000, rounds)
                 results["shards"] = sh
