@@ -31,7 +31,7 @@ from edge.stats import Histogram
 from tests.daemon_helpers import ROOT, DaemonProcess, wait_for
 from tests.models import mean_model
 from tests.mqtt_helpers import Broker, Collector, free_port, mosquitto_pub
-from trainer.fleet import Node, format_table, plan_waves, status_rows
+from trainer.fleet import FleetPush, FleetWatcher, Node, format_table, plan_waves, status_rows
 from trainer.signing import keygen, sign_file
 
 NODES = ("a", "b", "c")
@@ -73,6 +73,59 @@ def test_status_rows_and_table_from_retained_messages():
                                 "10m00s", "ago"]
     assert table[2].split() == ["pi-2", "online", "m", "3", "ab" * 6, "1h02m", "12.5", "0.4",
                                 "5", "4s", "ago"]
+
+
+def watcher_of(*nodes: Node) -> FleetWatcher:
+    """A FleetWatcher over given nodes, without a broker (the soak's logic alone)."""
+    w = FleetWatcher.__new__(FleetWatcher)
+    w.nodes, w.cond = {n.name: n for n in nodes}, threading.Condition()
+    return w
+
+
+def test_the_soak_halts_on_a_rollback_and_names_its_event():
+    new, old = {"name": "m", "version": "2", "sha256": "n" * 64}, {"sha256": "o" * 64}
+    node = Node("a", info={"model": new, "stats_interval": 0.1}, status="online")
+    w = watcher_of(node)
+    push = FleetPush(w, b"", new["sha256"], soak=5.0, max_error_rate=0.01, say=lambda _: None)
+    accepted = time.monotonic()
+
+    def rollback():  # as the daemon does it: info first, then the errors event
+        time.sleep(0.1)
+        with w.cond:
+            node.info = {"model": old}
+            w.cond.notify_all()
+        time.sleep(0.1)
+        with w.cond:
+            node.events.append((time.monotonic(), {"event": "model_rolled_back", "failed": new,
+                                                   "detail": "non-finite probabilities"}))
+            w.cond.notify_all()
+
+    threading.Thread(target=rollback).start()
+    failure = push._soaked("a", accepted, {})
+    assert time.monotonic() - accepted < 3  # halted at once, not after the 5 s soak
+    assert failure.reason == "rolled the model back: non-finite probabilities"
+    assert failure.event["event"] == "model_rolled_back"
+
+
+def test_the_soak_judges_inferences_and_the_error_rate_between_two_stats():
+    sha = "n" * 64
+    push = FleetPush(watcher_of(), b"", sha, soak=1.0, max_error_rate=0.05, say=lambda _: None)
+    before = {"inferences": 10, "messages_in": 1000, "rejected_total": 5, "drops": 0,
+              "not_mine": 0}
+    after = {**before, "model": {"sha256": sha}, "inferences": 30, "messages_in": 1200,
+             "rejected_total": 15, "rejected": {"missing_channel": 15}}
+    assert push._judge("a", before, after) is None  # 10 of 200 = 5%
+    high = push._judge("a", before, {**after, "drops": 1})
+    assert high.reason.startswith("error rate 5.5% over the soak (11 of 200 messages")
+    assert "missing_channel" in high.reason
+    idle = push._judge("a", before, {**after, "inferences": 10})
+    assert idle.reason.startswith("made no inferences during the 1 s soak")
+    # --shard: the other shards' messages are not this node's input.
+    sharded = push._judge("a", {**before, "not_mine": 0},
+                          {**after, "messages_in": 2200, "not_mine": 1000})
+    assert sharded is None
+    assert push._judge("a", before, {**after, "model": {"sha256": "o" * 64}}).reason == \
+        "its stats after the soak are not from the new model"
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive():
@@ -253,6 +306,11 @@ def test_fleet_status_lists_every_node_with_its_model(fleet):
     lines = table.stdout.splitlines()
     assert lines[0].startswith("NODE") and [ln.split()[:2] for ln in lines[1:]] == \
         [[n, "online"] for n in NODES]
+    # A rollout to a node that never published its info pushes nothing at all.
+    ghost = cli("fleet", "push", str(fleet.v1), "--broker", fleet.broker.url, "--key",
+                str(fleet.key), "--nodes", "b,ghost", "--soak", "0")
+    assert ghost.returncode == 1 and "nothing was pushed: ghost: no info published" in \
+        ghost.stderr, ghost.stderr
 
 
 @pytest.mark.slow

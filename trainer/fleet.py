@@ -197,6 +197,7 @@ def status_rows(nodes: dict[str, Node], now: float | None = None) -> list[dict]:
                        "model_rejects": stats.get("model_rejects")} if stats else None,
             "last_seen": max(seen) if seen else None,
             "input_topic": info.get("input_topic"),
+            "shard": info.get("shard"),
             "metrics_port": info.get("metrics_port"),
         })
     return rows
@@ -404,13 +405,19 @@ class FleetPush:
                                  f"{node.sha256}", event)
         return None
 
-    def _trouble(self, node: Node, since: float) -> Failure | None:
-        """A rollback of our model, going offline, or another model, since ``since``."""
+    def _rolled_back(self, node: Node, since: float) -> Failure | None:
         for when, event in node.events:
             failed = event.get("failed") or {}
             if (when >= since and event.get("event") == "model_rolled_back"
                     and failed.get("sha256") == self.sha256):
                 return Failure(node.name, f"rolled the model back: {event.get('detail')}", event)
+        return None
+
+    def _trouble(self, node: Node, since: float) -> Failure | None:
+        """A rollback of our model, going offline, or another model, since ``since``."""
+        rolled = self._rolled_back(node, since)
+        if rolled is not None:
+            return rolled
         if node.status != "online":
             return Failure(node.name, f"is {node.status or 'gone'} during the soak")
         if node.sha256 != self.sha256:
@@ -423,7 +430,8 @@ class FleetPush:
         end = accepted + self.soak
         failure = w.wait(lambda: self._trouble(node, accepted), end - time.monotonic())
         if failure:
-            return failure
+            # A rollback re-publishes the info just before its errors event: wait for the event.
+            return w.wait(lambda: self._rolled_back(node, accepted), 2.0) or failure
         # Stats published after the soak ended: they cover the whole soak.
         interval = float((node.info or {}).get("stats_interval") or 30.0)
         fresh = w.wait(lambda: self._trouble(node, accepted) or node.stats_seen >= end,
@@ -432,7 +440,7 @@ class FleetPush:
             return Failure(name, f"published no stats within {2 * interval + 5:g} s of the "
                                  "soak's end")
         if isinstance(fresh, Failure):
-            return fresh
+            return w.wait(lambda: self._rolled_back(node, accepted), 2.0) or fresh
         return self._judge(name, baseline or {}, node.stats or {})
 
     def _judge(self, name: str, before: dict, after: dict) -> Failure | None:
