@@ -100,7 +100,8 @@ def model_ops(data: bytes) -> set[tuple[str, str]]:
                     if f == 7 and sub:  # FunctionProto.node
                         _node_ops(buf, sub, ops, 0)
     except (IndexError, ValueError) as e:
-        raise ContractError(f"not a well-formed ONNX file ({e})") from None
+        raise ContractError(f"not a loadable ONNX model: not a well-formed ONNX file ({e})") \
+            from None
     return ops
 
 

@@ -38,6 +38,10 @@ MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
 # adds at most this much latency; an idle worker wakes at once on the first message.
 LINGER_S = 0.002
 LINGER_ITEMS = 256
+# A model is rolled back only when most of a batch's in-range windows fail and in-range
+# windows of this many devices failed within ROLLBACK_MEMORY_S (one device never suffices).
+ROLLBACK_DEVICES = 2
+ROLLBACK_MEMORY_S = 60.0
 OUTPUT_DROP_LOG_S = 10.0  # at most one "not published" warning per this many seconds
 
 Publish = Callable[[str, str, int], object]
@@ -254,6 +258,7 @@ class Runner:
         self._bounds = None if bounds is None else (
             np.array(bounds[0], np.float32), np.array(bounds[1], np.float32))
         self._step_cache: dict[int, np.ndarray] = {}
+        self._blamed: dict[str, float] = {}  # device -> when its in-range windows failed
 
     def _loop(self) -> None:
         q = self.queue
@@ -415,15 +420,26 @@ class Runner:
 
     def _model_at_fault(self, windows: np.ndarray, devices: list[str],
                         failed: np.ndarray) -> bool:
-        """Whether failures indict the model rather than the data (see :meth:`_classify`)."""
+        """Whether failures indict the model rather than the data (see :meth:`_classify`).
+
+        True when the model has a training range, most of this batch's in-range windows
+        failed, and in-range windows of at least :data:`ROLLBACK_DEVICES` devices failed
+        within :data:`ROLLBACK_MEMORY_S` seconds.
+        """
         bounds = self._bounds
         if bounds is None:
             return False  # no training range: a failure may always be the data's fault
         inside = ((windows >= bounds[0]) & (windows <= bounds[1])).all(axis=(1, 2))
         blamed = failed & inside
-        if blamed.sum() * 2 <= len(windows):
+        if not blamed.any() or blamed.sum() * 2 <= inside.sum():
             return False
-        return len({d for d, b in zip(devices, blamed.tolist(), strict=True) if b}) >= 2
+        now = time.monotonic()
+        recent = self._blamed
+        for i in np.flatnonzero(blamed).tolist():
+            recent[devices[i]] = now
+        for device in [d for d, t in recent.items() if now - t > ROLLBACK_MEMORY_S]:
+            del recent[device]
+        return len(recent) >= ROLLBACK_DEVICES
 
     def _reject_windows(self, failed: np.ndarray, devices: list[str], error) -> None:
         """Count (and report, rate-limited) each window the model gave no usable output for."""
@@ -443,8 +459,8 @@ class Runner:
         if failed is not None:
             # Failures are per window. The model is blamed (rolled back, the batch re-run)
             # only when it fails on windows that are valid and inside its training range,
-            # most of the batch, from more than one device: hostile or broken data from
-            # one sensor can never undo a validly signed model.
+            # most of the batch, from more than one device (_model_at_fault): hostile or
+            # broken data from one sensor can never undo a validly signed model.
             if self._model_at_fault(windows, devices, failed):
                 hook = self.on_model_failure
                 if hook is not None and hook(model, error):

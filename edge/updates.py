@@ -198,7 +198,10 @@ class ModelUpdates:
                         self._pushes_waiting -= 1
                     self.apply_push(job)
                 elif job[0] == "reload":
-                    self.reload_file(job[1])
+                    if self.reload_file(job[1]) in ("accepted", "unchanged"):
+                        new = self.slot.current
+                        log.info("reloaded model %s %s (sha256 %s)", new.info.name,
+                                 new.info.version, new.sha256)
                 elif job[0] == "store":
                     self._store(job[1], "rolled-back")
             except Exception:  # a bug must not end model updates for the daemon's life
