@@ -211,7 +211,16 @@ def test_without_a_trusted_key_remote_push_is_off(broker, tmp_path, keys, signed
 
 
 def test_a_model_failing_on_in_range_windows_of_two_devices_is_rolled_back(
-        broker, tmp_path, keys, signed_model):
+        broker, tmp_path, keys, signed_model, monkeypatch):
+    from edge import updates
+
+    writers = []  # which thread stores a model: never the worker (issue 15)
+
+    def write_verified(verified, path):
+        writers.append((threading.current_thread().name, verified.sha256))
+        return signing.write_verified(verified, path)
+
+    monkeypatch.setattr(updates, "write_verified", write_verified)
     key = keys["trusted"][0]
     v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
     bad = nan_on_varying_model(tmp_path / "bad.onnx")
@@ -238,9 +247,13 @@ def test_a_model_failing_on_in_range_windows_of_two_devices_is_rolled_back(
     assert rolled["model"]["sha256"] == v1 and rolled["failed"]["version"] == "bad"
     assert "non-finite" in rolled["detail"]
     assert again["cause"] == "rolled_back"
-    # The good model is back on disk with its signature.
+    # The good model is back on disk with its signature, written by the update thread.
     keyring = signing.load_trusted_keys([keys["trusted"][1]])
     assert signing.verify_file(signed_model, None, keyring).sha256 == v1
+    assert writers[-1] == ("sigmoid-edge-updates", v1)
+    assert {name for name, _ in writers} == {"sigmoid-edge-updates"}
+    # One owner of "the previous model": the slot (the updates keep only signed bytes).
+    assert not hasattr(daemon.updates, "previous")
 
 
 def test_a_replaced_file_needs_a_valid_signature(broker, tmp_path, keys, signed_model):
