@@ -64,6 +64,11 @@ class Journal:
         """Queue one device's samples of this cycle (written by :meth:`commit`)."""
         self._parts.append(_encode(device, values, times, own))
 
+    def forget(self, device: str) -> None:
+        """The device's buffer was dropped (a whole-window message behind a shared
+        subscription): an empty record, replayed as :meth:`WindowBuffers.forget`."""
+        self._parts.append(_encode(device, np.empty((0, 1), np.float32), np.empty(0), False))
+
     def commit(self, buffers=None) -> None:
         """Write (and fsync) this cycle's records; compact when the file is too large."""
         if not self._parts:
@@ -107,6 +112,9 @@ class Journal:
             data = b""
         samples = 0
         for device, values, times, own in _decode(data):
+            if not len(values):
+                buffers.forget(device)
+                continue
             if values.shape[1] != buffers.channels:
                 continue  # written for a model with other channels
             buffers.push(device, values, times, own)
