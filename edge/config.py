@@ -172,7 +172,7 @@ class Config:
     model_check_timeout: float = 20.0
     input_range_margin: float = 0.5
     journal: str = ""
-    journal_fsync: bool = True
+    journal_fsync: bool = False
     journal_max_bytes: int = 16 * 2**20
     password: str = field(default="", repr=False)
     # Where each value came from ("default", "file", "env", "cli"), for error messages.

@@ -5,7 +5,9 @@ input message once the worker has taken it into a window buffer. A window of one
 messages is then acknowledged long before it is complete: a crash would lose the samples
 of every partial window, and the broker would not send them again. So, after each cycle
 and *before* that cycle's acknowledgements, the worker appends the samples it buffered to
-this journal (and, with ``journal_fsync`` on, fsyncs it); at start the daemon replays the
+this journal (written to the OS, which keeps it across a crash of the daemon; with
+``journal_fsync`` on, also fsynced, so a power cut loses nothing either, at the price of
+one fsync per cycle); at start the daemon replays the
 journal into fresh buffers. Windows the replay completes are dropped: they were classified
 before the crash (a cycle classifies, then journals, then acknowledges).
 
@@ -48,7 +50,7 @@ class Journal:
         Rewrite the file as a snapshot of the buffers beyond this size.
     """
 
-    def __init__(self, path, *, fsync: bool = True, max_bytes: int = 16 * 2**20):
+    def __init__(self, path, *, fsync: bool = False, max_bytes: int = 16 * 2**20):
         self.path = Path(path)
         self.fsync = fsync
         self.max_bytes = max_bytes
