@@ -72,8 +72,7 @@ class Daemon:
         # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
         keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
-        self.slot = ModelSlot(model, threads=cfg.threads, extra_ops=cfg.extra_ops,
-                              check_timeout=cfg.model_check_timeout)
+        self.slot = ModelSlot(model, threads=cfg.threads, extra_ops=cfg.extra_ops)
         # Checked on every new model before it replaces the current one.
         self.slot.checks.append(lambda new: make_parser(new, cfg))
         self.slot.listeners.append(self._on_swap)

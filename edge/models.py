@@ -229,17 +229,16 @@ class ModelSlot:
 
     def __init__(self, model: LoadedModel, *, threads: int = 1,
                  verifiers: list[Verifier] | None = None,
-                 extra_ops: frozenset[tuple[str, str]] = frozenset(),
-                 check_timeout: float = 0.0):
+                 extra_ops: frozenset[tuple[str, str]] = frozenset()):
         self.current = model
         self.previous: LoadedModel | None = None
         self.threads = threads
         self.extra_ops = extra_ops
-        # > 0: a new model is first loaded and self-tested in a child process that is
-        # killed after this many seconds (edge/modelcheck.py), so a model that hangs
-        # onnxruntime costs a process, not the daemon's update thread.
-        self.check_timeout = check_timeout
-        self.checker = None  # the running edge.modelcheck.Check, so stop() can kill it
+        # Called as precheck(data, label) after the verifiers, before the model is loaded
+        # here; raise ModelError to refuse it (e.g. edge.modelcheck: load and self-test in
+        # a child process with a time limit, so a model that hangs onnxruntime costs a
+        # process, not this thread).
+        self.prechecks: list[Callable[[bytes, str], None]] = []
         self.verifiers: list[Verifier] = list(verifiers or [])
         # Called with a loaded, self-tested model before it becomes current; raise
         # ModelError (or ValueError) to refuse it (e.g. the channel mapping does not fit).
@@ -275,15 +274,8 @@ class ModelSlot:
         data, label = read_source(source, origin, "pushed model")
         for verify in self.verifiers:
             verify(data, signature, label)
-        if self.check_timeout > 0:
-            from edge.modelcheck import Check
-
-            self.checker = Check(data, label, timeout=self.check_timeout,
-                                 threads=self.threads, extra_ops=self.extra_ops)
-            try:
-                self.checker.run()
-            finally:
-                self.checker = None
+        for precheck in self.prechecks:
+            precheck(data, label)
         new = load_model(data, threads=self.threads, origin=label, extra_ops=self.extra_ops)
         for check in self.checks:
             try:

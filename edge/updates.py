@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from edge.modelcheck import Check
 from edge.models import LoadedModel, ModelError, ModelSlot, load_model
 from edge.signing import (
     MAX_MODEL_BYTES,
@@ -128,11 +129,15 @@ class ModelUpdates:
         # None (stop). Pushes waiting are bounded by MAX_WAITING_PUSHES.
         self._pending: queue.Queue = queue.Queue()
         self._pushes_waiting = 0
+        self._stopping = False
         self._lock = threading.Lock()  # one update at a time (update thread, worker)
         self._lock_waiting = threading.Lock()
         self._report_limit = RateLimit(per_second=1.0, burst=10)
         self._thread = threading.Thread(target=self._loop, name="sigmoid-edge-updates",
                                         daemon=True)
+        self._checker: Check | None = None  # the model check running now, for stop()
+        if cfg.model_check_timeout > 0:
+            slot.prechecks.append(self._check_in_child)
 
     @property
     def push_enabled(self) -> bool:
@@ -158,12 +163,24 @@ class ModelUpdates:
 
     def stop(self) -> None:
         """Stop the update thread; a model check in progress is killed."""
-        checker = self.slot.checker
+        self._stopping = True
+        checker = self._checker
         if checker is not None:
             checker.kill()
         if self._thread.is_alive():
             self._pending.put(None)
             self._thread.join(3)
+
+    def _check_in_child(self, data: bytes, label: str) -> None:
+        """Load and self-test a candidate in a child process, with the time limit."""
+        if self._stopping:
+            raise ModelError(f"{label}: not checked, the daemon is stopping")
+        self._checker = Check(data, label, timeout=self.cfg.model_check_timeout,
+                              threads=self.cfg.threads, extra_ops=self.cfg.extra_ops)
+        try:
+            self._checker.run()
+        finally:
+            self._checker = None
 
     # network and main threads: hand off, nothing else
     def on_push(self, msg) -> None:
