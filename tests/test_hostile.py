@@ -306,3 +306,20 @@ def test_bad_cli_and_config_input_is_one_line_and_a_nonzero_exit(tmp_path, setup
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["sigmoid-edge", "simulate", "--synthetic", "--broker", "mqtt://[::1"],
+    ["sigmoid-edge", "record", "--broker", "mqtt://[::1", "--out", "rec.csv"],
+    ["sigmoid-train", "push", "model.onnx", "--key", "k", "--node", "n",
+     "--broker", "mqtt://localhost", "--password-file", "pw"],
+])
+def test_the_other_commands_give_one_line_too(tmp_path, argv):
+    (tmp_path / "pw").write_bytes(b"s\xe9cret\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGMOID_EDGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    module = "edge" if argv[0] == "sigmoid-edge" else "trainer"
+    proc = subprocess.run([sys.executable, "-m", module, *argv[1:]], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
