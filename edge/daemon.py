@@ -115,9 +115,9 @@ class Daemon:
             self.runner.after_cycle.append(self.flush_acks)
         self.journal = None
         if cfg.journal_path is not None:
-            self.journal = Journal(cfg.journal_path, fsync=cfg.journal_fsync,
-                                   max_bytes=cfg.journal_max_bytes)
             try:
+                self.journal = Journal(cfg.journal_path, fsync=cfg.journal_fsync,
+                                       max_bytes=cfg.journal_max_bytes)
                 self.journal.replay(self.runner.buffers)
             except OSError as e:
                 log.error("journal %s unusable (%s): partial windows are not protected "

@@ -106,13 +106,13 @@ class Journal:
     def replay(self, buffers) -> int:
         """Push the journal's samples into ``buffers``, dropping the windows they complete.
 
-        Returns the samples restored; then compacts the file to what the buffers hold.
+        Returns the samples the buffers hold afterwards (those of partial windows); the
+        file is then compacted to them.
         """
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             data = b""
-        samples = 0
         for device, values, times, own in _decode(data):
             if not len(values):
                 buffers.forget(device)
@@ -120,9 +120,9 @@ class Journal:
             if values.shape[1] != buffers.channels:
                 continue  # written for a model with other channels
             buffers.push(device, values, times, own)
-            samples += len(values)
         buffers.take()  # classified before the crash
         self.snapshot(buffers)
+        samples = sum(len(values) for _, values, _, _ in buffers.pending())
         if samples:
             log.info("journal %s: restored %d samples of partial windows (%d devices)",
                      self.path, samples, len(buffers))

@@ -323,3 +323,30 @@ def test_the_other_commands_give_one_line_too(tmp_path, argv):
                           text=True, timeout=60, cwd=tmp_path, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_journal_is_bounded_and_survives_a_torn_write(tmp_path):
+    from edge.journal import Journal
+    from edge.windows import WindowBuffers
+
+    buffers = WindowBuffers(4, 3, 4)
+    journal = Journal(tmp_path / "j", max_bytes=4096)
+    for i in range(998):  # 998 cycles of one sample from each of 3 devices
+        for d in range(3):
+            values = np.full((1, 3), i, np.float32)
+            buffers.push(f"d{d}", values, np.array([i / 100]), True)
+            journal.record(f"d{d}", values, np.array([i / 100]), True)
+        buffers.take()
+        journal.commit(buffers)
+        assert journal.size <= 4096 + 3 * 100  # a snapshot, then at most one cycle over
+    journal.close()
+    assert journal.compactions > 0
+    restored = WindowBuffers(4, 3, 4)
+    assert Journal(tmp_path / "j").replay(restored) == 6  # 998 % 4 = 2 samples each
+    assert [(d, v[:, 0].tolist()) for d, v, _, _ in restored.pending()] == [
+        (f"d{d}", [996.0, 997.0]) for d in range(3)]
+    data = (tmp_path / "j").read_bytes()
+    (tmp_path / "j").write_bytes(data[:-5])  # the last record (d2's) torn by a crash
+    torn = WindowBuffers(4, 3, 4)
+    assert Journal(tmp_path / "j").replay(torn) == 4
+    assert [d for d, _, _, _ in torn.pending()] == ["d0", "d1"]
