@@ -9,6 +9,10 @@ of the last ``smoothing`` probability vectors per device, a ``min_confidence`` b
 the label is ``uncertain``, and an ``on_change`` mode that publishes only label changes.
 A model with an ``anomaly_score`` output adds ``anomaly_score`` and ``anomaly`` (score above
 the model's ``anomaly_threshold``) to each output; ``only_anomalies`` publishes only those.
+
+Inference failures are per window: a window whose probabilities or anomaly score are not
+finite gets no output, is counted (``stats.window_rejects``) and reported with its device;
+only failures on in-range windows of several devices blame the model (``_model_at_fault``).
 """
 
 from __future__ import annotations
