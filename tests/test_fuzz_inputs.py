@@ -7,6 +7,7 @@ and a message that says what was wrong. ``FUZZ_EXAMPLES`` sets the examples per 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -85,7 +86,9 @@ def test_payload_parser_bytes(payload, which):
 
 # ------------------------------------------------------------- model outputs and devices
 
+@functools.cache
 def _square_runner():
+    """One runner for every example (a session per example would take minutes)."""
     from edge.models import ModelSlot, load_model
     from edge.runner import Runner
     from edge.stats import Stats
@@ -97,15 +100,19 @@ def _square_runner():
     return runner, published
 
 
+@pytest.mark.timeout(600)  # onnxruntime per example: ~20 s of CPU for 1000, more when busy
 @FUZZ
 @given(st.lists(st.lists(st.one_of(magnitudes.filter(lambda v: abs(v) <= F32_MAX),
                                    st.floats(-F32_MAX, F32_MAX, width=32)),
                          min_size=12, max_size=12), min_size=1, max_size=8))
 def test_any_float32_window_is_classified_as_strict_json_or_counted(rows):
     """Windows of any float32 magnitude: every output is strict JSON, or a counted rejection."""
+    from edge.stats import Stats
     from tests.test_hostile import strict
 
     runner, published = _square_runner()
+    runner.stats = Stats()
+    published.clear()
     windows = np.array(rows, np.float32).reshape(-1, 4, 3)
     n = len(windows)
     runner._classify(windows, [f"d{i}" for i in range(n)], np.zeros(n), np.ones(n), {})
