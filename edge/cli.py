@@ -157,11 +157,14 @@ def _k_of_n(text: str) -> tuple[int, int | None]:
     """``3`` or ``3/5`` -> (K, N or None)."""
     k, _, n = text.partition("/")
     try:
-        return int(k), (int(n) if n else None)
+        k_n = int(k), (int(n) if n else None)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected K or K/N (alarm when K of the last N windows are anomalous), "
             f"got {text!r}") from None
+    if k_n[1] is not None and not 0 < k_n[0] <= k_n[1]:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 < K <= N, got {text!r}")
+    return k_n
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -450,7 +450,7 @@ class Runner:
                 anomaly = (f'"anomaly_score": {scores[i]:.6g}, '
                            f'"anomaly": {"true" if alarms[i] else "false"}, ')
                 if rule:
-                    anomaly += f'"anomaly_window": {"true" if flags[i] else "false"}, 
+                    anomaly += f'"anomaly_window": {"true" if flags[i] else "false"}, '
             if published >= room:
                 dropped += 1
                 continue

@@ -128,14 +128,14 @@ def stream_with_spikes(windows=(1, 4, 5), n=8):
 
 def test_k_of_n_rule_alarms_only_on_repeated_anomalous_windows(broker, anomaly_model):
     x = stream_with_spikes()
-    with running(broker, anomaly_model, anomaly_min_windows=2, anomaly_window_count=3,
-                 stats_interval=0.2) as daemon, Collector(broker, OUT) as out, \
+    with running(broker, anomaly_model, anomaly_min_windows=2,
+                 anomaly_window_count=3) as daemon, Collector(broker, OUT) as out, \
             Collector(broker, "sigmoid-edge/+/stats") as stats_out:
         publish_samples(out, "sensors/pump/acc", x)
         docs = classifications(out, 8)
-        # the stats topic counts the windows and the one alarm
-        while (published := json.loads(stats_out.get().payload))["anomalous_windows"] < 3:
-            pass
+        wait_for(lambda: daemon.stats.published == 8)
+        daemon.publish_stats()
+        published = json.loads(stats_out.get().payload)
     sess = ort.InferenceSession(str(anomaly_model), providers=["CPUExecutionProvider"])
     scores = sess.run(["anomaly_score"], {"window": x.reshape(8, W, 3)})[0]
     flags = (scores > daemon.slot.current.anomaly_threshold).tolist()
@@ -163,10 +163,12 @@ def test_k_of_n_rule_keeps_devices_apart():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--anomaly-min-windows", "3/2"],
-     "anomaly_window_count (command line): must be at least anomaly_min_windows (3), got 2"),
+    (["--anomaly-min-windows", "3/2"], "K/N needs 0 < K <= N, got '3/2'"),
+    (["--anomaly-min-windows", "3", "--anomaly-window-count", "2"],
+     "anomaly_window_count (--anomaly-window-count): must be at least anomaly_min_windows "
+     "(3), got 2"),
     (["--anomaly-min-windows", "two"], "expected K or K/N"),
-    (["--anomaly-window-count", "5"], "anomaly_window_count (command line): needs "
+    (["--anomaly-window-count", "5"], "anomaly_window_count (--anomaly-window-count): needs "
                                       "anomaly_min_windows"),
     (["--anomaly-min-windows", "2"], "--anomaly-min-windows needs a model with an "
                                      "'anomaly_score' output"),

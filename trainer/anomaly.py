@@ -299,10 +299,10 @@ class AnomalyDetector:
                  + ("contiguous blocks in time per device)" if self.calibration == "blocked"
                     else "shuffled folds)"))
         if self.quantile is None:
-            return (f"target false-alarm rate {self.target_false_alarms} per window: the "
-                    f"larger of the {1 - self.target_false_alarms:g} quantile of a log-normal "
-                    "fitted to the " + folds + " and the largest per-fold empirical "
-                    f"{1 - self.target_false_alarms:g} quantile")
+            t = self.target_false_alarms
+            return (f"target false-alarm rate {t} per window: the larger of the "
+                    f"{1 - t / calibration.TAIL_MARGIN:g} quantile of a log-normal fitted to "
+                    "the " + folds + f" and the largest per-fold empirical {1 - t:g} quantile")
         return (f"quantile {self.quantile} of a log-normal fitted to the "
                 if self.threshold_rule == "lognormal" else
                 f"empirical quantile {self.quantile} of the ") + folds

@@ -10,12 +10,16 @@ and each block is scored by a detector trained on the other blocks, so every cal
 score is the score of a stretch of time the detector has not seen.
 
 The threshold for a target false-alarm rate ``t`` (share of normal windows flagged) is the
-larger of two estimates of the ``1 - t`` quantile of scores of unseen time: that of a
-log-normal fitted to all the blocked scores (a smooth tail when there are few windows)
-and the highest per-block empirical ``1 - t`` quantile (every held-out stretch of time
-would have had at most ``t`` false alarms, whatever its drift). Measured on real
-recordings in ``bench/bench_anomaly.py`` (BENCHMARKS.md, "Anomaly thresholds on real
-recordings").
+larger of the ``1 - t / TAIL_MARGIN`` quantile of a log-normal fitted to all the blocked
+scores and the highest per-block empirical ``1 - t`` quantile (every held-out stretch of
+time would have had at most ``t`` false alarms). The margin (:data:`TAIL_MARGIN`, 100) is
+measured, not assumed: on the later part of real body-worn accelerometer recordings
+(``bench/bench_anomaly.py``, four recordings, two split points, two window lengths, both
+detectors) the scores of later normal windows had a heavier tail than even the blocked
+calibration scores, and the plain ``1 - t`` quantile let through 1.7 to 3.4% false alarms
+on average (up to 8%); at ``1 - t / 100`` the mean was 1.0% and the synthetic faults and
+the UCR anomaly were detected as before but for 1-2% of the fault windows. So ``t`` is a
+bound to stay under, not a rate to hit.
 
 The false-alarm rate to expect on later data is estimated without the data it is scored
 on: for each block, the threshold is computed from the *other* blocks' scores alone and
@@ -32,6 +36,8 @@ import numpy as np
 
 CALIBRATIONS = ("blocked", "shuffled")
 DEFAULT_TARGET_FALSE_ALARMS = 0.01
+# The log-normal quantile is taken at 1 - target / TAIL_MARGIN (see the module docstring).
+TAIL_MARGIN = 100.0
 
 
 def folds(n: int, n_folds: int, *, calibration: str = "blocked", groups=None,
@@ -79,12 +85,12 @@ def lognormal_quantile(scores: np.ndarray, quantile: float) -> float:
 def target_threshold(scores: np.ndarray, fold: np.ndarray, target: float) -> float:
     """Threshold for a false-alarm rate of ``target`` on unseen stretches of time.
 
-    The larger of the log-normal ``1 - target`` quantile of all ``scores`` and the largest
-    per-fold empirical ``1 - target`` quantile (see the module docstring).
+    The larger of the log-normal ``1 - target / TAIL_MARGIN`` quantile of all ``scores``
+    and the largest per-fold empirical ``1 - target`` quantile (see the module docstring).
     """
     scores = np.asarray(scores, np.float64)
     per_fold = [np.quantile(scores[fold == f], 1.0 - target) for f in np.unique(fold)]
-    return max(lognormal_quantile(scores, 1.0 - target), float(max(per_fold)))
+    return max(lognormal_quantile(scores, 1.0 - target / TAIL_MARGIN), float(max(per_fold)))
 
 
 def held_out_false_alarms(scores: np.ndarray, fold: np.ndarray, rule) -> list[float]:
