@@ -77,7 +77,8 @@ def bench_detectors(args) -> list[dict]:
             held, _ = synthetic.make_windows(n_normal, window=W, labels=("normal",),
                                              seed=200 + seed)
             t0 = time.perf_counter()
-            result = fit_anomaly(windows(normal), detector=detector, seed=seed)
+            result = fit_anomaly(windows(normal), detector=detector, seed=seed,
+                                 features=args.features)
             fit_s = time.perf_counter() - t0
             sess = sessions.session(result["model"])
             thr = result["report"]["threshold"]
@@ -98,7 +99,8 @@ def bench_detectors(args) -> list[dict]:
                     row[f"det_{f}"] = float((scores[kinds == f] > thr).mean())
                 rows.append(row)
     print(f"\n### Detectors (W={W}, C=3, {n_train} normal training windows, {n_normal} held-out "
-          f"normal, {n_fault} windows per fault; mean over {len(seeds)} seed(s))\n")
+          f"normal, {n_fault} windows per fault; mean over {len(seeds)} seed(s); features "
+          f"{','.join(args.features or DEFAULT_FEATURES)})\n")
     print("| detector | fault size | AUC | false alarms | detected | AUC spike / drift / "
           "speed / stuck | detected spike / drift / speed / stuck | fit s | batch-1 us "
           "wall / CPU | us/window @64 wall / CPU | bytes |")
@@ -385,6 +387,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     parser.add_argument("--plot", metavar="PNG", help="write a figure of both benchmarks")
+    parser.add_argument("--features", type=lambda t: t.split(","), metavar="SPECS",
+                        help="feature specs for the detectors part (default: fit-anomaly's)")
     parser.add_argument("--skip", choices=("detectors", "thresholds", "pretraining", "real"),
                         action="append", default=[], help="leave a part out")
     args = parser.parse_args(argv)

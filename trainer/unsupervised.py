@@ -85,7 +85,7 @@ def _model_and_latency(pipeline: Pipeline, data: Dataset, name: str, version: st
     return model, sess, latency
 
 
-def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = "autoencoder",
+def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = "kmeans",
                 features: list[str] | None = None, hidden_layers: tuple[int, ...] = (),
                 n_clusters: int | None = None,
                 target_false_alarms: float = DEFAULT_TARGET_FALSE_ALARMS,
@@ -103,7 +103,9 @@ def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = 
     test : Dataset, optional
         Labelled windows: ``normal_label`` (default ``"normal"``) is normal, every other
         non-empty label an anomaly. Gives AUC, detection and false-alarm rates.
-    detector : {"autoencoder", "kmeans"}
+    detector : {"kmeans", "autoencoder"}
+        k-means by default: on the later part of real recordings it let through half the
+        false alarms of the autoencoder, at the same AUC on the synthetic faults.
     features : list of str, optional
         Feature specs (default :data:`DEFAULT_FEATURES`).
     hidden_layers, n_clusters
