@@ -199,8 +199,10 @@ def test_sigterm_stops_the_daemon_while_a_model_check_hangs(broker, tmp_path,
     with Collector(broker, ERRORS) as out, \
             DaemonProcess(broker, first, tmp_path, *args, env=env) as d:
         wait_for(lambda: "connected to" in d.log(), timeout=30, what="the daemon")
-        publish(out, MODEL_TOPIC, push_payload(hang, keys["trusted"][0]))
-        wait_for(lambda: "checking model" in d.log(), timeout=20, what="the check")
+        # Retained: it reaches the daemon whenever its model subscription is in place.
+        out.client.publish(MODEL_TOPIC, push_payload(hang, keys["trusted"][0]), qos=1,
+                           retain=True).wait_for_publish(5)
+        wait_for(lambda: "checking model" in d.log(), timeout=30, what="the check")
         child = int(d.log().split("checking model")[1].split("pid ")[1].split(")")[0])
         started = time.monotonic()
         d.signal(signal.SIGTERM)
