@@ -106,7 +106,11 @@ class DaemonCollector(Collector):
         yield counter("classifications_published", "Classifications published (after "
                       "on_change and only_anomalies)", s.published)
         yield counter("anomalies", "Windows whose anomaly score is above the model's "
-                      "threshold", s.anomalies)
+                      "threshold", s.anomalous_windows)
+        yield counter("anomaly_alarms", "Anomaly alarms raised (a device's alarm turning on)",
+                      s.anomaly_alarms)
+        yield _labelled("window_rejects", "Windows the model gave no usable output for, by "
+                        "reason", "reason", s.window_rejects)
         yield gauge("queue_depth", "Messages waiting for the worker", s.queue_depth())
         yield gauge("queue_capacity", "Bound of the worker's queue (queue_size)",
                     d.cfg.queue_size)

@@ -9,6 +9,13 @@ of the last ``smoothing`` probability vectors per device, a ``min_confidence`` b
 the label is ``uncertain``, and an ``on_change`` mode that publishes only label changes.
 A model with an ``anomaly_score`` output adds ``anomaly_score`` and ``anomaly`` (score above
 the model's ``anomaly_threshold``) to each output; ``only_anomalies`` publishes only those.
+With ``anomaly_min_windows`` K (and ``anomaly_window_count`` N), ``anomaly`` is a stream-level
+alarm instead: K of the device's last N windows were anomalous (``anomaly_window`` keeps the
+window's own flag), so one odd window is not an alarm.
+
+Inference failures are per window: a window whose probabilities or anomaly score are not
+finite gets no output, is counted (``stats.window_rejects``) and reported with its device;
+only failures on in-range windows of several devices blame the model (``_model_at_fault``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge.contract import input_bounds
 from edge.models import LoadedModel, ModelSlot
 from edge.stats import Stats
 from edge.windows import WindowBuffers
@@ -37,6 +45,10 @@ MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
 # adds at most this much latency; an idle worker wakes at once on the first message.
 LINGER_S = 0.002
 LINGER_ITEMS = 256
+# A model is rolled back only when most of a batch's in-range windows fail and in-range
+# windows of this many devices failed within ROLLBACK_MEMORY_S (one device never suffices).
+ROLLBACK_DEVICES = 2
+ROLLBACK_MEMORY_S = 60.0
 INTERLEAVED_LOG_MAX = 10  # devices named in "arrive with holes" warnings, then only counted
 OUTPUT_DROP_LOG_S = 10.0  # at most one "not published" warning per this many seconds
 
@@ -69,19 +81,58 @@ class PostProcess:
         Devices whose history is kept (least recently used forgotten).
     counts : dict, optional
         Windows classified by label are counted here (before ``on_change`` drops any).
+    anomaly_min_windows, anomaly_window_count : int
+        K and N of the anomaly alarm rule "K of the device's last N windows are anomalous"
+        (K = 0: every anomalous window is an alarm; N = 0: N = K).
     """
 
     def __init__(self, labels, *, smoothing: int = 1, min_confidence: float = 0.0,
                  on_change: bool = False, max_devices: int = 1000,
-                 counts: dict[str, int] | None = None):
+                 counts: dict[str, int] | None = None,
+                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0):
         self.labels = tuple(labels)
         self.counts = {} if counts is None else counts
         self.smoothing = smoothing
         self.min_confidence = min_confidence
         self.on_change = on_change
         self.max_devices = max_devices
+        self.anomaly_min_windows = anomaly_min_windows
+        self.anomaly_window_count = anomaly_window_count or anomaly_min_windows
         self._history: OrderedDict[str, deque] = OrderedDict()
         self._last: OrderedDict[str, str] = OrderedDict()
+        # device -> (last N window flags, alarm on after the last window)
+        self._flags: OrderedDict[str, list] = OrderedDict()
+
+    def anomalies(self, devices: list[str], scores: list[float], threshold: float):
+        """Window flags and alarms of one batch (in order, per device).
+
+        Returns
+        -------
+        flags : list of bool
+            Score above ``threshold``.
+        alarms : list of bool
+            The flags themselves, or with ``anomaly_min_windows`` K: at least K of the
+            device's last N flags (this window's included) are set.
+        onsets : int
+            Alarms that started in this batch (a device's alarm going from off to on).
+        """
+        flags = [s > threshold for s in scores]
+        k, n = max(self.anomaly_min_windows, 1), max(self.anomaly_window_count, 1)
+        state, alarms, onsets = self._flags, [], 0
+        for device, flag in zip(devices, flags, strict=True):
+            entry = state.get(device)
+            if entry is None:
+                entry = state[device] = [deque(maxlen=n), False]
+                if len(state) > self.max_devices:
+                    state.popitem(last=False)
+            else:
+                state.move_to_end(device)
+            entry[0].append(flag)
+            alarm = sum(entry[0]) >= k
+            onsets += alarm and not entry[1]
+            entry[1] = alarm
+            alarms.append(alarm)
+        return flags, alarms, onsets
 
     def __call__(self, devices: list[str], probs: np.ndarray):
         """Post-process one batch.
@@ -145,11 +196,18 @@ class Runner:
     smoothing, min_confidence, on_change :
         For :class:`PostProcess`.
     only_anomalies : bool
-        Publish only windows the model's anomaly score flags (after ``on_change``).
+        Publish only windows the model's anomaly score flags (after ``on_change``); with
+        ``anomaly_min_windows``, only windows in alarm.
+    anomaly_min_windows, anomaly_window_count :
+        For :class:`PostProcess`: the K-of-N anomaly alarm rule.
     max_pending, pending :
         With QoS > 0 outputs, publish only while ``pending()`` (outputs the broker has not
         acknowledged yet) is below ``max_pending`` (0 = no bound); the rest are counted in
         ``stats.output_drops``.
+    input_range_margin : float
+        A window is "in the training range" when every value lies within the model's
+        ``input_range`` widened by this many times the range's size on each side; only
+        failures on such windows can roll a model back.
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
@@ -157,7 +215,9 @@ class Runner:
                  hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
-                 pending: Callable[[], int] | None = None, shared: bool = False):
+                 pending: Callable[[], int] | None = None, shared: bool = False,
+                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0,
+                 input_range_margin: float = 0.5):
         self.slot = slot
         self.publish = publish
         self.stats = stats
@@ -173,7 +233,9 @@ class Runner:
         self.shared = shared
         self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
                               on_change=on_change, max_devices=max_devices,
-                              counts=stats.labels)
+                              counts=stats.labels,
+                              anomaly_min_windows=anomaly_min_windows,
+                              anomaly_window_count=anomaly_window_count)
         self.queue: deque = deque(maxlen=queue_size)
         self.queue_size = queue_size
         stats.queue_depth = self.queue.__len__
@@ -186,11 +248,19 @@ class Runner:
         # Items the worker took off the queue (worker thread only); with ``stats.drops`` it
         # tells the network thread how far the queue has been consumed (manual acks).
         self.taken = 0
+        # With a persistent session: the samples of partial windows, journaled after each
+        # cycle before its acknowledgements (edge/journal.py).
+        self.journal = None
         # Called on the worker thread after every cycle (e.g. to acknowledge messages).
         self.after_cycle: list[Callable[[], None]] = []
         # Called as hook(model, error) when inference fails; True means another model now
         # serves (a rollback) and the batch is run again.
         self.on_model_failure: Callable[[LoadedModel, Exception], bool] | None = None
+        # Called as hook(reason, detail, device) for each device whose windows the model
+        # gave no usable output for (the daemon reports them on the errors topic).
+        self.on_window_rejected: Callable[[str, str, str], None] = lambda *_: None
+        self.input_range_margin = input_range_margin
+        self._bounds = None
         self._model: LoadedModel | None = None
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
@@ -247,7 +317,11 @@ class Runner:
         self._probs_format = ", ".join(
             json.dumps(k).replace("{", "{{").replace("}", "}}") + ": {:.6f}" for k in info.labels)
         self._period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else 0.0
+        bounds = input_bounds(info, self.input_range_margin)
+        self._bounds = None if bounds is None else (
+            np.array(bounds[0], np.float32), np.array(bounds[1], np.float32))
         self._step_cache: dict[int, np.ndarray] = {}
+        self._blamed: dict[str, float] = {}  # device -> when its in-range windows failed
 
     def _loop(self) -> None:
         q = self.queue
@@ -269,6 +343,12 @@ class Runner:
             except Exception:  # never let the worker die; the next cycle starts clean
                 log.exception("worker cycle failed")
                 time.sleep(0.05)
+            if self.journal is not None:  # before the acknowledgements (after_cycle)
+                try:
+                    self.journal.commit(self.buffers)
+                except OSError as e:
+                    log.error("journal %s not written (%s): a crash now would lose the "
+                              "samples of partial windows", self.journal.path, e.strerror)
             for hook in self.after_cycle:
                 hook()
             if len(q) < LINGER_ITEMS and not self._stop.is_set():
@@ -295,18 +375,28 @@ class Runner:
         width = buffers.channels
         newest: dict[str, float] = {}
         gaps_before = buffers.gaps
+        lags = self.stats.input_lags
+        journal = self.journal
+        now = time.time()
         for device, items in groups.items():
+            own = False
             for restart, part in (self._by_message(items, buffers.window) if self.shared
                                   else ((False, items),)):
                 if restart:
                     buffers.forget(device)
+                    if journal is not None:
+                        journal.forget(device)
                 chunk = self._chunk(part, width)
                 if chunk is None:
                     continue
                 values, times, own = chunk
                 self.stats.samples += len(values)
                 buffers.push(device, values, times, own)
+                if journal is not None:
+                    journal.record(device, values, times, own)
             newest[device] = items[-1][3]
+            if own:  # the sample's own time: how long it waited (in the broker, too)
+                lags.append(now - float(times[-1]))
         self.stats.gaps += buffers.gaps - gaps_before
         if buffers.interleaved:
             self._interleaved(buffers.interleaved)
@@ -401,27 +491,99 @@ class Runner:
             steps = self._step_cache[n] = np.arange(n) * self._period
         return steps
 
+    def _infer(self, model: LoadedModel, windows: np.ndarray):
+        """Run a batch: ``(probs, scores, failed, error)``.
+
+        ``failed`` is None when every window gave finite outputs, else a bool mask of the
+        windows that did not (non-finite outputs, or the runtime raised on that window
+        alone when run on its own), and ``error`` describes the first failure.
+        """
+        began = time.perf_counter()
+        try:
+            probs, scores = model.predict_scored(windows)
+        except Exception as e:  # find the windows the runtime refuses, one at a time
+            n = len(windows)
+            probs = np.full((n, len(model.info.labels)), np.nan, np.float32)
+            scores = None if model.anomaly_threshold is None else np.full(n, np.nan, np.float32)
+            for i in range(n):
+                try:
+                    p, sc = model.predict_scored(windows[i:i + 1])
+                except Exception:
+                    continue
+                probs[i] = p[0]
+                if scores is not None:
+                    scores[i] = sc[0]
+            error: Exception = e
+        else:
+            self.stats.inference_seconds.observe(time.perf_counter() - began)
+            error = FloatingPointError("the model returned non-finite outputs")
+        failed = ~np.isfinite(probs).all(axis=1)
+        if scores is not None:
+            failed |= ~np.isfinite(scores)
+        if not failed.any():
+            return probs, scores, None, None
+        return probs, scores, failed, error
+
+    def _model_at_fault(self, windows: np.ndarray, devices: list[str],
+                        failed: np.ndarray) -> bool:
+        """Whether failures indict the model rather than the data (see :meth:`_classify`).
+
+        True when the model has a training range, most of this batch's in-range windows
+        failed, and in-range windows of at least :data:`ROLLBACK_DEVICES` devices failed
+        within :data:`ROLLBACK_MEMORY_S` seconds.
+        """
+        bounds = self._bounds
+        if bounds is None:
+            return False  # no training range: a failure may always be the data's fault
+        inside = ((windows >= bounds[0]) & (windows <= bounds[1])).all(axis=(1, 2))
+        blamed = failed & inside
+        if not blamed.any() or blamed.sum() * 2 <= inside.sum():
+            return False
+        now = time.monotonic()
+        recent = self._blamed
+        for i in np.flatnonzero(blamed).tolist():
+            recent[devices[i]] = now
+        for device in [d for d, t in recent.items() if now - t > ROLLBACK_MEMORY_S]:
+            del recent[device]
+        return len(recent) >= ROLLBACK_DEVICES
+
+    def _reject_windows(self, failed: np.ndarray, devices: list[str], error) -> None:
+        """Count (and report, rate-limited) each window the model gave no usable output for."""
+        idx = np.flatnonzero(failed).tolist()
+        self.stats.window_rejects["inference_failed"] += len(idx)
+        per_device: dict[str, int] = {}
+        for i in idx:
+            per_device[devices[i]] = per_device.get(devices[i], 0) + 1
+        for device, n in per_device.items():
+            self.on_window_rejected("inference_failed",
+                                    f"{n} window(s): {type(error).__name__}: {error}"[:300],
+                                    device)
+
     def _classify(self, windows, devices, starts, ends, newest) -> None:
         model = self._model
-        try:
-            began = time.perf_counter()
-            probs, scores = model.predict_scored(windows)
-            self.stats.inference_seconds.observe(time.perf_counter() - began)
-            if not np.isfinite(probs).all():
-                raise FloatingPointError("the model returned non-finite probabilities")
-        except Exception as e:
-            # A model that passed its self-test can still fail on real windows: let the
-            # daemon roll back, then run the same windows through the model now serving.
-            hook = self.on_model_failure
-            if hook is not None and hook(model, e):
-                new = self.slot.current
-                self._use(new)
-                if (new is not model and new.info.window == windows.shape[1]
-                        and len(new.info.channels) == windows.shape[2]):
-                    self._classify(windows, devices, starts, ends, newest)
-                    return
-            log.exception("inference failed on a batch of %d windows", len(windows))
-            return
+        probs, scores, failed, error = self._infer(model, windows)
+        if failed is not None:
+            # Failures are per window. The model is blamed (rolled back, the batch re-run)
+            # only when it fails on windows that are valid and inside its training range,
+            # most of the batch, from more than one device (_model_at_fault): hostile or
+            # broken data from one sensor can never undo a validly signed model.
+            if self._model_at_fault(windows, devices, failed):
+                hook = self.on_model_failure
+                if hook is not None and hook(model, error):
+                    new = self.slot.current
+                    self._use(new)
+                    if (new is not model and new.info.window == windows.shape[1]
+                            and len(new.info.channels) == windows.shape[2]):
+                        self._classify(windows, devices, starts, ends, newest)
+                        return
+            self._reject_windows(failed, devices, error)
+            ok = ~failed
+            if not ok.any():
+                return
+            windows, probs = windows[ok], probs[ok]
+            scores = None if scores is None else scores[ok]
+            devices = [d for d, good in zip(devices, ok.tolist(), strict=True) if good]
+            starts, ends = starts[ok], ends[ok]
         stats = self.stats
         stats.inferences += 1
         stats.classifications += len(devices)
@@ -439,16 +601,20 @@ class Runner:
         room = self.max_pending - self.pending() if qos and self.max_pending else len(keep)
         if scores is not None:
             scores = scores.tolist()
-            flags = [s > model.anomaly_threshold for s in scores]
-            stats.anomalies += sum(flags)
+            flags, alarms, onsets = self.post.anomalies(devices, scores, model.anomaly_threshold)
+            stats.anomalous_windows += sum(flags)
+            stats.anomaly_alarms += onsets
+            rule = self.post.anomaly_min_windows > 0
         # Formatted by hand: json.dumps of a dict per window cost more than the inference.
         for i, label, conf in keep:
             anomaly = ""
             if scores is not None:
-                if self.only_anomalies and not flags[i]:
+                if self.only_anomalies and not alarms[i]:
                     continue
                 anomaly = (f'"anomaly_score": {scores[i]:.6g}, '
-                           f'"anomaly": {"true" if flags[i] else "false"}, ')
+                           f'"anomaly": {"true" if alarms[i] else "false"}, ')
+                if rule:
+                    anomaly += f'"anomaly_window": {"true" if flags[i] else "false"}, '
             if published >= room:
                 dropped += 1
                 continue
