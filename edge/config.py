@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge import topics
+from edge.credentials import PasswordFileError, read_password
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
@@ -358,20 +359,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _read_password(cfg: Config, env: Mapping[str, str]) -> str:
-    secret = env.get(ENV_PREFIX + "PASSWORD", "")
-    if secret:
-        return secret
-    if cfg.password_file:
-        try:
-            text = Path(cfg.password_file).read_text()
-        except OSError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}) cannot be read: "
-                f"{cfg.password_file}: {e.strerror}"
-            ) from None
-        # One line; a trailing newline from `echo secret > file` is not part of it.
-        return text.rstrip("\r\n")
-    return ""
+    try:
+        return read_password(cfg.password_file, env)
+    except PasswordFileError as e:
+        raise ConfigError(f"password_file ({cfg.sources.get('password_file')}): {e}") from None
 
 
 def _where(cfg: Config, key: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edge import credentials
 from edge.config import ConfigError, parse_broker_url
 from edge.mqtt import MqttError, connect_client
 from edge.signing import (
@@ -31,7 +32,7 @@ from edge.signing import (
 )
 from trainer.signing import load_private_key, sign_model
 
-PASSWORD_ENV = "SIGMOID_EDGE_PASSWORD"
+PASSWORD_ENV = credentials.PASSWORD_ENV
 
 
 class PushError(RuntimeError):
@@ -64,19 +65,11 @@ class BrokerSettings:
 
 
 def read_password(password_file: str | None, environ=os.environ) -> str:
-    """The broker password: ``$SIGMOID_EDGE_PASSWORD``, else the contents of ``password_file``.
-
-    The same order as the daemon (``edge.config``); a trailing newline is not part of it.
-    """
-    secret = environ.get(PASSWORD_ENV, "")
-    if secret or not password_file:
-        return secret
+    """The broker password, as every command reads it (:func:`edge.credentials.read_password`)."""
     try:
-        text = Path(password_file).read_text()
-    except OSError as exc:
-        raise PushError(f"cannot read --password-file {password_file}: {exc.strerror}") \
-            from None
-    return text.rstrip("\r\n")
+        return credentials.read_password(password_file, environ)
+    except credentials.PasswordFileError as exc:
+        raise PushError(f"--password-file: {exc}") from None
 
 
 def broker_settings(url: str, *, username: str | None = None, password: str | None = None,
