@@ -395,10 +395,8 @@ def validate(cfg: Config) -> Config:
             raise _fail(cfg, key, f"must be 0, 1 or 2, got {getattr(cfg, key)}")
     if not cfg.node:
         cfg.node = _default_node()
-    if _UNSAFE_LEVEL.search(cfg.node):
-        raise _fail(
-            cfg, "node", f"must not contain '+', '#', '/' or control characters, got {cfg.node!r}"
-        )
+    if not check_node_name(cfg.node):
+        raise _fail(cfg, "node", f"{NODE_NAME_RULE}, got {cfg.node!r}")
     if not cfg.client_id:
         cfg.client_id = f"sigmoid-edge-{cfg.node}"
     if len(cfg.client_id.encode()) > 65535:
@@ -496,3 +494,16 @@ def check_device_name(name: str) -> bool:
     """
     return (bool(name) and len(name) <= MAX_DEVICE_NAME
             and _UNSAFE_DEVICE.search(name) is None)
+
+
+NODE_NAME_RULE = (f"must be one topic level of 1 to {MAX_DEVICE_NAME} characters without '+', "
+                  "'#', '/', control or invisible characters")
+
+
+def check_node_name(name: str) -> bool:
+    """True when ``name`` can be the node in ``sigmoid-edge/{node}/...`` (see NODE_NAME_RULE).
+
+    The daemon (``node``) and ``sigmoid-train push --node`` check with this, so a push never
+    goes to a topic no daemon can have; the rule is :func:`check_device_name`'s.
+    """
+    return check_device_name(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge import credentials
-from edge.config import ConfigError, parse_broker_url
+from edge.config import NODE_NAME_RULE, ConfigError, check_node_name, parse_broker_url
 from edge.mqtt import MqttError, connect_client
 from edge.signing import (
     MAX_MODEL_BYTES,
@@ -201,9 +201,8 @@ def push_model(model_path: str | Path, key_path: str | Path | None, node: str,
     """
     if (key_path is None) == (sig_path is None):
         raise PushError("give either --key (sign now) or --sig (an existing MODEL.sig)")
-    if not node or any(c in node for c in "+#/") or any(ord(c) < 32 for c in node):
-        raise PushError(f"--node {node!r} must be one topic level without +, #, / or "
-                        "control characters")
+    if not check_node_name(node):
+        raise PushError(f"--node {NODE_NAME_RULE}, got {node!r}")
     model_path = Path(model_path)
     try:
         size = model_path.stat().st_size
