@@ -33,16 +33,19 @@ PAHO_INTERNALS = {
         "loop_write": [],
         "_reconnect_wait": [],
         "_do_on_publish": ["mid", "reason_code", "properties"],
+        "_handle_publish": [],
+        "_send_puback": ["mid"],
     },
     "called_from": {
         "_sock_recv": "_packet_read",
         "_handle_pubackcomp": "_packet_handle",
         "_reconnect_wait": "loop_forever",
         "loop_read": "_loop",
+        "_handle_publish": "_packet_handle",
     },
     "attributes": ["_sock", "_in_packet", "_protocol", "_out_message_mutex", "_out_messages",
-                   "_out_packet"],
-    "in_packet_keys": ["packet"],
+                   "_out_packet", "_manual_ack"],
+    "in_packet_keys": ["packet", "command"],
 }
 
 
@@ -74,9 +77,15 @@ class FastClient(mqtt.Client):
 
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
+
+    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked first
+    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH; when it says True the message is
+    acknowledged as paho would and dropped before paho decodes it (most of a message's cost
+    for a daemon that keeps one device in N).
     """
 
     wait_policy: Callable[[], None] | None = None
+    skip_topic: Callable[[bytes], bool] | None = None
     # Read-ahead state, tied to the socket it was read from: a new connection starts empty.
     _rbuf = b""
     _rpos = 0
@@ -120,6 +129,19 @@ class FastClient(mqtt.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, reason, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        skip = self.skip_topic
+        if skip is not None:
+            packet = self._in_packet["packet"]
+            qos = (self._in_packet["command"] & 0x06) >> 1
+            if len(packet) >= 2 and (qos == 0 or qos == 1 and not self._manual_ack):
+                end = 2 + (packet[0] << 8 | packet[1])
+                if len(packet) >= end + 2 * qos and skip(bytes(packet[2:end])):
+                    if qos == 0:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS
+                    return self._send_puback(packet[end] << 8 | packet[end + 1])
+        return super()._handle_publish()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
