@@ -254,6 +254,16 @@ class BaseSigmoidNetwork:
         self.best_validation_score_ = None
         self.n_iter_ = 0
 
+    def _start(self, n_features: int) -> None:
+        """Forget any previous fit and draw fresh weights for ``n_features`` inputs.
+
+        A classifier sets ``classes_`` first: it sizes the output layer.
+        """
+        self._reset()
+        self.n_features_in_ = n_features
+        self._rng = _rng(self.random_state)
+        self._init_parameters(self._rng)
+
     def _init_parameters(self, rng: np.random.Generator) -> None:
         widths = [self.n_features_in_, *self.hidden_layers, self._n_outputs()]
         shapes = list(zip(widths[:-1], widths[1:], strict=True))
@@ -554,12 +564,9 @@ class SigmoidNetwork(BaseSigmoidNetwork):
                 f"y has a single class {classes.tolist()[0]!r}; "
                 "a classifier needs at least two classes"
             )
-        self._reset()
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
-        rng = _rng(self.random_state)
-        self._rng = rng
-        self._init_parameters(rng)
+        self._start(X.shape[1])
+        rng = self._rng
         if self.pretrain == "rbm":
             self._pretrain_rbm(X, unlabelled)
         w = self._sample_weights(y, sample_weight)
@@ -619,11 +626,8 @@ class SigmoidNetwork(BaseSigmoidNetwork):
                     f"partial_fit saw a single class {classes.tolist()[0]!r}; pass classes=[...] "
                     "with every label on the first call"
                 )
-            self._reset()
             self.classes_ = classes
-            self.n_features_in_ = X.shape[1]
-            self._rng = _rng(self.random_state)
-            self._init_parameters(self._rng)
+            self._start(X.shape[1])
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
             raise ValueError(
