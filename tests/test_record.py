@@ -99,6 +99,7 @@ def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
             assert agree > 0.9
 
 
+@pytest.mark.slow
 def test_sigint_mid_stream_leaves_a_complete_file(broker, tmp_path):
     out = tmp_path / "busy.csv"
     proc = start_record(broker, out, "--label", "normal")
