@@ -48,9 +48,11 @@ def read_password(password_file: str | os.PathLike | None,
         try:
             # Bytes, then decoded: text mode would turn a lone "\r" into a line break.
             text = Path(password_file).read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or str(exc)
-            raise PasswordFileError(f"cannot read the password file {password_file}: {why}") \
-                from None
+        except OSError as exc:
+            raise PasswordFileError(f"cannot read the password file {password_file}: "
+                                    f"{exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PasswordFileError(f"the password file {password_file} is not UTF-8 text "
+                                    f"(byte {exc.start}); write the password as UTF-8") from None
         return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
     return environ.get(PASSWORD_ENV, "")
