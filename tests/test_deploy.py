@@ -239,6 +239,7 @@ def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                 *args], env={**os.environ, **(env or {})}, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_docker_compose_config_is_valid_with_profiles():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
@@ -253,6 +254,7 @@ def test_docker_compose_config_is_valid_with_profiles():
     assert re.search(r"profiles:\s*\n\s*- trainer", text)
 
 
+@pytest.mark.slow
 def test_docker_compose_shards_profile_runs_two_daemons_on_disjoint_shards():
     text = compose("--profile", "shards", "config").stdout
     services = compose("--profile", "shards", "config", "--services").stdout.split()
