@@ -96,6 +96,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the staged install runs pip: minutes on a busy machine
 def test_installer_creates_an_edge_only_venv_config_and_unit(staged):
     venv = staged / "opt/sigmoid-edge/venv"
     version = run([str(venv / "bin/sigmoid-edge"), "--version"])
@@ -129,6 +130,7 @@ def test_shipped_configs_follow_the_daemon_schema(path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the staged install runs pip: minutes on a busy machine
 def test_installed_daemon_accepts_the_installed_config(staged, tmp_path):
     """The venv's own `sigmoid-edge run --check-config` on the config as installed; the model
     path comes from the environment (which overrides the file), as a user could do."""
@@ -155,6 +157,7 @@ def test_docker_config_passes_the_daemons_check_config(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the staged install runs pip: minutes on a busy machine
 def test_installer_is_idempotent_and_keeps_user_edits(staged):
     conf = staged / "etc/sigmoid-edge/config.toml"
     env = staged / "etc/sigmoid-edge/sigmoid-edge.env"
@@ -174,6 +177,7 @@ def test_installer_is_idempotent_and_keeps_user_edits(staged):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the staged install runs pip: minutes on a busy machine
 def test_uninstall_keeps_config_and_purge_removes_everything(staged, tmp_path):
     root = tmp_path / "root"
     # The venv's packages are not needed to remove it; copying them would take seconds.
@@ -215,6 +219,7 @@ def test_unit_has_the_hardening_and_commands_the_issue_asks_for():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the staged install runs pip: minutes on a busy machine
 def test_unit_passes_systemd_analyze_verify_and_security(staged, tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("systemd exists only on Linux")
