@@ -35,6 +35,7 @@ _UNSAFE_DEVICE = re.compile(
     "[+#/\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class ConfigError(ValueError):
@@ -113,6 +114,9 @@ class Config:
     output_qos: int = 1
     node: str = ""
     input_topic: str = topics.INPUT
+    # What input payloads are: json (also reads binary blocks by their magic), binary, cbor
+    # or sparkplug (edge/formats.py, edge/sparkplug.py).
+    payload: str = "json"
     output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
     username: str = ""
@@ -416,6 +420,7 @@ def validate(cfg: Config) -> Config:
                                 for lv in cfg.ha_prefix.split("/")):
         raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
+    _check_payload(cfg)
     _check_template(cfg, "input_topic", subscribe=True)
     _check_template(cfg, "output_topic", subscribe=False)
     for key in ("threads", "max_devices", "queue_size", "max_pending_outputs", "max_payload_bytes",
@@ -470,6 +475,29 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _check_payload(cfg: Config) -> None:
+    """``payload`` is a known format whose extra is installed; Sparkplug has its own topic."""
+    from edge import formats
+
+    if cfg.payload not in formats.FORMATS:
+        raise _fail(cfg, "payload", f"must be one of {', '.join(formats.FORMATS)}, got "
+                    f"{cfg.payload!r}")
+    try:
+        formats.check_available(cfg.payload)
+    except ImportError as e:
+        raise _fail(cfg, "payload", str(e)) from None
+    if cfg.payload != "sparkplug":
+        return
+    from edge import sparkplug
+
+    if _where(cfg, "input_topic") == "default":
+        cfg.input_topic = sparkplug.DEFAULT_TOPIC
+    try:
+        sparkplug.parse_template(cfg.input_topic)
+    except ValueError as e:
+        raise _fail(cfg, "input_topic", f"with payload sparkplug: {e}") from None
+
+
 def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
     template = getattr(cfg, key)
     levels = template.split("/")
@@ -481,8 +509,11 @@ def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
     for i, level in enumerate(levels):
         if level == "{device}":
             continue
+        if subscribe and _PLACEHOLDER.fullmatch(level):
+            continue  # {group}, {edge_node}...: any value, like '+'
         if "{" in level or "}" in level:
-            raise _fail(cfg, key, f"only {{device}} may be used as a placeholder, got {template!r}")
+            raise _fail(cfg, key, "placeholders must be whole levels like {device} (or "
+                        f"{{group}} in an input topic), got {template!r}")
         if subscribe:
             if "#" in level and (level != "#" or i != len(levels) - 1):
                 raise _fail(cfg, key, f"'#' must be the last level on its own, got {template!r}")

@@ -18,6 +18,7 @@ from collections import deque
 
 from edge import topics
 from edge.config import Config, check_device_name
+from edge.formats import Decoder
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
@@ -31,8 +32,11 @@ TICK = 0.25  # main loop period (s): signal handling, reloads
 DROP_LOG_INTERVAL = 10.0  # at most one "queue full" log line per this many seconds
 
 
-def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
-    """The payload parser for a model's channels and the configured channel mapping.
+def make_parser(model: LoadedModel, cfg: Config):
+    """The payload decoder for a model's channels, ``payload`` and the channel mapping.
+
+    A :class:`edge.formats.Decoder` (JSON, binary blocks, CBOR), or a
+    :class:`edge.sparkplug.SparkplugDecoder` with ``payload = "sparkplug"``.
 
     Raises
     ------
@@ -44,10 +48,16 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
         raise ModelError(f"{model.source}: --only-anomalies needs a model with an "
                          "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly)")
     try:
-        return PayloadParser(model.info.channels, cfg.channels,
-                             max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
+        parser = PayloadParser(model.info.channels, cfg.channels,
+                               max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
     except ValueError as e:
         raise ModelError(f"{model.source}: {e}") from None
+    if cfg.payload == "sparkplug":
+        from edge.sparkplug import SparkplugDecoder
+
+        return SparkplugDecoder(model.info.channels, cfg.input_topic,
+                                max_bytes=cfg.max_payload_bytes, max_devices=cfg.max_devices)
+    return Decoder(cfg.payload, parser)
 
 
 class Daemon:
@@ -88,6 +98,9 @@ class Daemon:
             only_anomalies=cfg.only_anomalies,
         )
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
+        self.sparkplug = cfg.payload == "sparkplug"
+        if self.sparkplug:  # births, deaths and sequence numbers too, not only data
+            self.filter = self.parser.filter
         self._known_devices: set[str] = set()
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
@@ -124,6 +137,9 @@ class Daemon:
         stats.messages_in += 1
         if not self._accepting:
             return
+        if self.sparkplug:
+            self._on_sparkplug(msg)
+            return
         device = "?"
         try:
             device = msg.topic.split("/")[self._device_level]
@@ -134,7 +150,7 @@ class Daemon:
                 if len(self._known_devices) > 4 * self.cfg.max_devices:
                     self._known_devices.clear()
                 self._known_devices.add(device)
-            values, ts = self.parser.parse(msg.payload)
+            values, ts = self.parser.parse_message(msg)
         except Rejected as r:
             self._reject(r.reason, r.detail, device, msg)
             self._handled(msg, flush=True)
@@ -150,6 +166,40 @@ class Daemon:
         if self._manual_ack:
             self._submitted += 1
             self._handled(msg)
+
+    def _on_sparkplug(self, msg) -> None:
+        """One Sparkplug B message: samples, or window restarts on births, deaths and gaps."""
+        device = "?"
+        try:
+            events = self.parser.handle(msg.topic, msg.payload)
+            for device, _, _ in events:
+                if device not in self._known_devices:
+                    if not check_device_name(device):
+                        raise Rejected("bad_device", f"device name {device!r} is not allowed "
+                                                     "in a topic")
+                    if len(self._known_devices) > 4 * self.cfg.max_devices:
+                        self._known_devices.clear()
+                    self._known_devices.add(device)
+        except Rejected as r:
+            self._reject(r.reason, r.detail, device, msg)
+            self._handled(msg, flush=True)
+            return
+        except Exception as e:  # a bug must cost one message, not the daemon
+            log.debug("internal error on a message", exc_info=True)
+            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
+            self._handled(msg, flush=True)
+            return
+        now = time.time()
+        for device, values, ts in events:
+            if values is None:
+                self.runner.restart(device, now)
+            else:
+                if self.ha is not None:
+                    self.ha.seen(device)
+                self.runner.submit(device, values, ts, now)
+        if self._manual_ack:
+            self._submitted += len(events)
+        self._handled(msg, flush=not events)
 
     def _on_push(self, msg) -> None:
         """A model push (network thread): hand it to the update thread, then acknowledge it.
@@ -198,7 +248,10 @@ class Daemon:
 
     # model swaps
     def _on_swap(self, old: LoadedModel, new: LoadedModel) -> None:
-        self.parser = make_parser(new, self.cfg)
+        parser = make_parser(new, self.cfg)
+        if self.sparkplug:  # keep the alias tables and sequence numbers of every node
+            parser.adopt(self.parser)
+        self.parser = parser
         self.stats.model_swaps += 1
 
     def reload(self, origin: str = "SIGHUP") -> bool:

@@ -183,6 +183,9 @@ class Runner:
         # serves (a rollback) and the batch is run again.
         self.on_model_failure: Callable[[LoadedModel, Exception], bool] | None = None
         self._model: LoadedModel | None = None
+        # Restart markers (values None) submitted (network thread) and handled (worker).
+        self.restarts = 0
+        self._restarts_done = 0
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
         self._use(slot.current)
@@ -196,6 +199,14 @@ class Runner:
         q.append((device, values, ts, received))
         if self._idle:
             self._wake.set()
+
+    def restart(self, device: str, received: float) -> None:
+        """Enqueue "restart this device's window" behind what it sent so far (never blocks).
+
+        For inputs that know when a stream breaks (a Sparkplug rebirth or sequence gap).
+        """
+        self.restarts += 1  # before the item: the worker never sees one it did not count
+        self.submit(device, None, None, received)
 
     # lifecycle
     def start(self) -> None:
@@ -285,7 +296,15 @@ class Runner:
         width = buffers.channels
         newest: dict[str, float] = {}
         gaps_before = buffers.gaps
-        for device, items in groups.items():
+        if self.restarts != self._restarts_done:
+            segments = self._split_restarts(groups)
+        else:
+            segments = [(device, items, False) for device, items in groups.items()]
+        for device, items, restart in segments:
+            if restart:
+                buffers.forget(device)
+            if not items:
+                continue
             chunk = self._chunk(items, width)
             if chunk is None:
                 continue
@@ -303,6 +322,25 @@ class Runner:
             self._classify(windows[lo:lo + MAX_BATCH], devices[lo:lo + MAX_BATCH],
                            starts[lo:lo + MAX_BATCH], ends[lo:lo + MAX_BATCH], newest)
         return len(devices)
+
+    def _split_restarts(self, groups: dict) -> list:
+        """Cut each device's items at its restart markers (only when some were queued).
+
+        Returns ``(device, items, restart)``: ``restart`` True means "forget the device's
+        window, then push ``items``".
+        """
+        out = []
+        for device, items in groups.items():
+            part: list = []
+            out.append((device, part, False))
+            for item in items:
+                if item[1] is None:
+                    self._restarts_done += 1
+                    part = []
+                    out.append((device, part, True))
+                else:
+                    part.append(item)
+        return out
 
     def _chunk(self, items: list, width: int):
         """One device's queued payloads -> (values [n, C] float32, times [n], own_times)."""

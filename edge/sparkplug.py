@@ -1,0 +1,418 @@
+"""Sparkplug B input (``--payload sparkplug``): protobuf payloads on ``spBv1.0/...`` topics.
+
+Topics are ``spBv1.0/{group}/{type}/{edge_node}[/{device}]``. The input topic names the data
+messages (``spBv1.0/{group}/DDATA/{edge_node}/{device}``, or ``.../NDATA/{device}`` to
+treat edge nodes as devices); the daemon subscribes to every message type of the same
+groups and nodes, because births, deaths and sequence numbers decide how data is read:
+
+- **Metrics -> channels** by metric name; a metric without a name is looked up by its alias
+  in the table the device's last DBIRTH (or the node's NBIRTH) defined. Metrics that are no
+  channel are ignored. An alias nobody defined is rejected (``unknown_alias``).
+- **Samples**: every channel ``k`` times in a message gives ``k`` samples (the ``i``-th
+  value of each channel is sample ``i``); a message with some channels once and others not
+  at all (report by exception) fills them with their last value, from a birth or earlier
+  data.
+- **Time**: a metric's timestamp (ms) when the first channel's metrics have one, else the
+  payload timestamp as the first sample's time, else arrival time.
+- **Restarts**: a DBIRTH, DDEATH, NBIRTH or NDEATH, or a gap in the node's ``seq`` (0-255,
+  one counter across all its messages), restarts the windows of the devices concerned, so
+  no window spans a rebirth or lost messages.
+
+The schema is the published Eclipse Tahu ``sparkplug_b.proto`` (fields used here only),
+built in Python with ``descriptor_pb2``: no protoc, no generated code. Needs the
+``sparkplug`` extra (``protobuf``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.payload import F32_MAX, Rejected
+
+NAMESPACE = "spBv1.0"
+DEFAULT_TOPIC = NAMESPACE + "/{group}/DDATA/{edge_node}/{device}"
+DATA_TYPES = ("DDATA", "NDATA")
+_BIRTH = {"DDATA": "DBIRTH", "NDATA": "NBIRTH"}
+_DEATH = {"DDATA": "DDEATH", "NDATA": "NDEATH"}
+# Sparkplug B DataType values whose int_value / long_value hold a two's complement.
+_SIGNED32 = (1, 2, 3)  # Int8, Int16, Int32
+_SIGNED64 = 4  # Int64
+BOOLEAN = 11
+_NUMERIC_KINDS = ("int_value", "long_value", "float_value", "double_value", "boolean_value")
+
+_payload_class = None
+
+
+def payload_class():
+    """The ``Payload`` protobuf message class (built once, from the Tahu field numbers)."""
+    global _payload_class
+    if _payload_class is None:
+        _payload_class = _build_payload_class()
+    return _payload_class
+
+
+def _build_payload_class():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="sigmoid_edge_sparkplug_b.proto", package="sigmoid_edge.sparkplug_b",
+        syntax="proto2")
+    payload = fdp.message_type.add(name="Payload")
+    metric = payload.nested_type.add(name="Metric")
+    metric.oneof_decl.add(name="value")
+    for name, number, kind in (
+            ("name", 1, F.TYPE_STRING), ("alias", 2, F.TYPE_UINT64),
+            ("timestamp", 3, F.TYPE_UINT64), ("datatype", 4, F.TYPE_UINT32),
+            ("is_historical", 5, F.TYPE_BOOL), ("is_transient", 6, F.TYPE_BOOL),
+            ("is_null", 7, F.TYPE_BOOL)):
+        metric.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL)
+    for name, number, kind in (
+            ("int_value", 10, F.TYPE_UINT32), ("long_value", 11, F.TYPE_UINT64),
+            ("float_value", 12, F.TYPE_FLOAT), ("double_value", 13, F.TYPE_DOUBLE),
+            ("boolean_value", 14, F.TYPE_BOOL), ("string_value", 15, F.TYPE_STRING),
+            ("bytes_value", 16, F.TYPE_BYTES)):
+        # Fields 17-19 (DataSet, Template, extension) are left out: parsed as unknown fields.
+        metric.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL,
+                         oneof_index=0)
+    for name, number, kind, label in (
+            ("timestamp", 1, F.TYPE_UINT64, F.LABEL_OPTIONAL),
+            ("metrics", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED),
+            ("seq", 3, F.TYPE_UINT64, F.LABEL_OPTIONAL),
+            ("uuid", 4, F.TYPE_STRING, F.LABEL_OPTIONAL),
+            ("body", 5, F.TYPE_BYTES, F.LABEL_OPTIONAL)):
+        field = payload.field.add(name=name, number=number, type=kind, label=label)
+        if kind == F.TYPE_MESSAGE:
+            field.type_name = ".sigmoid_edge.sparkplug_b.Payload.Metric"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("sigmoid_edge.sparkplug_b.Payload"))
+
+
+def encode(metrics, *, timestamp: int | None = None, seq: int | None = None) -> bytes:
+    """A Sparkplug B payload (for tools and tests).
+
+    Parameters
+    ----------
+    metrics : iterable of dict
+        Keys of ``Payload.Metric``: ``name``, ``alias``, ``timestamp`` (ms), ``datatype``
+        and one value (``float_value``, ``double_value``, ``int_value``, ...).
+    timestamp : int, optional
+        Payload timestamp, ms since the epoch.
+    seq : int, optional
+        Sequence number 0-255.
+    """
+    p = payload_class()()
+    if timestamp is not None:
+        p.timestamp = timestamp
+    if seq is not None:
+        p.seq = seq
+    for m in metrics:
+        p.metrics.add(**m)
+    return p.SerializeToString()
+
+
+def encode_samples(values, channels, *, start_ms: int | None = None,
+                   period_ms: float | None = None, seq: int | None = None,
+                   aliases: dict | None = None) -> bytes:
+    """Samples ``[n, C]`` as one DDATA payload: ``n`` float metrics per channel, sample-major.
+
+    With ``aliases`` (channel -> alias) metrics carry the alias instead of the name (send a
+    birth with :func:`birth` first); with ``start_ms`` and ``period_ms`` each carries its time.
+    """
+    rows = np.asarray(values, dtype=np.float64).tolist()
+    metrics = []
+    for i, row in enumerate(rows):
+        for name, v in zip(channels, row, strict=True):
+            m = {"alias": aliases[name]} if aliases else {"name": name}
+            if start_ms is not None and period_ms is not None:
+                m["timestamp"] = int(round(start_ms + i * period_ms))
+            m["float_value"] = v
+            metrics.append(m)
+    return encode(metrics, timestamp=start_ms, seq=seq)
+
+
+def birth(channels, aliases: dict | None = None, *, seq: int = 0,
+          timestamp: int | None = None) -> bytes:
+    """An NBIRTH/DBIRTH payload declaring ``channels`` as Float metrics (with aliases)."""
+    metrics = []
+    for name in channels:
+        m = {"name": name, "datatype": 9, "float_value": 0.0}
+        if aliases:
+            m["alias"] = aliases[name]
+        metrics.append(m)
+    return encode(metrics, timestamp=timestamp, seq=seq)
+
+
+class _Node:
+    __slots__ = ("seq", "devices", "aliases")
+
+    def __init__(self):
+        self.seq = None  # last sequence number seen
+        self.devices: set[str] = set()  # window keys of this node's devices
+        self.aliases: dict[int, tuple[str, int]] = {}  # NBIRTH: alias -> (name, datatype)
+
+
+class _Device:
+    __slots__ = ("aliases", "types", "last")
+
+    def __init__(self, width: int):
+        self.aliases: dict[int, tuple[str, int]] = {}  # alias -> (name, datatype)
+        self.types: dict[str, int] = {}  # name -> datatype
+        self.last = [None] * width  # last value per channel (report by exception)
+
+
+class SparkplugDecoder:
+    """Sparkplug B messages -> per-device samples and window restarts.
+
+    Parameters
+    ----------
+    channels : sequence of str
+        The model's channels: metric names.
+    template : str
+        The input topic template, ``spBv1.0/{group}/DDATA/{edge_node}/{device}`` (or
+        ``.../NDATA/{device}``); levels other than the placeholders must match literally.
+    max_bytes : int
+        Larger payloads are rejected unread.
+    max_devices : int
+        Devices (and edge nodes) whose birth state is kept; beyond it the table starts over.
+
+    Notes
+    -----
+    :meth:`handle` returns a list of ``(device, values, ts)``: samples as from
+    :meth:`edge.payload.PayloadParser.parse`, or ``values`` None for "restart this
+    device's window".
+    """
+
+    def __init__(self, channels, template: str = DEFAULT_TOPIC, *,
+                 max_bytes: int = 256 * 1024, max_devices: int = 1000):
+        self.channels = tuple(channels)
+        self.width = len(self.channels)
+        self.index = {name: i for i, name in enumerate(self.channels)}
+        self.filter, self.data_type, self.device_level = parse_template(template)
+        self.max_bytes = max_bytes
+        self.max_devices = max_devices
+        self._Payload = payload_class()
+        self._nodes: dict[tuple, _Node] = {}
+        self._devices: dict[tuple, _Device] = {}
+
+    def adopt(self, old: SparkplugDecoder) -> None:
+        """Take over the births and sequence numbers ``old`` saw (a model swap)."""
+        self._nodes = old._nodes
+        self._devices = old._devices
+        if old.channels != self.channels:  # last values were of the old channels
+            for state in self._devices.values():
+                state.last = [None] * self.width
+
+    def handle(self, topic: str, payload: bytes) -> list:
+        """One message -> samples and restarts (see the class notes); raises Rejected."""
+        levels = topic.split("/")
+        if len(levels) < 4 or levels[0] != NAMESPACE:
+            raise Rejected("invalid_sparkplug", f"topic {topic!r:.80} is not spBv1.0/GROUP/"
+                                                "TYPE/EDGE_NODE[/DEVICE]")
+        kind = levels[2]
+        node_key = (levels[1], levels[3])
+        if kind not in ("NBIRTH", "NDEATH", "NDATA", "DBIRTH", "DDEATH", "DDATA"):
+            return []  # NCMD, DCMD, STATE...: not sensor data
+        if len(payload) > self.max_bytes:
+            raise Rejected("too_large", f"{len(payload)} bytes > max_payload_bytes "
+                                        f"{self.max_bytes}")
+        node_level = kind[0] == "N"
+        if node_level != (len(levels) == 4) or len(levels) > 5:
+            raise Rejected("invalid_sparkplug", f"{kind} topic {topic!r:.80} has "
+                                                f"{len(levels)} levels")
+        try:
+            p = self._Payload.FromString(payload)
+        except Exception as e:  # google.protobuf.message.DecodeError and friends
+            raise Rejected("invalid_sparkplug", f"not a Sparkplug B payload: {e}"[:120]) from None
+        node = self._nodes.get(node_key)
+        if node is None:
+            if len(self._nodes) >= self.max_devices:
+                self._nodes.clear()
+            node = self._nodes[node_key] = _Node()
+        out: list = []
+        ours = kind[0] == self.data_type[0]  # this type's births/data hold our devices
+        device = levels[self.device_level] if ours and self.device_level < len(levels) \
+            else None
+        if kind == "NDEATH":  # bdSeq only; the node and its devices are gone
+            out += [(d, None, None) for d in node.devices]
+            node.seq = None
+            return out
+        if p.HasField("seq"):
+            seq = p.seq
+            if kind == "NBIRTH":
+                node.seq = seq
+            else:
+                if node.seq is not None and seq != (node.seq + 1) % 256:
+                    out += [(d, None, None) for d in node.devices if d != device]
+                    if device is not None:
+                        out.append((device, None, None))
+                node.seq = seq
+        if kind == "NBIRTH":
+            node.aliases = _alias_table(p.metrics)
+            out += [(d, None, None) for d in node.devices]
+            if device is not None:  # NDATA mode: the node is the device
+                self._birth(node, node_key, device, p, out)
+            return out
+        if device is None:
+            return out  # a device message while edge nodes are the devices, or the reverse
+        if kind[1:] == "BIRTH":
+            self._birth(node, node_key + (levels[4],), device, p, out)
+            return out
+        if kind[1:] == "DEATH":
+            self._devices.pop(node_key + (levels[4],), None)
+            out.append((device, None, None))
+            return out
+        key = node_key + (levels[4],) if len(levels) == 5 else node_key
+        state = self._devices.get(key)
+        if state is None:  # data before a birth: names work, aliases cannot
+            state = self._new_device(key)
+            node.devices.add(device)
+        values, ts = self._samples(p, state, node)
+        out.append((device, values, ts))
+        return out
+
+    def _new_device(self, key: tuple) -> _Device:
+        if len(self._devices) >= self.max_devices:
+            self._devices.clear()
+        state = self._devices[key] = _Device(self.width)
+        return state
+
+    def _birth(self, node: _Node, key: tuple, device: str, p, out: list) -> None:
+        state = self._new_device(key)
+        state.aliases = _alias_table(p.metrics)
+        for name, datatype in state.aliases.values():
+            state.types[name] = datatype
+        for m in p.metrics:
+            c = self.index.get(m.name)
+            if c is not None:
+                state.types[m.name] = m.datatype
+                value = _value(m, m.datatype)
+                if value is not None:
+                    state.last[c] = value
+        node.devices.add(device)
+        out.append((device, None, None))
+
+    def _samples(self, p, state: _Device, node: _Node):
+        index, aliases = self.index, state.aliases
+        chans, vals, times = [], [], []
+        for m in p.metrics:
+            name = m.name
+            if not name:
+                entry = aliases.get(m.alias) or node.aliases.get(m.alias)
+                if entry is None:
+                    raise Rejected("unknown_alias", f"metric alias {m.alias} was not defined "
+                                                    "by a birth of this device (rebirth it)")
+                name = entry[0]
+            c = index.get(name)
+            if c is None:
+                continue
+            kind = m.WhichOneof("value")
+            if kind == "float_value":
+                v = m.float_value
+            else:
+                v = _value(m, m.datatype or state.types.get(name, 0), kind)
+                if v is None:
+                    raise Rejected("not_a_number", f"metric {name!r} has no numeric value "
+                                                   f"({kind or 'null'})")
+            chans.append(c)
+            vals.append(v)
+            times.append(m.timestamp)
+        if not chans:
+            raise Rejected("missing_channel", f"no metric of the model's channels "
+                                              f"{list(self.channels)}")
+        width = self.width
+        counts = np.bincount(chans, minlength=width)
+        k = int(counts[0])
+        arr = np.asarray(vals, dtype=np.float64)
+        if counts.min() == k:
+            order = np.argsort(chans, kind="stable")
+            values = arr[order].reshape(width, k).T
+            first = np.asarray(times, dtype=np.float64)[order[:k]]
+        elif counts.max() == 1:  # report by exception: the others keep their last value
+            row = list(state.last)
+            for c, v in zip(chans, vals, strict=True):
+                row[c] = v
+            if None in row:
+                missing = [self.channels[c] for c, v in enumerate(row) if v is None]
+                raise Rejected("missing_channel", f"no value yet for channel(s) {missing} "
+                                                  "(not in this message nor a birth)")
+            values = np.asarray([row], dtype=np.float64)
+            first = np.asarray(times[:1], dtype=np.float64) if counts[0] else np.zeros(1)
+        else:
+            raise Rejected("wrong_width", "channels have different numbers of values: "
+                           + ", ".join(f"{c} {n}" for c, n in zip(self.channels,
+                                                                  counts.tolist(), strict=True)))
+        if not np.abs(values).max() <= F32_MAX:
+            if np.isnan(values).any():
+                raise Rejected("not_finite", "NaN metric value")
+            raise Rejected("out_of_range", "a metric value does not fit in float32")
+        state.last = values[-1].tolist()
+        values = values.astype(np.float32)
+        if first.all():
+            return values, first / 1000.0
+        if p.timestamp:
+            return values, p.timestamp / 1000.0
+        return values, None
+
+
+def numeric_metric_names(payload: bytes) -> list[str]:
+    """Names of the numeric metrics of a payload, in order, once each (for tools).
+
+    Raises
+    ------
+    ValueError
+        If the payload is not a Sparkplug B protobuf.
+    """
+    try:
+        p = payload_class().FromString(payload)
+    except Exception as e:
+        raise ValueError(f"not a Sparkplug B payload: {e}"[:120]) from None
+    names = [m.name for m in p.metrics
+             if m.name and m.WhichOneof("value") in _NUMERIC_KINDS and m.datatype != BOOLEAN]
+    return list(dict.fromkeys(names))
+
+
+def _alias_table(metrics) -> dict:
+    return {m.alias: (m.name, m.datatype) for m in metrics if m.name and m.HasField("alias")}
+
+
+def _value(m, datatype: int, kind: str | None = None):
+    """A metric's number (signed ints decoded, booleans 0/1), or None when it has none."""
+    kind = kind or m.WhichOneof("value")
+    if kind not in _NUMERIC_KINDS or m.is_null:
+        return None
+    v = getattr(m, kind)
+    if kind == "int_value" and datatype in _SIGNED32 and v >= 2 ** 31:
+        v -= 2 ** 32
+    elif kind == "long_value" and datatype == _SIGNED64 and v >= 2 ** 63:
+        v -= 2 ** 64
+    return float(v)
+
+
+def parse_template(template: str) -> tuple[str, str, int]:
+    """``spBv1.0/{group}/DDATA/{edge_node}/{device}`` -> (filter, data type, device level).
+
+    The filter covers every message type of the same groups and nodes
+    (``spBv1.0/+/+/+/#``).
+
+    Raises
+    ------
+    ValueError
+        If the template is not a Sparkplug B data topic with ``{device}``.
+    """
+    levels = template.split("/")
+    expected = {"DDATA": 5, "NDATA": 4}
+    kind = levels[2] if len(levels) > 2 else ""
+    if (levels[0] != NAMESPACE or kind not in expected or len(levels) != expected[kind]
+            or levels.count("{device}") != 1 or levels[-1] != "{device}"):
+        raise ValueError(
+            f"a Sparkplug B input topic looks like {DEFAULT_TOPIC} (or "
+            f"{NAMESPACE}/{{group}}/NDATA/{{device}}), got {template!r}")
+    group = "+" if levels[1].startswith("{") else levels[1]
+    node = levels[3]
+    node = "+" if node.startswith("{") else node
+    filter_ = f"{NAMESPACE}/{group}/+/{node}/#" if kind == "DDATA" else \
+        f"{NAMESPACE}/{group}/+/+"
+    return filter_, kind, len(levels) - 1
