@@ -122,7 +122,8 @@ def parse_block(payload: bytes, width: int):
                                     f"({n} samples x {channels} channels of {item.name})")
     values = np.frombuffer(payload, item, n * channels, offset).reshape(n, channels)
     if dtype == INT16:
-        values = values * np.frombuffer(payload, "<f4", channels, scale_at)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            values = values * np.frombuffer(payload, "<f4", channels, scale_at)
     # One reduction checks both: NaN fails every comparison, inf is above F32_MAX.
     if not np.abs(values).max() <= F32_MAX:
         if np.isnan(values).any():

@@ -268,8 +268,8 @@ class SparkplugDecoder:
         state = self._devices.get(key)
         if state is None:  # data before a birth: names work, aliases cannot
             state = self._new_device(key)
-            node.devices.add(device)
         values, ts = self._samples(p, state, node)
+        node.devices.add(device)
         out.append((device, values, ts))
         return out
 
@@ -326,7 +326,7 @@ class SparkplugDecoder:
         counts = np.bincount(chans, minlength=width)
         k = int(counts[0])
         arr = np.asarray(vals, dtype=np.float64)
-        if counts.min() == k:
+        if k and counts.min() == counts.max():
             order = np.argsort(chans, kind="stable")
             values = arr[order].reshape(width, k).T
             first = np.asarray(times, dtype=np.float64)[order[:k]]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -433,7 +434,8 @@ class Simulator:
             sent = 1
         elif self.fmt == "sparkplug":
             publish(topic, self._spb.encode_samples(
-                data, self.source.channels, start_ms=ts[0] * 1000.0,
+                # Whole ms, rounded up: a segment's first sample is never before its label.
+                data, self.source.channels, start_ms=math.ceil(ts[0] * 1000.0),
                 period_ms=1000.0 / self.rate_hz, seq=self._next_seq(topic)), qos=self.qos)
             sent = 1
         else:
