@@ -11,6 +11,9 @@
    daemon's own work costs on top of the same receive path.
 2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``), as installed and
    with the standard library's json only. Goal: >= 500k/s.
+6. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
+   Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
+   binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 3. p99 publish-to-classification latency at 1k msg/s spread over 100 devices, daemon as a
    real ``sigmoid-edge run`` process; each sample's ``ts`` is its publish time, so
    ``window_end`` of a classification is the publish time of the message that completed
@@ -58,13 +61,14 @@ BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages
                "set_tcp_nodelay true\n")
 
 
-def pub_files(workdir: Path, n: int, devices: int, payload) -> list[tuple[str, Path]]:
+def pub_files(workdir: Path, n: int, devices: int, payload, topic: str = "sensors/dev{d}/a",
+              encoding: str = "utf-8") -> list[tuple[str, Path]]:
     per = n // devices
     out = []
     for d in range(devices):
         path = workdir / f"dev{d}.txt"
-        path.write_text("\n".join(payload(i) for i in range(per)) + "\n")
-        out.append((f"sensors/dev{d}/a", path))
+        path.write_text("\n".join(payload(i) for i in range(per)) + "\n", encoding=encoding)
+        out.append((topic.format(d=d), path))
     return out
 
 
@@ -131,16 +135,23 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
-                      fast_json: bool | None = None) -> tuple:
-    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json."""
+                      fast_json: bool | None = None, payload: str = "json",
+                      before=None, timeout: float = 180.0) -> tuple:
+    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
+
+    ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed.
+    """
     from edge.config import load_config
     from edge.daemon import Daemon
+    from edge.formats import Decoder
     from edge.payload import PayloadParser
 
     cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000}, env={})
+                       "queue_size": 200000, "payload": payload}, env={})
     d = Daemon(cfg)
-    d.parser = PayloadParser(d.slot.current.info.channels, fast_json=fast_json)
+    if fast_json is not None:
+        d.parser = Decoder("json", PayloadParser(d.slot.current.info.channels,
+                                                 fast_json=fast_json))
     first = []
     handler = d.on_input
 
@@ -152,9 +163,11 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
+    if before is not None:
+        before()
     blast(broker, files, qos)
     total = n * samples_per_msg
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     while d.stats.samples < total and time.monotonic() < deadline:
         time.sleep(0.002)
     # Every sample buffered and every window classified and handed to paho.
@@ -216,6 +229,67 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                                                     fast_json=False)[:2])
     return {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
             "inferences": stats["inferences"], "batch_max": stats["batch_max"], **medians(runs)}
+
+
+FORMATS = ("json", "binary", "cbor", "sparkplug")
+
+
+def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, bytes]]:
+    """One message of ``per_msg`` samples x 3 channels in every format, none with a newline.
+
+    ``mosquitto_pub -l`` sends one message per line, so the binary formats are drawn until
+    no byte is ``\n`` or ``\r``. Sparkplug B: metrics by alias (after a DBIRTH), no seq
+    (a seq cycles through 10 = ``\n``) and no timestamps, as the JSON and binary forms.
+    """
+    import cbor2
+
+    from edge import sparkplug
+    from edge.payload_binary import encode_block
+
+    rng = np.random.default_rng(seed)
+    aliases = {"x": 1, "y": 2, "z": 3}
+    while True:
+        block = rng.normal(0, 1, (per_msg, 3)).astype(np.float32)
+        out = {"json": json.dumps({"samples": block.round(4).tolist()}).encode(),
+               "binary": encode_block(block),
+               "cbor": cbor2.dumps({"samples": block.tolist()}),
+               "sparkplug": sparkplug.encode_samples(block, "xyz", aliases=aliases)}
+        if not any(b"\n" in p or b"\r" in p for p in out.values()):
+            return block, out
+
+
+def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
+    """Samples/s of batch messages in each payload format, alternating rounds, one broker."""
+    from edge import sparkplug
+
+    _, payloads = format_payloads(per_msg)
+    devices = 10
+    topics = {"sparkplug": "spBv1.0/bench/DDATA/node{d}/dev{d}"}
+    runs = {fmt: [] for fmt in FORMATS}
+    stats = {}
+
+    def births():
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        birth = sparkplug.birth("xyz", {"x": 1, "y": 2, "z": 3})
+        for info in [client.publish(f"spBv1.0/bench/DBIRTH/node{d}/dev{d}", birth, qos=1)
+                     for d in range(devices)]:
+            info.wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+
+    for _ in range(rounds):
+        for fmt in FORMATS:
+            files = pub_files(workdir, n_msgs, devices, lambda i, p=payloads[fmt]: p.decode(
+                "latin-1"), topics.get(fmt, "sensors/dev{d}/a"), encoding="latin-1")
+            rate, cpu, stats[fmt] = run_daemon_inproc(
+                broker, model, files, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
+                before=births if fmt == "sparkplug" else None)
+            runs[fmt].append((rate, cpu))
+    return {"per_msg": per_msg, "messages": n_msgs,
+            "bytes": {fmt: len(p) for fmt, p in payloads.items()},
+            "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -307,11 +381,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
-    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency"),
+    ap.add_argument("--only", choices=("throughput", "batches", "formats", "startup",
+                                        "latency"),
                     action="append", help="run only these parts (repeatable)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
     args = ap.parse_args()
-    parts = set(args.only or ("throughput", "batches", "startup", "latency"))
+    parts = set(args.only or ("throughput", "batches", "formats", "startup", "latency"))
     quick = args.quick
     import onnxruntime
 
@@ -362,6 +437,21 @@ def main() -> int:
                         v = b[name]
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
+            f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
+                if "formats" in parts else None
+            results["formats"] = f
+            if f:
+                json_rate = f["json"]["wall"]
+                print(f"[6] payload formats, {f['per_msg']} samples x 3 channels a message, "
+                      f"{f['messages']} msgs, 10 devices, median of {rounds} alternating rounds "
+                      f"(goals: binary >= 3M samples/s and >= 4x json; sparkplug >= json)",
+                      flush=True)
+                for fmt in FORMATS:
+                    v = f[fmt]
+                    print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
+                          f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
+                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}",
+                          flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
