@@ -136,10 +136,11 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
-                      before=None, timeout: float = 180.0) -> tuple:
+                      before=None, timeout: float = 180.0, blast_with=None) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
-    ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed.
+    ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -165,7 +166,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.subscribed.wait(5)
     if before is not None:
         before()
-    blast(broker, files, qos)
+    (blast_with or blast)(broker, files, qos)
     total = n * samples_per_msg
     deadline = time.monotonic() + timeout
     while d.stats.samples < total and time.monotonic() < deadline:
@@ -235,27 +236,98 @@ FORMATS = ("json", "binary", "cbor", "sparkplug")
 
 
 def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, bytes]]:
-    """One message of ``per_msg`` samples x 3 channels in every format, none with a newline.
+    """One message of ``per_msg`` samples x 3 channels in every format.
 
-    ``mosquitto_pub -l`` sends one message per line, so the binary formats are drawn until
-    no byte is ``\n`` or ``\r``. Sparkplug B: metrics by alias (after a DBIRTH), no seq
-    (a seq cycles through 10 = ``\n``) and no timestamps, as the JSON and binary forms.
+    Sparkplug B: metrics by alias (after a DBIRTH), no seq and no timestamps, like the JSON
+    and binary forms.
     """
     import cbor2
 
     from edge import sparkplug
     from edge.payload_binary import encode_block
 
-    rng = np.random.default_rng(seed)
-    aliases = {"x": 1, "y": 2, "z": 3}
-    while True:
-        block = rng.normal(0, 1, (per_msg, 3)).astype(np.float32)
-        out = {"json": json.dumps({"samples": block.round(4).tolist()}).encode(),
-               "binary": encode_block(block),
-               "cbor": cbor2.dumps({"samples": block.tolist()}),
-               "sparkplug": sparkplug.encode_samples(block, "xyz", aliases=aliases)}
-        if not any(b"\n" in p or b"\r" in p for p in out.values()):
-            return block, out
+    block = np.random.default_rng(seed).normal(0, 1, (per_msg, 3)).round(4).astype(np.float32)
+    return block, {
+        "json": json.dumps({"samples": block.tolist()}).encode(),
+        "binary": encode_block(block),
+        "cbor": cbor2.dumps({"samples": block.tolist()}),
+        "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
+
+
+class PahoBlast:
+    """Publishers for payloads ``mosquitto_pub -l`` cannot send (NUL and newline bytes).
+
+    ``procs`` child processes (this script with ``--publish``) each connect one paho client,
+    read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
+    PUBACK round trips to wait for) and exit once all of it is written. Every format of [6]
+    goes through them.
+    """
+
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
+                 procs: int = 2):
+        import pickle
+
+        self.procs = []
+        for k in range(procs):
+            path = workdir / f"blast{k}.pickle"
+            path.write_bytes(pickle.dumps(messages[k::procs]))
+            self.procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--publish", broker.host, str(broker.port),
+                 str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in self.procs:  # each says "ready" once connected
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a publisher did not connect")
+
+    def __call__(self, *_args) -> None:
+        for p in self.procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in self.procs:
+            if p.wait(120) != 0:
+                raise RuntimeError("a publisher failed")
+
+
+def publish_main(host: str, port: str, path: str) -> int:
+    """``--publish``: the child side of :class:`PahoBlast`."""
+    import pickle
+
+    messages = pickle.loads(Path(path).read_bytes())
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.max_inflight_messages_set(100)
+    client.connect(host, int(port))
+    client.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    infos = [client.publish(topic, payload, qos=0) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+    return 0
+
+
+def decode_rate(fmt: str, payload: bytes, model: Path, seconds: float = 1.0) -> float:
+    """Samples/s of the network thread's decoding alone (the daemon's own decoder)."""
+    from edge.config import load_config
+    from edge.daemon import make_parser
+    from edge.models import load_model
+
+    cfg = load_config({"model": str(model), "payload": fmt}, env={})
+    parser = make_parser(load_model(str(model)), cfg)
+    if fmt == "sparkplug":
+        from edge import sparkplug
+
+        parser.handle("spBv1.0/b/DBIRTH/n/d", sparkplug.birth("xyz", {"x": 1, "y": 2, "z": 3}))
+        call, args = parser.handle, ("spBv1.0/b/DDATA/n/d", payload)
+    else:
+        call, args = parser.parse, (payload,)
+    n, samples = 0, len(call(*args)[-1][1]) if fmt == "sparkplug" else len(call(*args)[0])
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        for _ in range(100):
+            call(*args)
+        n += 100
+    return n * samples / (time.process_time() - start)
 
 
 def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
@@ -281,13 +353,15 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
 
     for _ in range(rounds):
         for fmt in FORMATS:
-            files = pub_files(workdir, n_msgs, devices, lambda i, p=payloads[fmt]: p.decode(
-                "latin-1"), topics.get(fmt, "sensors/dev{d}/a"), encoding="latin-1")
+            topic = topics.get(fmt, "sensors/dev{d}/a")
+            messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
+            blaster = PahoBlast(broker, workdir, messages)
             rate, cpu, stats[fmt] = run_daemon_inproc(
-                broker, model, files, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
-                before=births if fmt == "sparkplug" else None)
+                broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
+                before=births if fmt == "sparkplug" else None, blast_with=blaster)
             runs[fmt].append((rate, cpu))
-    return {"per_msg": per_msg, "messages": n_msgs,
+    decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
+    return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
             "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
 
@@ -448,10 +522,12 @@ def main() -> int:
                       flush=True)
                 for fmt in FORMATS:
                     v = f[fmt]
+                    dec = f["decode"][fmt]
                     print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
                           f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
-                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}",
-                          flush=True)
+                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}; "
+                          f"decoding alone {dec:11,.0f} samples per CPU-s "
+                          f"({dec / f['decode']['json']:.2f}x json)", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
@@ -473,4 +549,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--publish"]:
+        raise SystemExit(publish_main(*sys.argv[2:5]))
     raise SystemExit(main())
