@@ -224,3 +224,23 @@ def test_sparkplug_rebirth_and_sequence_gap_restart_the_window(broker, model):
     assert doc["label"] == "high" and doc["window_start"] == pytest.approx(1000.12)
     assert doc["window_end"] == pytest.approx(1000.19)
     assert daemon.stats.gaps == 0  # restarts come from Sparkplug, not from ts gaps
+
+
+def test_example_block_publisher_is_read_by_the_daemon(broker, tmp_path):
+    """deploy/examples/block_publisher.py (the MicroPython node, run by CPython) end to end."""
+    import subprocess
+    import sys
+
+    from tests.daemon_helpers import ROOT
+
+    model = mean_model(tmp_path / "model.onnx", window=100, hop=100, sample_rate_hz=1000.0)
+    with running(broker, model, payload="binary") as daemon, Collector(broker, OUT) as out:
+        subprocess.run([sys.executable, str(ROOT / "deploy/examples/block_publisher.py"),
+                        "--broker", broker.host, "--port", str(broker.port), "--blocks", "3"],
+                       check=True, timeout=30)
+        docs = classifications(out, 3)
+        assert daemon.stats.snapshot()["rejected"] == {}
+    # x, y swing around 0 and z is 1 g (9.8 m/s^2 after the scale): a mean of about 3.3.
+    assert [d["device"] for d in docs] == ["esp32-1"] * 3
+    assert {d["label"] for d in docs} == {"high"}
+    assert docs[1]["window_start"] - docs[0]["window_start"] == pytest.approx(0.1, abs=1e-5)

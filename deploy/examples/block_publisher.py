@@ -28,8 +28,8 @@ def block(raw, channels, start, period, scale):
     n = len(raw) // channels
     head = struct.pack("<4sBBBBHHI", MAGIC, 1, 2, 3, 0, channels, 0, n)
     times = struct.pack("<dd", start, period)
-    scales = struct.pack("<%df" % channels, *([scale] * channels))
-    return head + times + scales + struct.pack("<%dh" % len(raw), *raw)
+    scales = struct.pack(f"<{channels}f", *([scale] * channels))
+    return head + times + scales + struct.pack(f"<{len(raw)}h", *raw)
 
 
 def read_accel(k):
@@ -65,12 +65,13 @@ def connect(host, port):
 
 def main(host=BROKER, port=1883, blocks=None):
     publish, close = connect(host, port)
-    topic = "sensors/%s/accel" % DEVICE
+    topic = f"sensors/{DEVICE}/accel"
     period = 1.0 / RATE_HZ
     k, sent = 0, 0
+    t0 = time.time()  # sample k was taken at t0 + k * period (the sample clock, not arrival)
     try:
         while blocks is None or sent < blocks:
-            start = time.time()
+            start = t0 + k * period
             raw = []
             for _ in range(BLOCK):
                 raw.extend(read_accel(k))
@@ -84,6 +85,6 @@ def main(host=BROKER, port=1883, blocks=None):
 
 
 if __name__ == "__main__":
-    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))  # noqa: B905 (MicroPython has no strict=)
     main(args.get("--broker", BROKER), int(args.get("--port", 1883)),
          int(args["--blocks"]) if "--blocks" in args else None)
