@@ -177,6 +177,9 @@ class SparkplugDecoder:
         Larger payloads are rejected unread.
     max_devices : int
         Devices (and edge nodes) whose birth state is kept; beyond it the table starts over.
+    check_seq : bool
+        Restart windows on a sequence gap; off when this reader sees only some of a node's
+        messages (``--shard``, shared subscriptions).
 
     Notes
     -----
@@ -186,13 +189,15 @@ class SparkplugDecoder:
     """
 
     def __init__(self, channels, template: str = DEFAULT_TOPIC, *,
-                 max_bytes: int = 256 * 1024, max_devices: int = 1000):
+                 max_bytes: int = 256 * 1024, max_devices: int = 1000,
+                 check_seq: bool = True):
         self.channels = tuple(channels)
         self.width = len(self.channels)
         self.index = {name: i for i, name in enumerate(self.channels)}
         self.filter, self.data_type, self.device_level = parse_template(template)
         self.max_bytes = max_bytes
         self.max_devices = max_devices
+        self.check_seq = check_seq
         self._Payload = payload_class()
         self._nodes: dict[tuple, _Node] = {}
         self._devices: dict[tuple, _Device] = {}
@@ -239,7 +244,7 @@ class SparkplugDecoder:
             out += [(d, None, None) for d in node.devices]
             node.seq = None
             return out
-        if p.HasField("seq"):
+        if self.check_seq and p.HasField("seq"):
             seq = p.seq
             if kind == "NBIRTH":
                 node.seq = seq
