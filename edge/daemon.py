@@ -160,21 +160,10 @@ class Daemon:
                 self._handled(msg)
                 return
             if device not in self._known_devices:
-                if not check_device_name(device):
-                    raise Rejected("bad_device", f"device name {device!r} is not allowed in a "
-                                                 "topic")
-                if len(self._known_devices) > 4 * self.cfg.max_devices:
-                    self._known_devices.clear()
-                self._known_devices.add(device)
+                self._check_device(device)
             values, ts = self.parser.parse_message(msg)
-        except Rejected as r:
-            self._reject(r.reason, r.detail, device, msg)
-            self._handled(msg, flush=True)
-            return
         except Exception as e:  # a bug must cost one message, not the daemon
-            log.debug("internal error on a message", exc_info=True)
-            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
-            self._handled(msg, flush=True)
+            self._refuse(e, device, msg)
             return
         if self.ha is not None:
             self.ha.seen(device)
@@ -183,6 +172,23 @@ class Daemon:
             self._submitted += 1
             self._handled(msg)
 
+    def _check_device(self, device: str) -> None:
+        """Remember a new device name, or raise Rejected (bad_device) for an unsafe one."""
+        if not check_device_name(device):
+            raise Rejected("bad_device", f"device name {device!r} is not allowed in a topic")
+        if len(self._known_devices) > 4 * self.cfg.max_devices:
+            self._known_devices.clear()
+        self._known_devices.add(device)
+
+    def _refuse(self, exc: Exception, device: str, msg) -> None:
+        """Count and report a message that was rejected (or hit a bug), and acknowledge it."""
+        if isinstance(exc, Rejected):
+            self._reject(exc.reason, exc.detail, device, msg)
+        else:
+            log.debug("internal error on a message", exc_info=True)
+            self._reject("internal_error", f"{type(exc).__name__}: {exc}", device, msg)
+        self._handled(msg, flush=True)
+
     def _on_sparkplug(self, msg) -> None:
         """One Sparkplug B message: samples, or window restarts on births, deaths and gaps."""
         device = "?"
@@ -190,20 +196,9 @@ class Daemon:
             events = self.parser.handle(msg.topic, msg.payload)
             for device, _, _ in events:
                 if device not in self._known_devices:
-                    if not check_device_name(device):
-                        raise Rejected("bad_device", f"device name {device!r} is not allowed "
-                                                     "in a topic")
-                    if len(self._known_devices) > 4 * self.cfg.max_devices:
-                        self._known_devices.clear()
-                    self._known_devices.add(device)
-        except Rejected as r:
-            self._reject(r.reason, r.detail, device, msg)
-            self._handled(msg, flush=True)
-            return
-        except Exception as e:  # a bug must cost one message, not the daemon
-            log.debug("internal error on a message", exc_info=True)
-            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
-            self._handled(msg, flush=True)
+                    self._check_device(device)
+        except Exception as e:
+            self._refuse(e, device, msg)
             return
         if self._shard is not None:
             events = [e for e in events if self._owns(e[0])]
