@@ -244,3 +244,24 @@ def test_example_block_publisher_is_read_by_the_daemon(broker, tmp_path):
     assert [d["device"] for d in docs] == ["esp32-1"] * 3
     assert {d["label"] for d in docs} == {"high"}
     assert docs[1]["window_start"] - docs[0]["window_start"] == pytest.approx(0.1, abs=1e-5)
+
+
+def test_config_payload_extras_and_sparkplug_topics(tmp_path, monkeypatch):
+    from edge.config import ConfigError, load_config
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+
+    def load(**cli):
+        return load_config(cli={"model": str(model), **cli}, env={})
+
+    assert load(payload="sparkplug").input_topic == sparkplug.DEFAULT_TOPIC
+    assert load(payload="sparkplug", input_topic="spBv1.0/plant/NDATA/{device}").input_topic \
+        == "spBv1.0/plant/NDATA/{device}"
+    with pytest.raises(ConfigError, match="input_topic .*spBv1.0/{group}/DDATA"):
+        load(payload="sparkplug", input_topic="sensors/{device}/#")
+    with pytest.raises(ConfigError, match="payload .*must be one of json, binary, cbor"):
+        load(payload="xml")
+    monkeypatch.setitem(__import__("sys").modules, "cbor2", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'sigmoid-edge\[cbor\]'"):
+        load(payload="cbor")
