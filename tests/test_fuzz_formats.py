@@ -144,3 +144,37 @@ def test_daemon_counts_fuzzed_messages_and_keeps_classifying(broker, tmp_path):
         assert daemon.stats.snapshot()["rejected"] == {"bad_block": 3, "not_finite": 1,
                                                        "wrong_width": 1}
     assert doc["label"] == "high"
+
+
+uniform = st.builds(
+    lambda n, value, stamp, dtype, seq, ts: sparkplug.encode(
+        [{"alias": 1 + i % 3, **({"timestamp": stamp + i} if stamp is not None else {}),
+          **({"datatype": dtype} if dtype is not None else {}), value[0]: value[1]}
+         for i in range(n)], seq=seq, timestamp=ts),
+    st.integers(1, 12),
+    st.tuples(st.just("float_value"), st.floats(width=32)) | st.tuples(
+        st.just("double_value"), st.floats()),
+    st.none() | st.integers(0, 2**62), st.none() | st.integers(0, 20),
+    st.none() | st.integers(0, 255), st.none() | st.integers(0, 2**62))
+
+
+@SOME
+@given(uniform, st.booleans(), st.data())
+def test_sparkplug_fast_reader_agrees_with_protobuf(payload, damage, data):
+    """Whatever the numpy reader accepts, protobuf parses to the same metrics."""
+    if damage:
+        payload = mutate(payload, data)
+    fast = sparkplug.uniform_metrics(payload)
+    if fast is None:
+        return
+    p = sparkplug.payload_class().FromString(payload)  # must not raise
+    aliases, values, times, ts, seq = fast
+    assert aliases.tolist() == [m.alias for m in p.metrics]
+    want = [getattr(m, m.WhichOneof("value")) for m in p.metrics]
+    np.testing.assert_array_equal(values.astype(np.float64), np.array(want, dtype=np.float64))
+    if times is not None:
+        assert times.tolist() == [m.timestamp for m in p.metrics]
+    else:
+        assert not any(m.HasField("timestamp") for m in p.metrics)
+    assert ts == (p.timestamp if p.HasField("timestamp") else None)
+    assert seq == (p.seq if p.HasField("seq") else None)
