@@ -41,6 +41,8 @@ BOOLEAN = 11
 _NUMERIC_KINDS = ("int_value", "long_value", "float_value", "double_value", "boolean_value")
 
 _payload_class = None
+_UNKNOWN = -2  # in an alias lookup array: no birth defined this alias
+MAX_LOOKUP = 65536  # aliases above this go to the general reader's dict lookups
 
 
 def payload_class():
@@ -155,9 +157,10 @@ class _Node:
 
 
 class _Device:
-    __slots__ = ("aliases", "types", "last")
+    __slots__ = ("aliases", "types", "last", "lookup")
 
     def __init__(self, width: int):
+        self.lookup = None  # alias -> channel array for the fast reader, built on first use
         self.aliases: dict[int, tuple[str, int]] = {}  # alias -> (name, datatype)
         self.types: dict[str, int] = {}  # name -> datatype
         self.last = [None] * width  # last value per channel (report by exception)
@@ -194,6 +197,7 @@ class SparkplugDecoder:
         self.channels = tuple(channels)
         self.width = len(self.channels)
         self.index = {name: i for i, name in enumerate(self.channels)}
+        self._cycle = np.arange(self.width)
         self.filter, self.data_type, self.device_level = parse_template(template)
         self.max_bytes = max_bytes
         self.max_devices = max_devices
@@ -206,8 +210,9 @@ class SparkplugDecoder:
         """Take over the births and sequence numbers ``old`` saw (a model swap)."""
         self._nodes = old._nodes
         self._devices = old._devices
-        if old.channels != self.channels:  # last values were of the old channels
-            for state in self._devices.values():
+        for state in self._devices.values():
+            state.lookup = None  # alias -> channel index of the old model
+            if old.channels != self.channels:  # last values were of the old channels
                 state.last = [None] * self.width
 
     def handle(self, topic: str, payload: bytes) -> list:
@@ -257,6 +262,9 @@ class SparkplugDecoder:
                 node.seq = seq
         if kind == "NBIRTH":
             node.aliases = _alias_table(p.metrics)
+            for key, state in self._devices.items():  # their lookups include node aliases
+                if key[:2] == node_key:
+                    state.lookup = None
             out += [(d, None, None) for d in node.devices]
             if device is not None:  # NDATA mode: the node is the device
                 self._birth(node, node_key, device, p, out)
@@ -289,28 +297,35 @@ class SparkplugDecoder:
     def _fast_samples(self, fast, state: _Device, node: _Node):
         """:meth:`_samples` of a :func:`uniform_metrics` result; None: let protobuf read it."""
         aliases, values, times, ts, _ = fast
-        unique, inverse = np.unique(aliases, return_inverse=True)
-        lookup = np.empty(len(unique), dtype=np.int64)
-        for i, alias in enumerate(unique.tolist()):
-            entry = state.aliases.get(alias) or node.aliases.get(alias)
-            if entry is None:
-                raise Rejected("unknown_alias", f"metric alias {alias} was not defined by a "
-                                                "birth of this device (rebirth it)")
-            lookup[i] = self.index.get(entry[0], -1)
-        chans = lookup[inverse.ravel()]
+        lookup = state.lookup
+        if lookup is None:
+            lookup = state.lookup = self._alias_lookup(state, node)
+        if int(aliases.max()) >= len(lookup):
+            return None  # beyond the array (or undefined): the general reader decides
+        chans = lookup[aliases]
+        width = self.width
+        if len(chans) % width == 0 and (chans.reshape(-1, width) == self._cycle).all():
+            # The usual layout: sample-major, channels in the model's order.
+            return self._fast_rows(values.reshape(-1, width), None, times, ts, state)
+        if chans.min() == _UNKNOWN:
+            bad = int(aliases[chans == _UNKNOWN][0])
+            raise Rejected("unknown_alias", f"metric alias {bad} was not defined by a "
+                                            "birth of this device (rebirth it)")
         keep = chans >= 0
         if not keep.all():
             chans, values = chans[keep], values[keep]
             times = times[keep] if times is not None else None
         if not len(chans):
             return None  # protobuf's reader says what is missing
-        width = self.width
         counts = np.bincount(chans, minlength=width)
         k = int(counts[0])
         if not (k and counts.min() == counts.max()):
             return None  # report by exception or uneven: the general reader
         order = np.argsort(chans, kind="stable")
-        rows = values[order].reshape(width, k).T
+        return self._fast_rows(values[order].reshape(width, k).T, order[:k], times, ts, state)
+
+    def _fast_rows(self, rows, first_index, times, ts, state: _Device):
+        """Check, remember and time the ``[k, C]`` samples of the fast reader."""
         if not np.abs(rows).max() <= F32_MAX:
             if np.isnan(rows).any():
                 raise Rejected("not_finite", "NaN metric value")
@@ -318,12 +333,23 @@ class SparkplugDecoder:
         state.last = rows[-1].astype(np.float64).tolist()
         rows = rows.astype(np.float32)
         if times is not None:
-            first = times[order[:k]].astype(np.float64)
+            first = (times[::self.width] if first_index is None
+                     else times[first_index]).astype(np.float64)
             if first.all():
                 return rows, first / 1000.0
         if ts:
             return rows, ts / 1000.0
         return rows, None
+
+    def _alias_lookup(self, state: _Device, node: _Node) -> np.ndarray:
+        """alias -> channel index (-1: not a channel, _UNKNOWN: no birth defined it)."""
+        table = {**node.aliases, **state.aliases}
+        size = min(max(table, default=-1) + 1, MAX_LOOKUP)
+        lookup = np.full(size, _UNKNOWN, dtype=np.int64)
+        for alias, (name, _) in table.items():
+            if alias < size:
+                lookup[alias] = self.index.get(name, -1)
+        return lookup
 
     def _new_device(self, key: tuple) -> _Device:
         if len(self._devices) >= self.max_devices:
@@ -496,11 +522,11 @@ def uniform_metrics(payload: bytes):
     rows = rows[:n, 2:]
     if not _top_fields(b, pos + n * row, len(b), top):
         return None
-    first = rows[0]
-    tags = [p[0] - 1 for p in fields.values()] + [at - 1]
-    varint = [q for p in fields.values() for q in p]
-    if ((rows[:, tags] != first[tags]).any()
-            or ((rows[:, varint] ^ first[varint]) & 0x80).any()):
+    # Every row must have the first one's tag bytes and varint continuation bits.
+    mask = np.zeros(size, dtype=np.uint8)
+    mask[[p[0] - 1 for p in fields.values()] + [at - 1]] = 0xFF
+    mask[[q for p in fields.values() for q in p]] = 0x80
+    if ((rows ^ rows[0]) & mask).any():
         return None  # another layout somewhere: protobuf reads it
 
     def column(positions):
