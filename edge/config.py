@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge import topics
+from edge.credentials import PasswordFileError, read_password
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
@@ -423,25 +424,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _read_password(cfg: Config, env: Mapping[str, str]) -> str:
-    secret = env.get(ENV_PREFIX + "PASSWORD", "")
-    if secret:
-        return secret
-    if cfg.password_file:
-        try:
-            text = Path(cfg.password_file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}) cannot be read: "
-                f"{cfg.password_file}: {e.strerror}"
-            ) from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}): {cfg.password_file} is "
-                f"not UTF-8 text (byte {e.start}); write the password as UTF-8"
-            ) from None
-        # One line; a trailing newline from `echo secret > file` is not part of it.
-        return text.rstrip("\r\n")
-    return ""
+    try:
+        return read_password(cfg.password_file, env)
+    except PasswordFileError as e:
+        raise ConfigError(f"password_file ({cfg.sources.get('password_file')}): {e}") from None
 
 
 def _where(cfg: Config, key: str) -> str:
@@ -474,10 +460,8 @@ def validate(cfg: Config) -> Config:
             raise _fail(cfg, key, f"must be 0, 1 or 2, got {getattr(cfg, key)}")
     if not cfg.node:
         cfg.node = _default_node()
-    if _UNSAFE_LEVEL.search(cfg.node):
-        raise _fail(
-            cfg, "node", f"must not contain '+', '#', '/' or control characters, got {cfg.node!r}"
-        )
+    if not check_node_name(cfg.node):
+        raise _fail(cfg, "node", f"{NODE_NAME_RULE}, got {cfg.node!r}")
     if not cfg.client_id:
         cfg.client_id = f"sigmoid-edge-{cfg.node}"
     if len(cfg.client_id.encode()) > 65535:
@@ -659,3 +643,16 @@ def check_device_name(name: str) -> bool:
     category = unicodedata.category
     return (_IGNORABLE_RE.search(name) is None
             and not any(category(c) in _UNSAFE_CATEGORIES for c in name))
+
+
+NODE_NAME_RULE = (f"must be one topic level of 1 to {MAX_DEVICE_NAME} characters without '+', "
+                  "'#', '/', control or invisible characters")
+
+
+def check_node_name(name: str) -> bool:
+    """True when ``name`` can be the node in ``sigmoid-edge/{node}/...`` (see NODE_NAME_RULE).
+
+    The daemon (``node``) and ``sigmoid-train push --node`` check with this, so a push never
+    goes to a topic no daemon can have; the rule is :func:`check_device_name`'s.
+    """
+    return check_device_name(name)
