@@ -17,6 +17,7 @@ import time
 from collections import deque
 
 from edge import topics
+from edge.capture import Capture
 from edge.config import Config, check_device_name
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
@@ -43,11 +44,23 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
     if cfg.only_anomalies and model.anomaly_threshold is None:
         raise ModelError(f"{model.source}: --only-anomalies needs a model with an "
                          "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly)")
+    if cfg.capture == "anomalies" and model.anomaly_threshold is None:
+        raise ModelError(f"{model.source}: --capture anomalies needs a model with an "
+                         "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly); "
+                         "use --capture uncertain for a classifier")
     try:
         return PayloadParser(model.info.channels, cfg.channels,
                              max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
     except ValueError as e:
         raise ModelError(f"{model.source}: {e}") from None
+
+
+def make_capture(cfg: Config) -> Capture | None:
+    """The capture policy of ``--capture`` (``None`` for ``none``: no cost at all)."""
+    if cfg.capture == "none":
+        return None
+    return Capture(cfg.capture, cfg.capture_topic, cfg.node, below=cfg.capture_threshold,
+                   rate=cfg.capture_rate, sample=cfg.capture_sample, max_devices=cfg.max_devices)
 
 
 class Daemon:
@@ -85,7 +98,7 @@ class Daemon:
             queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
-            only_anomalies=cfg.only_anomalies,
+            only_anomalies=cfg.only_anomalies, capture=make_capture(cfg),
         )
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
         self._known_devices: set[str] = set()

@@ -49,6 +49,10 @@ class Stats:
         classifications published (after ``on_change``).
     model_swaps, model_rejects : int
         Accepted and refused model reloads or pushes.
+    captures, captures_limited, capture_drops : int
+        Windows published on the capture topic (``--capture``), selected but over the
+        device's ``capture_rate``, and selected but not published because
+        ``max_pending_outputs`` messages were still waiting for the broker.
     """
 
     def __init__(self, latency_window: int = 4096):
@@ -67,6 +71,9 @@ class Stats:
         self.model_swaps = 0
         self.model_rejects = 0
         self.batch_max = 0
+        self.captures = 0
+        self.captures_limited = 0
+        self.capture_drops = 0
         # Seconds from a window's last message arriving to its classification being handed
         # to the MQTT client; the last `latency_window` of them.
         self.latencies: deque[float] = deque(maxlen=latency_window)
@@ -103,6 +110,9 @@ class Stats:
             "batch_max": self.batch_max,
             "model_swaps": self.model_swaps,
             "model_rejects": self.model_rejects,
+            "captures": self.captures,
+            "captures_limited": self.captures_limited,
+            "capture_drops": self.capture_drops,
             "latency_ms": self.latency_ms(),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
