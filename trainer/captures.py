@@ -92,6 +92,7 @@ def index_entry(doc: dict) -> dict:
             "label": doc.get("label"), "confidence": doc.get("confidence"),
             "reason": doc.get("reason"), "anomaly": doc.get("anomaly"),
             "model": {k: model.get(k) for k in ("name", "version", "sha256")},
+            "model_labels": list(doc.get("probabilities") or {}),
             "received": round(time.time(), 3)}
 
 

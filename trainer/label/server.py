@@ -55,8 +55,12 @@ class LabelApp:
         self._lock = threading.Lock()
 
     def _offer_model_labels(self) -> None:
-        self.labels.offer(sorted({e["label"] for e in self.store.entries.values()
-                                  if isinstance(e.get("label"), str)}))
+        names: dict[str, None] = {}  # the models' label order, first seen first
+        for e in self.store.entries.values():
+            for name in e.get("model_labels") or [e.get("label")]:
+                if isinstance(name, str):
+                    names[name] = None
+        self.labels.offer(names)
 
     def state(self) -> dict:
         """Progress, offered labels and the next window (``None`` when none is left)."""
