@@ -13,6 +13,12 @@ from edge.config import ConfigError
 from tests.daemon_helpers import config, running, wait_for
 from tests.models import mean_model
 from tests.mqtt_helpers import Collector
+from tests.test_daemon_anomaly import (  # noqa: F401 (a fixture)
+    W,
+    anomaly_model,
+    publish_samples,
+    stream_with_a_spike,
+)
 
 CAPTURES = "sigmoid-edge/testnode/capture/+"
 
@@ -94,3 +100,16 @@ def test_capture_anomalies_needs_an_anomaly_model(broker, model):
 
     with pytest.raises(ModelError, match="--capture anomalies needs"):
         Daemon(config(broker, model, capture="anomalies"))
+
+
+def test_anomalies_mode_captures_the_flagged_window_with_its_score(broker, anomaly_model):  # noqa: F811
+    x = stream_with_a_spike()  # six windows; the fifth has a spike
+    with running(broker, anomaly_model, capture="anomalies") as daemon, \
+            Collector(broker, CAPTURES) as caps:
+        publish_samples(caps, "sensors/pump/acc", x)
+        doc = json.loads(caps.get().payload)
+        wait_for(lambda: daemon.stats.windows == 6, 10, "six windows")
+    assert daemon.stats.captures == 1
+    assert doc["reason"] == "anomalies" and doc["anomaly"] is True
+    assert doc["anomaly_score"] > daemon.slot.current.anomaly_threshold
+    np.testing.assert_allclose(doc["samples"], x[4 * W:5 * W], atol=1e-6)
