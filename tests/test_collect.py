@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.capture import capture_id
 from tests.daemon_helpers import ROOT, DaemonProcess, wait_for
 from tests.models import mean_model
 from tests.mqtt_helpers import Broker, mosquitto_pub
-from trainer.captures import INDEX, CaptureStore
+from trainer.captures import INDEX, CaptureError, CaptureStore, parse_capture
 
 
 class CollectProcess:
@@ -98,3 +99,44 @@ def test_collect_stores_each_capture_once_across_a_stop_and_a_broker_restart(tmp
     assert found and int(found.group(1)) >= 1, summary
     # Reopening the directory (as `label` and `fit --add` do) sees the same nine.
     assert sorted(CaptureStore(out).entries) == sorted(ids)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"channels": [], "samples": [[1]]}', "'channels' must be"),
+    (b'{"channels": ["x"], "samples": [[1, 2]]}', r"must be \[window, 1\]"),
+    (b'{"channels": ["x"], "samples": [[1]], "window_start": 1, "model": {"sha256": "a"}}',
+     "'device'"),
+    (b'{"channels": ["x"], "samples": [[1]], "device": "d", "model": {"sha256": "a"}}',
+     "'window_start'"),
+    (b'{"channels": ["x"], "samples": [[1]], "device": "d", "window_start": 1}', "'model'"),
+])
+def test_bad_capture_messages_are_refused_with_the_reason(payload, message):
+    with pytest.raises(CaptureError, match=message):
+        parse_capture("n", payload)
+
+
+def test_the_id_comes_from_the_window_not_from_the_message(tmp_path):
+    doc = {"channels": ["x"], "samples": [[1.0]], "device": "d", "window_start": 5.0,
+           "model": {"sha256": "ab"}, "capture_id": "../../etc/passwd"}
+    parsed = parse_capture("n1", json.dumps(doc).encode())
+    assert parsed["capture_id"] == capture_id("n1", "d", 5.0, "ab")
+    store = CaptureStore(tmp_path)
+    assert store.add(parsed) and not store.add(parse_capture("n1", json.dumps(doc).encode()))
+    assert [p.name for p in (tmp_path / "windows").iterdir()] == [parsed["capture_id"] + ".json"]
+
+
+def test_a_stop_between_file_and_index_line_is_repaired_on_open(tmp_path):
+    docs = [parse_capture("n", json.dumps(
+        {"channels": ["x"], "samples": [[float(i)]], "device": "d", "window_start": float(i),
+         "model": {"sha256": "ab"}}).encode()) for i in range(3)]
+    store = CaptureStore(tmp_path)
+    for d in docs:
+        store.add(d)
+    index = tmp_path / INDEX
+    text = index.read_text().splitlines(keepends=True)
+    index.write_text(text[0] + text[1][:20])  # the third line lost, the second cut short
+    again = CaptureStore(tmp_path)
+    assert sorted(again.entries) == sorted(d["capture_id"] for d in docs)
+    assert len(lines(tmp_path)) == 3 and index.read_text().endswith("\n")
