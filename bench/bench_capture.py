@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.capture import Capture  # noqa: E402
 from edge.tools import synthetic  # noqa: E402
 from tests.capture_helpers import store_windows  # noqa: E402
-from trainer import quantize  # noqa: E402
+from trainer import sessions  # noqa: E402
 from trainer.captures import Labels, add_to  # noqa: E402
 from trainer.data import Dataset  # noqa: E402
 from trainer.features.registry import parse_features  # noqa: E402
@@ -50,9 +50,9 @@ def drift(X: np.ndarray) -> np.ndarray:
     return (X[:, :, [2, 1, 0]] * 1.6).astype(np.float32)
 
 
-def accuracy(result: dict, X: np.ndarray, y: np.ndarray) -> float:
-    labels = np.array([str(c) for c in result["pipeline"].classes_])
-    probs = quantize.run(quantize.session(result["int8_model"]), X)
+def accuracy(result, X: np.ndarray, y: np.ndarray) -> float:
+    labels = np.array([str(c) for c in result.pipeline.classes_])
+    probs = sessions.run(sessions.session(result.int8_model), X)
     return float((labels[probs.argmax(1)] == y).mean())
 
 
@@ -65,8 +65,8 @@ def run(seed: int, budget: int, work: Path) -> dict:
     Xd = drift(Xd)
     pool, ypool, test, ytest = Xd[:200], yd[:200], Xd[200:], yd[200:]
     a = fit(train, None, options)
-    labels = [str(c) for c in a["pipeline"].classes_]
-    probs = quantize.run(quantize.session(a["int8_model"]), pool)
+    labels = [str(c) for c in a.pipeline.classes_]
+    probs = sessions.run(sessions.session(a.int8_model), pool)
     row = {"A": accuracy(a, test, ytest), "A_original": accuracy(a, X, y)}
     for k, (name, policy) in enumerate(POLICIES.items()):
         capture = Capture(policy["mode"], "c/{device}", "bench", below=0.6, rate=budget,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic import write_files
 from edge.capture import capture_id
 from trainer.data.dataset import _counts
-from trainer.fit import write_files
 
 log = logging.getLogger(__name__)
 
