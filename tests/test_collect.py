@@ -61,11 +61,11 @@ def test_collect_stores_each_capture_once_across_a_stop_and_a_broker_restart(tmp
     broker = Broker(tmp_path / "broker", persistence=True).start()
     model = mean_model(tmp_path / "model.onnx")  # window 8, hop 4
     out = tmp_path / "captures"
-    # A client id makes the daemon's session persistent, so no input is lost in the restart.
     daemon = DaemonProcess(broker, model, tmp_path, "--capture", "uncertain",
-                           "--capture-rate", "1000", "--client-id", "edge-capture-test")
+                           "--capture-rate", "1000")
     collect = None
     try:
+        wait_for(lambda: "subscribed to" in daemon.log(), 30, "the daemon to subscribe")
         collect = CollectProcess(broker, out, tmp_path)
         mosquitto_pub(broker, "sensors/a/x", hard(24, 0.0), qos=1)  # windows 1-5
         wait_for(lambda: len(lines(out)) == 5, 30, f"5 captures: {daemon.log()}")
@@ -73,6 +73,9 @@ def test_collect_stores_each_capture_once_across_a_stop_and_a_broker_restart(tmp
         # Collector stopped: the broker keeps its session and queues these two for it.
         mosquitto_pub(broker, "sensors/a/x", hard(8, 0.01), qos=1)  # windows 6-7
         broker.restart()
+        # Inputs are sent only once the daemon is back (its session is not persistent, and a
+        # persistent one may be sent an input twice, which would make more windows).
+        wait_for(lambda: "reconnected" in daemon.log(), 30, "the daemon to reconnect")
         mosquitto_pub(broker, "sensors/a/x", hard(8, 0.02), qos=1)  # windows 8-9
         # A capture delivered again (as after a lost acknowledgement) must not be stored twice.
         first = out / "windows" / f"{lines(out)[0]['id']}.json"
