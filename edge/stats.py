@@ -53,6 +53,10 @@ class Stats:
         Windows published on the capture topic (``--capture``), selected but over the
         device's ``capture_rate``, and selected but not published because
         ``max_pending_outputs`` messages were still waiting for the broker.
+    anomalous_windows, anomaly_alarms : int
+        Anomaly models: windows whose score is above the threshold, and alarms raised (a
+        device's alarm turning on: its first anomalous window, or with
+        ``anomaly_min_windows`` K the window completing K of the last N).
     """
 
     def __init__(self, latency_window: int = 4096):
@@ -72,6 +76,8 @@ class Stats:
         self.interleaved_devices = 0  # shared subscription: devices seen arriving with holes
         self.model_swaps = 0
         self.model_rejects = 0
+        self.anomalous_windows = 0
+        self.anomaly_alarms = 0
         self.batch_max = 0
         self.captures = 0
         self.captures_limited = 0
@@ -117,6 +123,8 @@ class Stats:
             "captures": self.captures,
             "captures_limited": self.captures_limited,
             "capture_drops": self.capture_drops,
+            "anomalous_windows": self.anomalous_windows,
+            "anomaly_alarms": self.anomaly_alarms,
             "latency_ms": self.latency_ms(),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
