@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.updates import verify_startup
 
     try:
-        model = load_model(cfg.model, threads=cfg.threads)
+        model = load_model(cfg.model, threads=cfg.threads, extra_ops=cfg.extra_ops)
         make_parser(model, cfg)
         verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:

@@ -72,10 +72,13 @@ def read_password(password_file: str | None, environ=os.environ) -> str:
     if secret or not password_file:
         return secret
     try:
-        text = Path(password_file).read_text()
+        text = Path(password_file).read_text(encoding="utf-8")
     except OSError as exc:
         raise PushError(f"cannot read --password-file {password_file}: {exc.strerror}") \
             from None
+    except UnicodeDecodeError as exc:
+        raise PushError(f"--password-file {password_file} is not UTF-8 text (byte "
+                        f"{exc.start}); write the password as UTF-8") from None
     return text.rstrip("\r\n")
 
 
