@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge import topics
+from edge.credentials import PasswordFileError, read_password
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
@@ -53,6 +54,7 @@ MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # edge.capture.MODES, repeated so that loading the config needs no numpy.
 CAPTURE_MODES = ("none", "uncertain", "anomalies", "all")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,9 @@ class Config:
     output_qos: int = 1
     node: str = ""
     input_topic: str = topics.INPUT
+    # What input payloads are: json (also reads binary blocks by their magic), binary, cbor
+    # or sparkplug (edge/formats.py, edge/sparkplug.py).
+    payload: str = "json"
     output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
     # Many daemons, one site: "K/N" keeps only devices whose crc32(name) % N == K.
@@ -435,25 +440,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def _read_password(cfg: Config, env: Mapping[str, str]) -> str:
-    secret = env.get(ENV_PREFIX + "PASSWORD", "")
-    if secret:
-        return secret
-    if cfg.password_file:
-        try:
-            text = Path(cfg.password_file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}) cannot be read: "
-                f"{cfg.password_file}: {e.strerror}"
-            ) from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}): {cfg.password_file} is "
-                f"not UTF-8 text (byte {e.start}); write the password as UTF-8"
-            ) from None
-        # One line; a trailing newline from `echo secret > file` is not part of it.
-        return text.rstrip("\r\n")
-    return ""
+    try:
+        return read_password(cfg.password_file, env)
+    except PasswordFileError as e:
+        raise ConfigError(f"password_file ({cfg.sources.get('password_file')}): {e}") from None
 
 
 def _where(cfg: Config, key: str) -> str:
@@ -486,10 +476,8 @@ def validate(cfg: Config) -> Config:
             raise _fail(cfg, key, f"must be 0, 1 or 2, got {getattr(cfg, key)}")
     if not cfg.node:
         cfg.node = _default_node()
-    if _UNSAFE_LEVEL.search(cfg.node):
-        raise _fail(
-            cfg, "node", f"must not contain '+', '#', '/' or control characters, got {cfg.node!r}"
-        )
+    if not check_node_name(cfg.node):
+        raise _fail(cfg, "node", f"{NODE_NAME_RULE}, got {cfg.node!r}")
     if not cfg.client_id:
         cfg.client_id = f"sigmoid-edge-{cfg.node}"
     if len(cfg.client_id.encode()) > 65535:
@@ -498,6 +486,7 @@ def validate(cfg: Config) -> Config:
                                 for lv in cfg.ha_prefix.split("/")):
         raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
+    _check_payload(cfg)
     _check_template(cfg, "input_topic", subscribe=True)
     if topics.split_share(cfg.input_topic)[0] and cfg.mqtt_version != "5":
         raise _fail(cfg, "input_topic", "a shared subscription ($share/GROUP/...) needs MQTT 5; "
@@ -592,6 +581,29 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _check_payload(cfg: Config) -> None:
+    """``payload`` is a known format whose extra is installed; Sparkplug has its own topic."""
+    from edge import formats
+
+    if cfg.payload not in formats.FORMATS:
+        raise _fail(cfg, "payload", f"must be one of {', '.join(formats.FORMATS)}, got "
+                    f"{cfg.payload!r}")
+    try:
+        formats.check_available(cfg.payload)
+    except ImportError as e:
+        raise _fail(cfg, "payload", str(e)) from None
+    if cfg.payload != "sparkplug":
+        return
+    from edge import sparkplug
+
+    if _where(cfg, "input_topic") == "default":
+        cfg.input_topic = sparkplug.DEFAULT_TOPIC
+    try:
+        sparkplug.parse_template(cfg.input_topic)
+    except ValueError as e:
+        raise _fail(cfg, "input_topic", f"with payload sparkplug: {e}") from None
+
+
 def shard_of(text: str) -> tuple[int, int]:
     """``"1/3"`` -> ``(1, 3)``: this daemon keeps the devices whose hash mod 3 is 1.
 
@@ -626,8 +638,11 @@ def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
     for i, level in enumerate(levels):
         if level == "{device}":
             continue
+        if subscribe and _PLACEHOLDER.fullmatch(level):
+            continue  # {group}, {edge_node}...: any value, like '+'
         if "{" in level or "}" in level:
-            raise _fail(cfg, key, f"only {{device}} may be used as a placeholder, got {template!r}")
+            raise _fail(cfg, key, "placeholders must be whole levels like {device} (or "
+                        f"{{group}} in an input topic), got {template!r}")
         if subscribe:
             if "#" in level and (level != "#" or i != len(levels) - 1):
                 raise _fail(cfg, key, f"'#' must be the last level on its own, got {template!r}")
@@ -655,3 +670,16 @@ def check_device_name(name: str) -> bool:
     category = unicodedata.category
     return (_IGNORABLE_RE.search(name) is None
             and not any(category(c) in _UNSAFE_CATEGORIES for c in name))
+
+
+NODE_NAME_RULE = (f"must be one topic level of 1 to {MAX_DEVICE_NAME} characters without '+', "
+                  "'#', '/', control or invisible characters")
+
+
+def check_node_name(name: str) -> bool:
+    """True when ``name`` can be the node in ``sigmoid-edge/{node}/...`` (see NODE_NAME_RULE).
+
+    The daemon (``node``) and ``sigmoid-train push --node`` check with this, so a push never
+    goes to a topic no daemon can have; the rule is :func:`check_device_name`'s.
+    """
+    return check_device_name(name)

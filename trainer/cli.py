@@ -233,14 +233,7 @@ def _fit(args) -> int:
             print(f"captures: {c['used']} labelled windows added ({c['unlabelled']} "
                   f"unlabelled, {c['skipped']} skipped, {c['mismatched']} of another "
                   f"window or channels left out)")
-        test = None
-        if args.test:
-            test = load_dataset(args.test, window=train.window, hop=train.hop,
-                                channels=list(train.channels) if args.test.lower().endswith(
-                                    ".csv") else None)
-            if test.X.shape[2] != train.X.shape[2]:
-                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
-                                 f"training data has {train.X.shape[2]}")
+        test = _load_test(args.test, train)
         unlabelled = None
         if args.unlabelled:
             unlabelled = load_dataset(args.unlabelled, window=train.window, hop=train.hop,
@@ -278,6 +271,20 @@ CALIBRATION_CHOICES = ("blocked", "shuffled")  # trainer.calibration.CALIBRATION
 def _channels_for(path: str, train) -> list[str] | None:
     """CSV files are read with the training channels, in their order; .ts files by position."""
     return list(train.channels) if path.lower().endswith(".csv") else None
+
+
+def _load_test(path: str | None, train):
+    """The ``--test`` windows, cut and ordered like ``train`` (None without ``--test``)."""
+    from trainer.data import load_dataset
+
+    if not path:
+        return None
+    test = load_dataset(path, window=train.window, hop=train.hop,
+                        channels=_channels_for(path, train))
+    if test.X.shape[2] != train.X.shape[2]:
+        raise ValueError(f"{path}: {test.X.shape[2]} channel(s), but the "
+                         f"training data has {train.X.shape[2]}")
+    return test
 
 
 def _add_fit_anomaly(sub) -> None:
@@ -368,13 +375,7 @@ def _fit_anomaly(args) -> int:
 
     try:
         train = load_dataset(args.data, window=args.window, hop=args.hop, labelled=False)
-        test = None
-        if args.test:
-            test = load_dataset(args.test, window=train.window, hop=train.hop,
-                                channels=_channels_for(args.test, train))
-            if test.X.shape[2] != train.X.shape[2]:
-                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
-                                 f"training data has {train.X.shape[2]}")
+        test = _load_test(args.test, train)
         target = per_window_rate(args.target_false_alarms or (DEFAULT_TARGET_FALSE_ALARMS,
                                                               "window"),
                                  train.hop, train.sample_rate_hz)
@@ -526,6 +527,7 @@ def _add_collect(sub) -> None:
 
 def _collect(args) -> int:
     from edge.cli import client_kwargs, stop_on_signals
+    from edge.credentials import PasswordFileError
     from edge.mqtt import MqttError
     from trainer.captures import CaptureError, CaptureStore
     from trainer.collect import Collector
@@ -536,7 +538,7 @@ def _collect(args) -> int:
         collector = Collector(store, args.broker, nodes=args.nodes,
                               client_id=args.client_id or "", **client_kwargs(args))
         collector.start()
-    except (MqttError, CaptureError, OSError) as exc:
+    except (MqttError, CaptureError, PasswordFileError, OSError) as exc:
         return _fail("collect", str(exc))
     print(f"collecting captures into {args.out} ({len(store)} there already); Ctrl-C to "
           "stop", flush=True)
