@@ -131,14 +131,14 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
-                      fast_json: bool | None = None) -> tuple:
+                      fast_json: bool | None = None, runtime: str = "auto") -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json."""
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.payload import PayloadParser
 
     cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000}, env={})
+                       "queue_size": 200000, "runtime": runtime}, env={})
     d = Daemon(cfg)
     d.parser = PayloadParser(d.slot.current.info.channels, fast_json=fast_json)
     first = []

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from edge import __version__
+from edge.runtime import RUNTIMES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -110,6 +111,10 @@ def _add_run(sub) -> None:
     p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mqtts://")
     p.add_argument("--tls-key", metavar="FILE", help="client key for mqtts://")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="inference runtime: onnxruntime, numpy (for boards onnxruntime has no "
+                        "wheel for, e.g. 32-bit Raspberry Pi OS), or auto = onnxruntime when "
+                        "it is installed, else numpy (default auto)")
     p.add_argument("--hop", type=int, help="samples between windows (default 0 = the model's)")
     p.add_argument("--max-devices", type=int,
                    help="devices buffered at once; least recently used evicted (default 1000)")
@@ -142,7 +147,7 @@ def _add_run(sub) -> None:
 RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
     "output_topic", "mqtt_version", "username", "password_file", "tls_ca", "tls_cert",
-    "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
+    "tls_key", "threads", "runtime", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
     "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
 )
 
@@ -166,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.updates import verify_startup
 
     try:
-        model = load_model(cfg.model, threads=cfg.threads)
+        model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime)
         make_parser(model, cfg)
         verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:

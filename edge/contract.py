@@ -33,6 +33,21 @@ TRAINING = "training"
 QUANTIZATION = "quantization"
 ANOMALY_THRESHOLD = "anomaly_threshold"
 
+# The operators a model may use: what every edge runtime runs (the numpy runtime runs exactly
+# these, with the attributes the trainer writes; edge/runtime/numpy_backend.py) and what the
+# trainer's export checks every model against. Operators of onnxruntime's contrib domain
+# (written by its quantizer in QOperator format) are named "com.microsoft.<Op>".
+SUPPORTED_OPS = frozenset({
+    # features, scaling and the network (float)
+    "Add", "ArgMin", "Cast", "Concat", "Conv", "Div", "Greater", "Identity", "Log", "MatMul",
+    "Mul", "Pad", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Reshape", "Sigmoid",
+    "Slice", "Softmax", "Sqrt", "Sub", "Transpose", "Unsqueeze",
+    # int8 (the static QDQ/QOperator and weight-only variants the trainer chooses among)
+    "DequantizeLinear", "QuantizeLinear", "QLinearMatMul",
+    "com.microsoft.QLinearAdd", "com.microsoft.QLinearConcat", "com.microsoft.QLinearMul",
+    "com.microsoft.QLinearSigmoid", "com.microsoft.QLinearSoftmax",
+})
+
 REQUIRED_KEYS = (LABELS, CHANNELS, WINDOW, HOP, NAME, VERSION)
 # Keys whose values are plain strings; every other value is JSON-encoded.
 STRING_KEYS = frozenset({NAME, VERSION})
@@ -135,8 +150,8 @@ def decode_metadata(props: dict[str, str]) -> ModelInfo:
     )
 
 
-def open_session(model, threads: int = 1):
-    """An onnxruntime CPU session run the way the edge runs every model.
+def open_session(model, threads: int = 1, runtime: str = "auto"):
+    """A session run the way the edge runs every model (see :mod:`edge.runtime`).
 
     The trainer measures agreement and latency through this too, so what it reports is
     what the daemon does.
@@ -146,19 +161,19 @@ def open_session(model, threads: int = 1):
     model : bytes or str
         The serialized model, or a path.
     threads : int
-        Intra-op threads (1 suits a Pi running other services).
+        onnxruntime intra-op threads (1 suits a Pi running other services).
+    runtime : {"auto", "onnxruntime", "numpy"}
+        ``auto``: onnxruntime when it imports, else the numpy runtime.
     """
-    import onnxruntime as ort
+    from edge.runtime import open_session as _open
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # Weight-only int8 models (DequantizeLinear -> MatMul) run as onnxruntime's MatMulNBits,
-    # which quantizes the activations to int8 row by row: bit-identical alone or in a batch.
-    # Its float mode ("session.qdq_matmulnbits_accuracy_level" 0) halves the error against
-    # the float model but is not (measured), and the daemon batches across devices.
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return _open(model, threads, runtime)
+
+
+def unsupported_ops(op_types) -> list[str]:
+    """The entries of ``op_types`` (``"domain.Op"`` outside the standard domain) that are
+    not in :data:`SUPPORTED_OPS`, sorted."""
+    return sorted(set(op_types) - SUPPORTED_OPS)
 
 
 def check_session(session, info: ModelInfo) -> None:

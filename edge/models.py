@@ -35,6 +35,8 @@ from edge.contract import (
     open_session,
 )
 from edge.contract import decode_metadata as _decode
+from edge.runtime import RuntimeUnavailable
+from edge.runtime import resolve as resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class LoadedModel:
         Where it came from (a path, or ``"mqtt"`` for a push).
     anomaly_threshold : float or None
         Set when the model has an ``anomaly_score`` output: a score above it is an anomaly.
+    runtime : str
+        The runtime running it: ``"onnxruntime"`` or ``"numpy"`` (see :mod:`edge.runtime`).
     """
 
     session: object
@@ -67,6 +71,7 @@ class LoadedModel:
     sha256: str
     source: str
     anomaly_threshold: float | None = None
+    runtime: str = "onnxruntime"
 
     @property
     def identity(self) -> dict[str, str]:
@@ -102,7 +107,7 @@ def read_source(source, origin: str | None, default: str) -> tuple[bytes, str]:
         raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
 
 def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
-               origin: str | None = None) -> LoadedModel:
+               origin: str | None = None, runtime: str = "auto") -> LoadedModel:
     """Load, validate and self-test a model.
 
     Parameters
@@ -113,19 +118,27 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         onnxruntime intra-op threads (1 suits a Pi running other services).
     origin : str, optional
         A label for messages; the path by default.
+    runtime : {"auto", "onnxruntime", "numpy"}
+        Which runtime runs it (:func:`edge.runtime.resolve`).
 
     Raises
     ------
     ModelError
-        If the file cannot be read, is not ONNX, breaks the contract or fails the self-test.
+        If the file cannot be read, is not ONNX, breaks the contract, uses an operator the
+        runtime does not run, or fails the self-test.
     """
     data, origin = read_source(source, origin, "model bytes")
     if not data:
         raise ModelError(f"{origin}: the model file is empty")
     try:
-        session = open_session(data, threads)
+        runtime = resolve_runtime(runtime)
+    except (ValueError, RuntimeUnavailable) as e:
+        raise ModelError(str(e)) from None
+    try:
+        session = open_session(data, threads, runtime)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise ModelError(f"{origin}: not a loadable ONNX model: {str(e).strip()[:300]}") from None
+        raise ModelError(f"{origin}: not a loadable ONNX model ({runtime} runtime): "
+                         f"{str(e).strip()[:400]}") from None
     try:
         info = _decode(dict(session.get_modelmeta().custom_metadata_map))
         check_session(session, info)
@@ -133,7 +146,8 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         raise ModelError(f"{origin}: {e}") from None
     outputs = {o.name for o in session.get_outputs()}
     threshold = anomaly_threshold(info) if ANOMALY_OUTPUT in outputs else None
-    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin, threshold)
+    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin, threshold,
+                        runtime)
     self_test(model)
     return model
 
@@ -176,15 +190,18 @@ class ModelSlot:
         The first model.
     threads : int
         onnxruntime threads for models loaded by :meth:`swap`.
+    runtime : str
+        The runtime for models loaded by :meth:`swap` (``auto``, ``onnxruntime``, ``numpy``).
     verifiers : list of callables, optional
         Each ``verifier(data, signature, origin)`` may raise :class:`ModelError`.
     """
 
-    def __init__(self, model: LoadedModel, *, threads: int = 1,
+    def __init__(self, model: LoadedModel, *, threads: int = 1, runtime: str = "auto",
                  verifiers: list[Verifier] | None = None):
         self.current = model
         self.previous: LoadedModel | None = None
         self.threads = threads
+        self.runtime = runtime
         self.verifiers: list[Verifier] = list(verifiers or [])
         # Called with a loaded, self-tested model before it becomes current; raise
         # ModelError (or ValueError) to refuse it (e.g. the channel mapping does not fit).
@@ -220,7 +237,7 @@ class ModelSlot:
         data, label = read_source(source, origin, "pushed model")
         for verify in self.verifiers:
             verify(data, signature, label)
-        new = load_model(data, threads=self.threads, origin=label)
+        new = load_model(data, threads=self.threads, origin=label, runtime=self.runtime)
         for check in self.checks:
             try:
                 check(new)

@@ -67,7 +67,7 @@ def verify_startup(cfg, model: LoadedModel | None = None):
         signed by an untrusted key.
     """
     if not cfg.trusted_keys:
-        return [], None, model or load_model(cfg.model, threads=cfg.threads)
+        return [], None, model or load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime)
     try:
         keys = load_trusted_keys(cfg.trusted_keys)
         verified = verify_file(cfg.model, None, keys)
@@ -75,7 +75,8 @@ def verify_startup(cfg, model: LoadedModel | None = None):
         raise ModelError(f"{e} (with --trusted-key the model file needs a valid MODEL.sig)") \
             from None
     if model is None or model.sha256 != verified.sha256:
-        model = load_model(verified.model, threads=cfg.threads, origin=cfg.model)
+        model = load_model(verified.model, threads=cfg.threads, origin=cfg.model,
+                           runtime=cfg.runtime)
     return keys, verified, model
 
 
