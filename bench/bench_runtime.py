@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `sigmoid-edge run` sets it
 
 import numpy as np  # noqa: E402
 
@@ -124,8 +125,8 @@ def bench_datasets(quick: bool) -> list[dict]:
                 labels = {}
                 for runtime in ("onnxruntime", "numpy"):
                     sess = open_session(data, runtime=runtime)
-                    probs = np.concatenate([
-                        sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: test.X[i:i + 256]})[0]
+                    probs = np.concatenate([sess.run(
+                        [contract.OUTPUT_NAME], {contract.INPUT_NAME: test.X[i:i + 256]})[0]
                         for i in range(0, len(test.X), 256)])
                     labels[runtime] = (probs.argmax(1), probs)
                 agree = float((labels["numpy"][0] == labels["onnxruntime"][0]).mean())

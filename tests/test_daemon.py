@@ -261,7 +261,8 @@ def test_smoothing_averages_the_last_k_probability_vectors(broker, model):
 
 @per_runtime
 def test_status_is_retained_and_stats_are_published(broker, model, runtime):
-    with running(broker, model, runtime=runtime) as daemon, Collector(broker, "sigmoid-edge/+/stats") as stats:
+    with running(broker, model, runtime=runtime) as daemon, \
+            Collector(broker, "sigmoid-edge/+/stats") as stats:
         mosquitto_pub(broker, "sensors/ms/a", "\n".join(["[2, 2, 2]"] * 8 + ["oops"]), lines=True)
         wait_for(lambda: daemon.stats.published == 1 and daemon.stats.rejected)
         daemon.publish_stats()

@@ -15,11 +15,15 @@ from edge.runtime.numpy_backend import NumpySession, UnsupportedModel
 from tests.models import mean_model
 from tests.runtime_models import parity_models, windows
 
-# int8 kernels: onnxruntime fuses QDQ pairs into integer kernels (and runs weight-only
-# DequantizeLinear -> MatMul as MatMulNBits, activations rounded to int8 per row) where the
-# numpy runtime follows the operator definitions; the two may round a value one
-# quantization step apart, which moves a probability by at most a few percent.
-INT8_TOLERANCE = 0.05
+# int8: onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into integer kernels (and
+# runs weight-only DequantizeLinear -> MatMul as MatMulNBits, activations rounded to int8 per
+# row) where the numpy runtime follows the operator definitions: the two may round a value
+# one step apart. Measured: QOperator models identical, QDQ within one step of the output
+# quantization (1/255), weight-only within 2e-3.
+INT8_TOLERANCE = 2.0 / 255
+# Weight-only: the numpy runtime keeps the activations float (as the graph says), onnxruntime
+# rounds them to int8 per row; measured up to 8.5e-3 apart on the raw + stats model.
+WEIGHT_ONLY_TOLERANCE = 0.02
 FLOAT_TOLERANCE = 1e-5
 
 
@@ -44,7 +48,8 @@ def test_outputs_match_onnxruntime_for_every_model_and_variant(models):
         want = _outputs(model, "onnxruntime", Xs)
         got = _outputs(model, "numpy", Xs)
         assert set(got) == set(want)
-        tol = FLOAT_TOLERANCE if variant == "float" else INT8_TOLERANCE
+        tol = (FLOAT_TOLERANCE if variant == "float" else WEIGHT_ONLY_TOLERANCE
+               if variant.startswith("weight_only") else INT8_TOLERANCE)
         p_want, p_got = want[contract.OUTPUT_NAME], got[contract.OUTPUT_NAME]
         assert p_got.dtype == np.float32 and p_got.shape == p_want.shape
         error = float(np.abs(p_got - p_want).max())
@@ -52,9 +57,10 @@ def test_outputs_match_onnxruntime_for_every_model_and_variant(models):
         if error > tol or agree < (1.0 if variant == "float" else 0.98):
             failures.append(f"{name}/{variant}: max |dp| {error:.2e}, label agreement {agree}")
         for extra in set(want) - {contract.OUTPUT_NAME}:
-            if want[extra].dtype.kind == "f":
+            if want[extra].dtype.kind == "f":  # anomaly_score: float, or int8 moved a step
                 scale = max(1.0, float(np.abs(want[extra]).max()))
-                if not np.allclose(got[extra], want[extra], rtol=1e-4, atol=1e-5 * scale):
+                rtol, atol = (1e-4, 1e-5) if variant == "float" else (0.02, 0.01)
+                if not np.allclose(got[extra], want[extra], rtol=rtol, atol=atol * scale):
                     failures.append(f"{name}/{variant}: output {extra} differs")
             elif not np.array_equal(got[extra], want[extra]):
                 failures.append(f"{name}/{variant}: output {extra} differs")

@@ -1,4 +1,4 @@
-"""``evaluate`` and ``inspect`` an exported model file, through onnxruntime only.
+"""``evaluate`` and ``inspect`` an exported model file, through an edge runtime.
 
 Both read what the file says (``edge.contract``): evaluation windows the data the way
 the model's metadata describes (its window length, hop and channel order), so a model is
@@ -16,26 +16,37 @@ import numpy as np
 from edge import contract
 
 
-def load_session(path):
-    """An onnxruntime session (1 thread) for ``path`` and its checked :class:`ModelInfo`."""
+def load_session(path, runtime: str = "auto"):
+    """A session (1 thread) for ``path`` and its checked :class:`ModelInfo`.
+
+    ``runtime`` is an :mod:`edge.runtime` name: ``numpy`` runs the model the way a Pi
+    without onnxruntime does.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
     try:
-        sess = contract.open_session(str(path))
+        sess = contract.open_session(str(path), runtime=runtime)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise contract.ContractError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        raise contract.ContractError(f"{path}: the {runtime} runtime cannot load it: "
+                                     f"{exc}") from None
     info = contract.decode_metadata(sess.get_modelmeta().custom_metadata_map)
     contract.check_session(sess, info)
     return sess, info
 
 
-def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
-    """Accuracy, macro-F1, confusion matrix and ``n`` of a model on a labelled data file."""
+def evaluate(model_path, data_path, batch: int = 256, runtime: str = "auto") -> dict[str, Any]:
+    """Accuracy, macro-F1, confusion matrix and ``n`` of a model on a labelled data file.
+
+    ``runtime``: which :mod:`edge.runtime` runs the model (``numpy`` for a parity check
+    with what a Pi without onnxruntime computes).
+    """
+    from edge.runtime import resolve
     from trainer.data import load_dataset
     from trainer.metrics import scores
 
-    sess, info = load_session(model_path)
+    runtime = resolve(runtime)
+    sess, info = load_session(model_path, runtime)
     suffix = Path(data_path).suffix.lower()
     data = load_dataset(data_path, window=info.window, hop=info.hop,
                         channels=list(info.channels) if suffix == ".csv" else None)
@@ -52,7 +63,7 @@ def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
     result = scores(data.y, pred, list(info.labels))
     unknown = sorted(set(data.y.tolist()) - set(info.labels))
     result.update({"model": str(model_path), "data": str(data_path),
-                   "unknown_labels": unknown, "window": info.window})
+                   "unknown_labels": unknown, "window": info.window, "runtime": runtime})
     return result
 
 

@@ -52,106 +52,146 @@ class ModelMeta:
 
 
 # ---------------------------------------------------------------- kernels
-# Each kernel takes the node's attributes (a dict) and returns a function of its input
-# arrays that returns a tuple of outputs. Attribute checks happen here, once, at load.
+# Each factory takes the node's attributes (a dict) and its constant inputs (a tuple with
+# None where an input is computed at run time) and returns a function of all its input
+# arrays that returns a tuple of outputs. Attribute checks and whatever the constants allow
+# (slice indices, shapes, axes) happen here, once, at load: a model of a few dozen small
+# nodes spends more time per node on Python than on arithmetic.
 
 def _binary(fn):
-    return lambda attrs: lambda a, b: (fn(a, b),)
+    return lambda attrs, consts=(): lambda a, b: (fn(a, b),)
 
 
 def _unary(fn):
-    return lambda attrs: lambda x: (fn(x),)
+    return lambda attrs, consts=(): lambda x: (fn(x),)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp overflow for x < -88 gives inf and 1 / inf = 0: the right limit, no warning wanted.
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+    # exp overflow for x < -88 gives inf and 1 / inf = 0: the right limit (run() silences it).
+    return 1.0 / (1.0 + np.exp(-x))
 
 
-def _axes(attrs, given) -> tuple | None:
-    """Reduction axes from the input (opset >= 18) or the attribute (older opsets)."""
-    axes = given if given is not None else attrs.get("axes")
+def _const(consts, i):
+    return consts[i] if len(consts) > i else None
+
+
+def _axes(attrs, consts, i) -> tuple | None:
+    """Axes from the constant input ``i`` (opset >= 13/18) or the attribute (older opsets)."""
+    axes = _const(consts, i)
+    if axes is None:
+        axes = attrs.get("axes")
     if axes is None or len(axes) == 0:
         return None
     return tuple(int(a) for a in np.asarray(axes).reshape(-1))
 
 
 def _reduce(fn):
-    def make(attrs):
+    def make(attrs, consts=()):
         keep = bool(attrs.get("keepdims", 1))
         if attrs.get("noop_with_empty_axes", 0):
             raise UnsupportedModel("noop_with_empty_axes=1 is not supported")
+        axes = _axes(attrs, consts, 1)
 
-        def run(x, axes=None):
-            return (fn(x, axis=_axes(attrs, axes), keepdims=keep),)
+        def run(x, _axes=None):
+            return (fn(x, axes, keep),)
         return run
     return make
 
 
 def _reduce_mean(x, axis, keepdims):
-    # float32 accumulation like onnxruntime (numpy's default for float32 is float32 too).
-    return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype if x.dtype.kind == "f"
-                   else np.float32)
+    # The sum in float32, then one division, as onnxruntime (and np.mean) do.
+    total = np.add.reduce(x, axis=axis, keepdims=keepdims)
+    count = x.size // max(total.size, 1)
+    return total / x.dtype.type(count) if x.dtype.kind == "f" else total / np.float32(count)
 
 
-def _transpose(attrs):
+def _reduce_ufunc(ufunc):
+    return lambda x, axis, keepdims: ufunc.reduce(x, axis=axis, keepdims=keepdims)
+
+
+def _transpose(attrs, consts=()):
     perm = attrs.get("perm")
     return lambda x: (np.transpose(x, perm),)
 
 
-def _reshape(attrs):
+def _reshape(attrs, consts=()):
     if attrs.get("allowzero", 0):
         raise UnsupportedModel("Reshape allowzero=1 is not supported")
+    shape = _const(consts, 1)
+    fixed = None if shape is None else [int(d) for d in shape.tolist()]
 
     def run(x, shape):
-        dims = [x.shape[i] if d == 0 else int(d) for i, d in enumerate(shape.tolist())]
+        dims = fixed if fixed is not None else [int(d) for d in shape.tolist()]
+        if 0 in dims:  # 0 copies the input's dimension
+            dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
         return (x.reshape(dims),)
     return run
 
 
-def _unsqueeze(attrs):
-    def run(x, axes=None):
-        ax = _axes(attrs, axes)
-        return (np.expand_dims(x, ax),)
-    return run
+def _unsqueeze(attrs, consts=()):
+    axes = _axes(attrs, consts, 1)
+    if axes is None:
+        raise UnsupportedModel("Unsqueeze needs constant axes")
+    return lambda x, _axes=None: (np.expand_dims(x, axes),)
 
 
-def _concat(attrs):
+def _concat(attrs, consts=()):
     axis = attrs["axis"]
     return lambda *xs: (np.concatenate(xs, axis=axis),)
 
 
-def _slice(attrs):
-    def run(x, starts, ends, axes=None, steps=None):
-        index = [slice(None)] * x.ndim
-        axes = range(len(starts)) if axes is None else axes.tolist()
-        steps = [1] * len(starts) if steps is None else steps.tolist()
-        for a, s, e, st in zip(axes, starts.tolist(), ends.tolist(), steps, strict=True):
-            index[a] = slice(s, e, st)
-        return (x[tuple(index)],)
+def _slice(attrs, consts=()):
+    starts, ends = _const(consts, 1), _const(consts, 2)
+    if starts is None or ends is None or any(
+            len(consts) > i and consts[i] is None for i in (3, 4)):
+        raise UnsupportedModel("Slice needs constant starts, ends, axes and steps")
+    axes = _const(consts, 3)
+    steps = _const(consts, 4)
+    axes = list(range(len(starts))) if axes is None else axes.tolist()
+    steps = [1] * len(starts) if steps is None else steps.tolist()
+    cuts = list(zip(axes, starts.tolist(), ends.tolist(), steps, strict=True))
+    index_of: dict[int, tuple] = {}
+
+    def run(x, *_):
+        index = index_of.get(x.ndim)
+        if index is None:
+            full = [slice(None)] * x.ndim
+            for a, s, e, st in cuts:
+                full[a] = slice(s, e, st)
+            index = index_of[x.ndim] = tuple(full)
+        return (x[index],)
     return run
 
 
-def _pad(attrs):
+def _pad(attrs, consts=()):
     mode = attrs.get("mode", "constant")
-    if mode not in ("constant", "edge", "reflect"):
+    if mode not in ("constant", "edge"):
         raise UnsupportedModel(f"Pad mode={mode!r} is not supported")
+    pads, value = _const(consts, 1), _const(consts, 2)
+    if pads is None or len(consts) > 3 and consts[3] is not None or (
+            len(consts) > 2 and consts[2] is None and mode == "constant"):
+        raise UnsupportedModel("Pad needs constant pads and value, and no axes")
+    p = pads.tolist()
+    n = len(p) // 2
+    width = list(zip(p[:n], p[n:], strict=True))
+    if any(a < 0 or b < 0 for a, b in width):
+        raise UnsupportedModel("Pad with negative pads is not supported")
+    fill = 0 if value is None or value.size == 0 else value.item()
 
-    def run(x, pads, value=None, axes=None):
-        if axes is not None:
-            raise UnsupportedModel("Pad with axes is not supported")
-        p = pads.tolist()
-        n = len(p) // 2
-        width = list(zip(p[:n], p[n:], strict=True))
+    def run(x, *_):
         if mode == "constant":
-            fill = 0 if value is None or value.size == 0 else value.item()
             return (np.pad(x, width, mode="constant", constant_values=fill),)
-        return (np.pad(x, width, mode=mode),)
+        # Edge: repeat the first/last slice along each padded axis (np.pad is slow here).
+        for axis, (before, after) in enumerate(width):
+            if before or after:
+                first = np.take(x, [0] * before, axis=axis)
+                last = np.take(x, [-1] * after, axis=axis)
+                x = np.concatenate([first, x, last], axis=axis)
+        return (x,)
     return run
 
 
-def _cast(attrs):
+def _cast(attrs, consts=()):
     dtype = _dtype(attrs["to"])
     return lambda x: (x.astype(dtype),)
 
@@ -164,7 +204,7 @@ def _dtype(code: int):
     return DTYPES[code]
 
 
-def _softmax(attrs):
+def _softmax(attrs, consts=()):
     axis = attrs.get("axis", -1)
 
     def run(x):
@@ -173,14 +213,14 @@ def _softmax(attrs):
     return run
 
 
-def _argmin(attrs):
+def _argmin(attrs, consts=()):
     axis, keep = attrs.get("axis", 0), bool(attrs.get("keepdims", 1))
     if attrs.get("select_last_index", 0):
         raise UnsupportedModel("ArgMin select_last_index=1 is not supported")
     return lambda x: (np.argmin(x, axis=axis, keepdims=keep).astype(np.int64),)
 
 
-def _conv(attrs):
+def _conv(attrs, consts=()):
     """1-D convolution ``[B, C, T] * [K, C, k] -> [B, K, T']`` as one batched matmul."""
     if attrs.get("group", 1) != 1 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
         raise UnsupportedModel("Conv with group != 1 or auto_pad is not supported")
@@ -223,9 +263,12 @@ def _per_axis(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return v.reshape(shape)
 
 
+_BOUNDS = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
 def _saturate(y: np.ndarray, dtype) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(y, info.min, info.max).astype(dtype)
+    lo, hi = _BOUNDS[np.dtype(dtype)]
+    return np.clip(y, lo, hi).astype(dtype)
 
 
 def quantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
@@ -246,15 +289,69 @@ def dequantize(x, scale, zero_point, axis: int = 1) -> np.ndarray:
     return (x.astype(np.int32) - z.astype(np.int32)).astype(np.float32) * s
 
 
-def _quantize_linear(attrs):
+class _Scale:
+    """One per-tensor scale and zero point, prepared once for fast (de)quantization.
+
+    Dequantization is a lookup in a 256-entry table indexed by the code's bit pattern;
+    quantization divides, rounds half to even and saturates like :func:`quantize`.
+    """
+
+    def __init__(self, scale: np.ndarray, zero_point: np.ndarray | None):
+        zp = np.zeros((), np.uint8) if zero_point is None else zero_point
+        if scale.size != 1 or zp.size != 1 or zp.dtype not in _BOUNDS:
+            raise UnsupportedModel("expected a per-tensor int8/uint8 scale and zero point")
+        self.dtype = zp.dtype
+        self.s = np.float32(scale.reshape(()))
+        self.z = np.float32(zp.reshape(()))
+        self.lo, self.hi = (np.float32(b) for b in _BOUNDS[self.dtype])
+        codes = np.arange(256, dtype=np.uint8).view(self.dtype)
+        self.table = dequantize(codes, scale.reshape(()), zp.reshape(()))
+        self.centred = codes.astype(np.float64) - float(self.z)  # code - zero point
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return self.requantize(x / self.s)
+
+    def requantize(self, steps: np.ndarray) -> np.ndarray:
+        """Codes for values already divided by the scale: round, add zero point, saturate."""
+        y = np.rint(steps)
+        y += self.z
+        np.minimum(y, self.hi, out=y)
+        np.maximum(y, self.lo, out=y)
+        return y.astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return self.table[q.view(np.uint8)]
+
+
+def _scales(consts, *positions) -> list[_Scale]:
+    """Prepared scales from constant (scale, zero point) input pairs at ``positions``."""
+    out = []
+    for i in positions:
+        scale, zero = _const(consts, i), _const(consts, i + 1)
+        if scale is None or (len(consts) > i + 1 and consts[i + 1] is None):
+            raise UnsupportedModel("scales and zero points must be constants")
+        out.append(_Scale(scale, zero))
+    return out
+
+
+def _quantize_linear(attrs, consts=()):
     axis = attrs.get("axis", 1)
     _no_block(attrs)
+    scale = _const(consts, 1)
+    if scale is not None and scale.size == 1 and _const(consts, 2) is not None:
+        (q,) = _scales(consts, 1)
+        return lambda x, *_: (q.quantize(x),)
     return lambda x, s, z=None: (quantize(x, s, z, axis),)
 
 
-def _dequantize_linear(attrs):
+def _dequantize_linear(attrs, consts=()):
     axis = attrs.get("axis", 1)
     _no_block(attrs)
+    scale = _const(consts, 1)
+    if (_const(consts, 0) is None and scale is not None and scale.size == 1
+            and _const(consts, 2) is not None):
+        (q,) = _scales(consts, 1)
+        return lambda x, *_: (q.dequantize(x),)
     return lambda x, s, z=None: (dequantize(x, s, z, axis),)
 
 
@@ -265,70 +362,64 @@ def _no_block(attrs):
         raise UnsupportedModel("only int8/uint8 quantization is supported")
 
 
-def _qlinear_matmul(attrs):
-    cache: dict = {}
+def _qlinear_matmul(attrs, consts=()):
+    a_q, y_q = _scales(consts, 1, 6)
+    b, b_s, b_z = (_const(consts, i) for i in (3, 4, 5))
+    if b is None or b_s is None or b_z is None:
+        raise UnsupportedModel("QLinearMatMul needs constant weights (input B)")
+    # Integer products summed exactly in float64 (|sum| < 2**53, and BLAS does it), then
+    # requantized in float32 with onnxruntime's multiplier a_scale * b_scale / y_scale.
+    b64 = b.astype(np.float64) - _per_axis(b_z, -1, b.ndim).astype(np.float64)
+    m = (a_q.s * b_s.astype(np.float32)) / y_q.s
 
-    def centred(x, zero_point, axis):
-        return x.astype(np.float64) - _per_axis(zero_point, axis, x.ndim).astype(np.float64)
-
-    def run(a, a_s, a_z, b, b_s, b_z, y_s, y_z):
-        # Integer products summed exactly in float64 (|sum| < 2**53, and BLAS does it),
-        # then requantized in float32 with onnxruntime's multiplier a_s * b_s / y_s.
-        if cache.get("b") is not b:  # the weights: a constant, converted once
-            cache["b"], cache["b64"] = b, centred(b, b_z, -1)
-            cache["m"] = (a_s.astype(np.float32) * b_s.astype(np.float32)) / y_s.astype(
-                np.float32)
-        acc = np.matmul(centred(a, a_z, -1), cache["b64"])
-        y = np.rint(acc.astype(np.float32) * cache["m"]) + y_z.astype(np.float32)
-        return (_saturate(y, y_z.dtype),)
+    def run(a, *_):
+        acc = np.matmul(a_q.centred[a.view(np.uint8)], b64).astype(np.float32)
+        return (y_q.requantize(acc * m),)
     return run
 
 
 def _qlinear_binary(fn):
     """com.microsoft QLinearAdd/QLinearMul: dequantize both, apply, quantize."""
-    def make(attrs):
-        def run(a, a_s, a_z, b, b_s, b_z, y_s, y_z):
-            y = fn(dequantize(a, a_s, a_z), dequantize(b, b_s, b_z))
-            return (quantize(y, y_s, y_z),)
+    def make(attrs, consts=()):
+        a_q, b_q, y_q = _scales(consts, 1, 4, 6)
+
+        def run(a, _as, _az, b, *_):
+            return (y_q.quantize(fn(a_q.dequantize(a), b_q.dequantize(b))),)
         return run
     return make
 
 
 def _qlinear_unary_table(fn):
-    """com.microsoft QLinearSigmoid and friends: a 256-entry lookup, as onnxruntime does."""
-    def make(attrs):
-        tables: dict = {}
-
-        def run(x, x_s, x_z, y_s, y_z):
-            key = (x.dtype, float(x_s), int(x_z) if x_z is not None else 0, float(y_s),
-                   int(y_z) if y_z is not None else 0)
-            table = tables.get(key)
-            if table is None:
-                info = np.iinfo(x.dtype)
-                values = np.arange(info.min, info.max + 1).astype(x.dtype)
-                table = quantize(fn(dequantize(values, x_s, x_z)), y_s, y_z)
-                tables[key] = table
-            index = x.astype(np.int32) - np.iinfo(x.dtype).min
-            return (table[index],)
-        return run
+    """com.microsoft QLinearSigmoid: a 256-entry lookup table, as onnxruntime does."""
+    def make(attrs, consts=()):
+        x_q, y_q = _scales(consts, 1, 3)
+        with np.errstate(all="ignore"):
+            table = y_q.quantize(fn(x_q.table))
+        return lambda x, *_: (table[x.view(np.uint8)],)
     return make
 
 
-def _qlinear_concat(attrs):
+def _qlinear_concat(attrs, consts=()):
     axis = attrs["axis"]
+    y_q, *x_q = _scales(consts, 0, *range(3, len(consts), 3))
 
-    def run(y_s, y_z, *rest):
-        parts = [dequantize(rest[i], rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
-        return (quantize(np.concatenate(parts, axis=axis), y_s, y_z),)
+    # Each input's codes map to output codes through a 256-entry table (onnxruntime does
+    # the same); an input already on the output's scale is copied as it is.
+    with np.errstate(all="ignore"):
+        maps = [None if (q.s, q.z, q.dtype) == (y_q.s, y_q.z, y_q.dtype)
+                else y_q.quantize(q.table) for q in x_q]
+
+    def run(_ys, _yz, *rest):
+        parts = [rest[3 * k] if m is None else m[rest[3 * k].view(np.uint8)]
+                 for k, m in enumerate(maps)]
+        return (np.concatenate(parts, axis=axis),)
     return run
 
 
-def _qlinear_softmax(attrs):
+def _qlinear_softmax(attrs, consts=()):
     softmax = _softmax(attrs)
-
-    def run(x, x_s, x_z, y_s, y_z):
-        return (quantize(softmax(dequantize(x, x_s, x_z))[0], y_s, y_z),)
-    return run
+    x_q, y_q = _scales(consts, 1, 3)
+    return lambda x, *_: (y_q.quantize(softmax(x_q.dequantize(x))[0]),)
 
 
 # op_type (with domain) -> (kernel factory, attributes it reads)
@@ -345,11 +436,11 @@ KERNELS: dict[tuple[str, str], tuple[Callable[[dict], Callable], frozenset]] = {
     ("", "Identity"): (_unary(lambda x: x), frozenset()),
     ("", "ReduceMean"): (_reduce(_reduce_mean), frozenset({"keepdims", "axes",
                                                             "noop_with_empty_axes"})),
-    ("", "ReduceSum"): (_reduce(np.sum), frozenset({"keepdims", "axes",
+    ("", "ReduceSum"): (_reduce(_reduce_ufunc(np.add)), frozenset({"keepdims", "axes",
                                                      "noop_with_empty_axes"})),
-    ("", "ReduceMin"): (_reduce(np.min), frozenset({"keepdims", "axes",
+    ("", "ReduceMin"): (_reduce(_reduce_ufunc(np.minimum)), frozenset({"keepdims", "axes",
                                                      "noop_with_empty_axes"})),
-    ("", "ReduceMax"): (_reduce(np.max), frozenset({"keepdims", "axes",
+    ("", "ReduceMax"): (_reduce(_reduce_ufunc(np.maximum)), frozenset({"keepdims", "axes",
                                                      "noop_with_empty_axes"})),
     ("", "ArgMin"): (_argmin, frozenset({"axis", "keepdims", "select_last_index"})),
     ("", "Softmax"): (_softmax, frozenset({"axis"})),
@@ -437,6 +528,9 @@ class NumpySession:
                 f"(it runs {', '.join(sorted(SUPPORTED_OPS))}); run this model with "
                 "onnxruntime or re-export it with `sigmoid-train fit`")
         order = _topological(graph.nodes, set(values) | {a.name for a in self._inputs})
+        # Tensors computed at run time live in a list, by index; constants are bound into
+        # each step's argument template at load.
+        slot: dict[str, int] = {a.name: i for i, a in enumerate(self._inputs)}
         steps = []
         with np.errstate(all="ignore"):
             for node in order:
@@ -445,23 +539,32 @@ class NumpySession:
                 if extra:
                     raise UnsupportedModel(f"{node.op_type} node {node.name!r}: attribute(s) "
                                            f"{extra} not supported by the numpy runtime")
+                consts = tuple(values.get(i) if i else None for i in node.inputs)
                 try:
-                    kernel = factory(node.attributes)
+                    kernel = factory(node.attributes, consts)
                 except UnsupportedModel as e:
                     raise UnsupportedModel(f"{node.op_type} node {node.name!r}: {e}") from None
                 if all(not i or i in values for i in node.inputs):
                     # Constant: compute once now (dequantized weights, shape arithmetic).
-                    outs = kernel(*[values.get(i) if i else None for i in node.inputs])
-                    values.update(zip(node.outputs, outs, strict=False))
+                    values.update(zip(node.outputs, kernel(*consts), strict=False))
                     continue
-                steps.append((kernel, tuple(node.inputs), tuple(node.outputs)))
-        self._constants = values
+                dynamic = tuple((k, slot[i]) for k, i in enumerate(node.inputs)
+                                if i and i not in values)
+                outputs = []
+                for o in node.outputs:
+                    slot[o] = len(slot)
+                    outputs.append(slot[o])
+                steps.append((kernel, list(consts), dynamic, tuple(outputs)))
         self._steps = steps
-        known = set(values) | {a.name for a in self._inputs} | {
-            o for _, _, outs in steps for o in outs}
-        missing = [o.name for o in self._outputs if o.name not in known]
-        if missing:
-            raise UnsupportedModel(f"graph outputs {missing} are made by no node")
+        self._n_slots = len(slot)
+        self._fetch = {}
+        for o in self._outputs:
+            if o.name in slot:
+                self._fetch[o.name] = (True, slot[o.name])
+            elif o.name in values:
+                self._fetch[o.name] = (False, values[o.name])
+            else:
+                raise UnsupportedModel(f"graph output {o.name!r} is made by no node")
 
     def get_inputs(self) -> list[Arg]:
         return list(self._inputs)
@@ -474,21 +577,30 @@ class NumpySession:
 
     def run(self, output_names, input_feed: dict) -> list[np.ndarray]:
         """Outputs ``output_names`` (all when None) for ``input_feed`` {name: array}."""
-        env = dict(self._constants)
-        for arg in self._inputs:
-            if arg.name not in input_feed:
-                raise ValueError(f"missing input {arg.name!r}")
-            x = np.asarray(input_feed[arg.name])
+        slots: list = [None] * self._n_slots
+        for i, arg in enumerate(self._inputs):
+            try:
+                x = input_feed[arg.name]
+            except KeyError:
+                raise ValueError(f"missing input {arg.name!r}") from None
             if arg.type == "tensor(float)" and x.dtype != np.float32:
                 raise ValueError(f"input {arg.name!r} must be float32, got {x.dtype}")
-            env[arg.name] = x
+            slots[i] = x
         with np.errstate(all="ignore"):
-            for kernel, inputs, outputs in self._steps:
-                outs = kernel(*[env[i] if i else None for i in inputs])
-                for name, out in zip(outputs, outs, strict=False):
-                    env[name] = out
+            for kernel, args, dynamic, outputs in self._steps:
+                for k, i in dynamic:
+                    args[k] = slots[i]
+                result = kernel(*args)
+                for o, r in zip(outputs, result, strict=False):
+                    slots[o] = r
+                for k, _ in dynamic:  # drop the references: the arrays may be large
+                    args[k] = None
         names = [o.name for o in self._outputs] if output_names is None else output_names
-        return [np.asarray(env[n]) for n in names]
+        out = []
+        for name in names:
+            computed, where = self._fetch[name]
+            out.append(slots[where] if computed else where)
+        return out
 
 
 def _type_name(code: int) -> str:
