@@ -154,7 +154,8 @@ RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
     "output_topic", "mqtt_version", "username", "password_file", "tls_ca", "tls_cert",
     "tls_key", "threads", "runtime", "hop", "max_devices", "queue_size", "stats_interval",
-    "trusted_keys", "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
+    "trusted_keys", "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery",
+    "ha_prefix",
 )
 
 
