@@ -167,3 +167,26 @@ def test_export_fails_when_a_model_strays_from_the_list():
 
     with pytest.raises(contract.ContractError, match="Relu outside edge.contract.SUPPORTED_OPS"):
         check_operators(onnx.load_from_string(_foreign_model("Relu")))
+
+
+def test_auto_runs_numpy_in_a_process_where_onnxruntime_does_not_import(tmp_path):
+    """As on a Pi Zero: `sigmoid-edge run --check-config` with onnxruntime unimportable."""
+    import subprocess
+    import sys
+
+    path = mean_model(tmp_path / "m.onnx")
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # import onnxruntime -> ImportError
+            "from edge.cli import main\n"
+            "code = main(sys.argv[1:])\n"
+            "assert 'onnxruntime' not in sys.modules or sys.modules['onnxruntime'] is None\n"
+            "sys.exit(code)")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "run", "--model", str(path), "--broker",
+         "mqtt://localhost:1", "--check-config"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime numpy" in proc.stdout
+    forced = subprocess.run(
+        [sys.executable, "-c", code, "run", "--model", str(path), "--broker",
+         "mqtt://localhost:1", "--runtime", "onnxruntime", "--check-config"],
+        capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 1 and "use --runtime numpy" in forced.stderr
