@@ -9,6 +9,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.runtime import onnxruntime_backend
 from edge.tools import synthetic
 from tests.daemon_helpers import classifications, running, wait_for
 from tests.models import mean_model, offline_labels
@@ -22,8 +23,12 @@ def model(tmp_path):
     return mean_model(tmp_path / "model.onnx")  # x, y, z; window 8, hop 4
 
 
-# The end-to-end tests marked with this run once per inference runtime (edge/runtime/).
-per_runtime = pytest.mark.parametrize("runtime", ["onnxruntime", "numpy"])
+# The end-to-end tests marked with this run once per inference runtime (edge/runtime/); on a
+# board without onnxruntime (deploy/armhf/verify.sh) only with numpy.
+per_runtime = pytest.mark.parametrize("runtime", [
+    pytest.param("onnxruntime", marks=pytest.mark.skipif(
+        not onnxruntime_backend.available(), reason="onnxruntime is not installed")),
+    "numpy"])
 
 
 def publish_all(collector: Collector, topic: str, payloads, qos: int = 1) -> None:

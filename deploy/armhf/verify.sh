@@ -51,30 +51,8 @@ QEMU=$(command -v qemu-arm-static || true)
 "$HOST_PYTHON" -c 'import onnx, onnxruntime, trainer' 2>/dev/null \
     || die "$HOST_PYTHON lacks the trainer (run 'make test' once, or set HOST_PYTHON)"
 
-register_binfmt() {
-    [ -e /proc/sys/fs/binfmt_misc/register ] \
-        || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
-        || die "cannot mount binfmt_misc (a container without CAP_SYS_ADMIN?)"
-    [ -e /proc/sys/fs/binfmt_misc/qemu-arm ] && return 0
-    local magic='\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
-    local mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-    echo ":qemu-arm:M::$magic:$mask:$QEMU:F" >/proc/sys/fs/binfmt_misc/register \
-        || die "cannot register qemu-arm with binfmt_misc"
-}
-
-MOUNTED=()
-cleanup() {
-    local i
-    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-mount_into_root() {
-    mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc"); }
-    mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTED+=("$ROOT/dev"); }
-    cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-    cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/host-ca-bundle.crt"
-}
+# shellcheck source=deploy/lib/emulated-root.sh
+. "$REPO/deploy/lib/emulated-root.sh"
 
 make_root() {
     if [ -e "$ROOT/.sigmoid-edge-root-ok" ]; then return 0; fi
@@ -96,48 +74,20 @@ in_root() {
         SIGMOID_EDGE_RUNTIME=numpy /bin/sh -c "$1"
 }
 
-# The edge test subset: like deploy/arm64, and not the files that need onnxruntime itself.
-edge_tests() {
-    if [ -n "${EDGE_TESTS:-}" ]; then echo "$EDGE_TESTS"; return 0; fi
-    local f needs
-    for f in "$REPO"/tests/test_*.py; do
-        [ "${f##*/}" = test_deploy.py ] && continue
-        needs=$(grep -E '^\s*(from|import) (sklearn|trainer|onnxruntime)' "$f" \
-            | grep -v -E '^\s*(from|import) trainer\.graph( |$)' || true)
-        [ -n "$needs" ] || printf '%s ' "tests/${f##*/}"
-    done
-    return 0
-}
-
-describe_status() {
-    case "$1" in
-        0) echo pass ;;
-        132) echo "SIGILL (illegal instruction)" ;;
-        134) echo "SIGABRT" ;;
-        139) echo "SIGSEGV" ;;
-        124) echo "timeout" ;;
-        *) echo "failed (exit $1)" ;;
-    esac
-}
-
-register_binfmt
+# 32-bit ARM ELF executables (armhf and armel alike) through qemu-arm.
+register_binfmt qemu-arm \
+    '\x7f\x45\x4c\x46\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00' \
+    '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' "$QEMU"
 make_root
-mount_into_root
+mount_root
 
 echo "== the sources and the smoke models"
-rm -rf "$ROOT/src" "$ROOT/smoke"
-mkdir -p "$ROOT/src"
-if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
-    (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$ROOT/src" -xf -
-else
-    tar -C "$REPO" --exclude=.venv --exclude=.git -cf - . | tar -C "$ROOT/src" -xf -
-fi
+rm -rf "$ROOT/smoke"
+copy_sources
 PYTHONPATH=$REPO "$HOST_PYTHON" "$REPO/deploy/armhf/smoke_models.py" build "$ROOT/smoke" 2>/dev/null
-rm -rf "$ROOT/wheel" && mkdir -p "$ROOT/wheel"
-"$HOST_PYTHON" -m pip wheel --quiet --no-deps -w "$ROOT/wheel" "$ROOT/src" 2>&1 | grep -v '^WARNING: Location' || true
-WHEEL=$(cd "$ROOT/wheel" && ls sigmoid_edge-*.whl)
+WHEEL=$(build_wheel "$HOST_PYTHON")
 [ -n "$WHEEL" ] || die "could not build the sigmoid-edge wheel"
-TESTS=$(edge_tests)
+TESTS=$(edge_tests onnxruntime)  # no onnxruntime on the board
 echo "edge test subset: $TESTS"
 
 [ -e "$RESULTS" ] || printf 'cpu\tarch\tnumpy\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"

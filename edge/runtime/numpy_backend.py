@@ -220,34 +220,62 @@ def _argmin(attrs, consts=()):
     return lambda x: (np.argmin(x, axis=axis, keepdims=keep).astype(np.int64),)
 
 
-def _conv(attrs, consts=()):
-    """1-D convolution ``[B, C, T] * [K, C, k] -> [B, K, T']`` as one batched matmul."""
+def _conv(attrs, consts=(), cache=None):
+    """1-D convolution ``[B, C, T] * [K, C, k] -> [B, K, T']`` as one batched matmul.
+
+    ``cache`` (one dict per session) shares the tap matrix of an input between the Conv
+    nodes that read it with the same dilation: the conv family runs up to two nodes (padded
+    and unpadded kernels) per dilation on one input, and the unpadded taps are a slice of
+    the padded ones.
+    """
     if attrs.get("group", 1) != 1 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
         raise UnsupportedModel("Conv with group != 1 or auto_pad is not supported")
     strides = attrs.get("strides", [1])
     if list(strides) != [1] * len(strides):
         raise UnsupportedModel("Conv with strides != 1 is not supported")
     dilation = attrs.get("dilations", [1])
-    pads = attrs.get("pads", [0, 0])
-    if len(dilation) != 1 or len(pads) != 2:
-        raise UnsupportedModel("only 1-D Conv is supported")
-    d = int(dilation[0])
-    state: dict = {}
+    pads = [int(p) for p in attrs.get("pads", [0, 0])]
+    if len(dilation) != 1 or len(pads) != 2 or min(pads) < 0:
+        raise UnsupportedModel("only 1-D Conv without negative pads is supported")
+    w = _const(consts, 1)
+    if w is None or w.ndim != 3:
+        raise UnsupportedModel("Conv needs constant 1-D kernels")
+    d, (k_out, c, k) = int(dilation[0]), w.shape
+    if consts and len(consts) > 2 and consts[2] is None:
+        raise UnsupportedModel("Conv needs a constant bias")
+    w2 = np.ascontiguousarray(w.reshape(k_out, c * k))
+    bias = None if _const(consts, 2) is None else consts[2].reshape(1, -1, 1)
+    shared = {} if cache is None else cache
+    span = d * (k - 1)
 
-    def run(x, w, bias=None):
-        k_out, c, k = w.shape
-        xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[1]))) if pads[0] or pads[1] else x
-        t = xp.shape[2] - d * (k - 1)
-        # taps[b, c, j, t] = xp[b, c, t + j * d]: a strided view, copied once by reshape.
-        s = xp.strides
-        taps = np.lib.stride_tricks.as_strided(
-            xp, (xp.shape[0], c, k, t), (s[0], s[1], s[2] * d, s[2]), writeable=False)
-        w2 = state.get("w")
-        if w2 is None or state.get("src") is not w:
-            state["src"], state["w"] = w, w2 = w, np.ascontiguousarray(w.reshape(k_out, c * k))
-        out = np.matmul(w2, taps.reshape(xp.shape[0], c * k, t))
+    def taps(x, before, after):
+        """``[B, C*k, T']`` with ``taps[b, c*k + j, t] = padded x[b, c, t + j*d]``."""
+        key = (d, k, before, after)
+        hit = shared.get(key)
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        if before == after == 0:  # a slice of the symmetric padded taps, when present
+            for (dd, kk, b, a), (xx, full) in list(shared.items()):
+                if xx is x and dd == d and kk == k and b == a:
+                    return full[:, :, b:full.shape[2] - a]
+        n, _, t = x.shape
+        if before or after:
+            xp = np.zeros((n, c, t + before + after), x.dtype)
+            xp[:, :, before:before + t] = x
+        else:
+            xp = x
+        out_t = xp.shape[2] - span
+        st = xp.strides
+        view = np.lib.stride_tricks.as_strided(
+            xp, (n, c, k, out_t), (st[0], st[1], st[2] * d, st[2]), writeable=False)
+        result = view.reshape(n, c * k, out_t)  # copies once
+        shared[key] = (x, result)
+        return result
+
+    def run(x, *_):
+        out = np.matmul(w2, taps(x, pads[0], pads[1]))
         if bias is not None:
-            out += bias.reshape(1, -1, 1)
+            out += bias
         return (out,)
     return run
 
@@ -531,6 +559,7 @@ class NumpySession:
         # Tensors computed at run time live in a list, by index; constants are bound into
         # each step's argument template at load.
         slot: dict[str, int] = {a.name: i for i, a in enumerate(self._inputs)}
+        self._conv_cache: dict = {}
         steps = []
         with np.errstate(all="ignore"):
             for node in order:
@@ -540,8 +569,10 @@ class NumpySession:
                     raise UnsupportedModel(f"{node.op_type} node {node.name!r}: attribute(s) "
                                            f"{extra} not supported by the numpy runtime")
                 consts = tuple(values.get(i) if i else None for i in node.inputs)
+                # Conv nodes share tap matrices through one cache per session.
+                extra_args = {"cache": self._conv_cache} if node.op_type == "Conv" else {}
                 try:
-                    kernel = factory(node.attributes, consts)
+                    kernel = factory(node.attributes, consts, **extra_args)
                 except UnsupportedModel as e:
                     raise UnsupportedModel(f"{node.op_type} node {node.name!r}: {e}") from None
                 if all(not i or i in values for i in node.inputs):
@@ -595,6 +626,7 @@ class NumpySession:
                     slots[o] = r
                 for k, _ in dynamic:  # drop the references: the arrays may be large
                     args[k] = None
+        self._conv_cache.clear()
         names = [o.name for o in self._outputs] if output_names is None else output_names
         out = []
         for name in names:
