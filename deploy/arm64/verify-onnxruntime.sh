@@ -187,22 +187,7 @@ for version in "$@"; do
         if in_root "$venv/bin/python -c 'import onnx'" >>"$log" 2>&1; then
             install="failed (onnx is installed: the edge install pulls the trainer)"
         fi
-        set +e
-        in_root "cd /tmp && timeout 900 $venv/bin/python /src/deploy/arm64/smoke_model.py check /smoke" >>"$log" 2>&1
-        status=$?
-        set -e
-        smoke=$(describe_status "$status")
-        detail=$(grep '^{' "$log" | tail -n 1 || true)
-        if [ "$SKIP_TESTS" != 1 ] && [ "$status" = 0 ]; then
-            set +e
-            in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis onnx tqdm \
-                && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 3600 $venv/bin/python -m pytest -q \
-                   -p no:cacheprovider -m 'not slow' --timeout 900 $TESTS" >>"$log" 2>&1
-            status=$?
-            set -e
-            summary=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs || true)
-            tests="$(describe_status "$status"): $summary"
-        fi
+        smoke_and_tests "$venv" /src/deploy/arm64/smoke_model.py "onnx tqdm" "not slow"
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$CPU_FILES" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 done

@@ -105,22 +105,7 @@ else
     if in_root "$venv/bin/python -c 'import onnxruntime'" >>"$log" 2>&1; then
         install="failed (onnxruntime is installed: the marker did not keep it out)"
     fi
-    set +e
-    in_root "cd /tmp && timeout 1800 $venv/bin/python /src/deploy/armhf/smoke_models.py check /smoke" >>"$log" 2>&1
-    status=$?
-    set -e
-    smoke=$(describe_status "$status")
-    detail=$(grep '^{' "$log" | tail -n 1 || true)
-    if [ "$SKIP_TESTS" != 1 ] && [ "$status" = 0 ]; then
-        set +e
-        in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis \
-            && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 5400 $venv/bin/python -m pytest -q \
-               -p no:cacheprovider -m 'not slow and not fuzz' --timeout 900 $TESTS" >>"$log" 2>&1
-        status=$?
-        set -e
-        summary=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs || true)
-        tests="$(describe_status "$status"): $summary"
-    fi
+    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "" "not slow and not fuzz"
 fi
 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$CPU" "$ARCH" "$numpy_version" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 echo "== results in $RESULTS"

@@ -79,3 +79,32 @@ describe_status() {
         *) echo "failed (exit $1)" ;;
     esac
 }
+
+# smoke_and_tests VENV SMOKE_SCRIPT EXTRA_PACKAGES MARKS: run `SMOKE_SCRIPT check /smoke` in
+# the root's VENV, then (unless SKIP_TESTS=1 or the smoke failed) the edge test subset
+# $TESTS with pytest -m MARKS, after installing the test tools and EXTRA_PACKAGES. Appends
+# to $log (in_root is the caller's); sets smoke, tests and detail for the result line.
+smoke_and_tests() {
+    local venv=$1 script=$2 extra=$3 marks=$4 status summary
+    # shellcheck disable=SC2154,SC2153  # log and TESTS are the caller's
+    local out=$log tests_to_run=$TESTS
+    set +e
+    in_root "cd /tmp && timeout 1800 $venv/bin/python $script check /smoke" >>"$out" 2>&1
+    status=$?
+    set -e
+    # shellcheck disable=SC2034  # read by the caller
+    smoke=$(describe_status "$status")
+    # shellcheck disable=SC2034
+    detail=$(grep '^{' "$out" | tail -n 1 || true)
+    if [ "${SKIP_TESTS:-0}" != 1 ] && [ "$status" = 0 ]; then
+        set +e
+        in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis $extra \
+            && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 5400 $venv/bin/python -m pytest -q \
+               -p no:cacheprovider -m '$marks' --timeout 900 $tests_to_run" >>"$out" 2>&1
+        status=$?
+        set -e
+        summary=$(grep -E '[0-9]+ (passed|failed)' "$out" | tail -n 1 | tr -d '=' | xargs || true)
+        # shellcheck disable=SC2034
+        tests="$(describe_status "$status"): $summary"
+    fi
+}
