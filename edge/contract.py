@@ -3,7 +3,8 @@
 The daemon knows nothing about a model beyond what the file says. The trainer writes
 files with :func:`encode_metadata`; the edge reads them back with :func:`decode_metadata`
 and checks a loaded session with :func:`check_session`; both run models through
-:func:`open_session`. The trainer imports this module, never the reverse.
+:func:`edge.runtime.open_session`, and every model's operators must be in
+:data:`SUPPORTED_OPS`. The trainer imports this module, never the reverse.
 
 See ``ARCHITECTURE.md``: input ``window`` float32 ``[batch, window, channels]``, output
 ``probabilities`` float32 ``[batch, classes]`` (more outputs may follow), and
@@ -148,26 +149,6 @@ def decode_metadata(props: dict[str, str]) -> ModelInfo:
         sample_rate_hz=None if rate is None else float(rate),
         extra={k: v for k, v in decoded.items() if k not in known},
     )
-
-
-def open_session(model, threads: int = 1, runtime: str = "auto"):
-    """A session run the way the edge runs every model (see :mod:`edge.runtime`).
-
-    The trainer measures agreement and latency through this too, so what it reports is
-    what the daemon does.
-
-    Parameters
-    ----------
-    model : bytes or str
-        The serialized model, or a path.
-    threads : int
-        onnxruntime intra-op threads (1 suits a Pi running other services).
-    runtime : {"auto", "onnxruntime", "numpy"}
-        ``auto``: onnxruntime when it imports, else the numpy runtime.
-    """
-    from edge.runtime import open_session as _open
-
-    return _open(model, threads, runtime)
 
 
 def unsupported_ops(op_types) -> list[str]:

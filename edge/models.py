@@ -32,10 +32,9 @@ from edge.contract import (
     ModelInfo,
     anomaly_threshold,
     check_session,
-    open_session,
 )
 from edge.contract import decode_metadata as _decode
-from edge.runtime import RuntimeUnavailable
+from edge.runtime import RuntimeUnavailable, open_session
 from edge.runtime import resolve as resolve_runtime
 
 log = logging.getLogger(__name__)

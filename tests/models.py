@@ -65,7 +65,8 @@ def mean_model(
 def offline_labels(path: Path, windows: np.ndarray) -> list[str]:
     """Labels for ``windows`` [N, W, C], read straight from the file (onnxruntime when it is
     installed, else the numpy runtime)."""
-    from edge.contract import decode_metadata, open_session
+    from edge.contract import decode_metadata
+    from edge.runtime import open_session
 
     session = open_session(str(path))
     info = decode_metadata(session.get_modelmeta().custom_metadata_map)

@@ -2,7 +2,7 @@
 
 The one place the trainer (quantize, fit, fit-anomaly, cluster, evaluate) and the
 benchmarks get an onnxruntime session and measure one. Sessions are opened by
-:func:`edge.contract.open_session`, so a model is measured the way the daemon runs it.
+:func:`edge.runtime.open_session`, so a model is measured the way the daemon runs it.
 
 Timing notes: with one intra-op thread onnxruntime runs in the calling thread, so the
 thread's CPU time counts only the graph's own work even while other processes load the
@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edge import contract
+from edge.runtime import open_session
 
 
 def session(model, threads: int = 1, runtime: str = "onnxruntime"):
@@ -25,8 +26,7 @@ def session(model, threads: int = 1, runtime: str = "onnxruntime"):
     :mod:`edge.runtime` name (``numpy``: what a Pi without onnxruntime runs)."""
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
-    return contract.open_session(model if isinstance(model, bytes) else str(model), threads,
-                                 runtime)
+    return open_session(model if isinstance(model, bytes) else str(model), threads, runtime)
 
 
 def load(path, runtime: str = "onnxruntime"):
