@@ -47,7 +47,7 @@ QEMU=$(command -v qemu-aarch64-static || true)
 "$HOST_PYTHON" -c 'import onnx, onnxruntime' 2>/dev/null \
     || die "$HOST_PYTHON lacks onnx/onnxruntime (run 'make test' once, or set HOST_PYTHON)"
 
-# shellcheck source=deploy/lib/emulated-root.sh
+# shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
 . "$REPO/deploy/lib/emulated-root.sh"
 
 # binfmt_misc runs every arm64 program in the root (pip's subprocesses too) through qemu.

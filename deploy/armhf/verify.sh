@@ -54,7 +54,7 @@ QEMU=$(command -v qemu-arm-static || true)
 "$HOST_PYTHON" -c 'import onnx, onnxruntime, trainer' 2>/dev/null \
     || die "$HOST_PYTHON lacks the trainer (run 'make test' once, or set HOST_PYTHON)"
 
-# shellcheck source=deploy/lib/emulated-root.sh
+# shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
 . "$REPO/deploy/lib/emulated-root.sh"
 
 make_root() {
