@@ -208,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
     from edge.updates import verify_startup
 
     try:
-        model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime)
+        model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
+                           extra_ops=cfg.extra_ops)
         make_parser(model, cfg)
         verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:
@@ -250,12 +251,9 @@ def add_client_args(p: argparse.ArgumentParser, *, broker_required: bool = True,
 
 def client_kwargs(args: argparse.Namespace) -> dict:
     """Connection keyword arguments from :func:`add_client_args` options."""
-    import os
+    from edge.credentials import read_password
 
-    password = os.environ.get("SIGMOID_EDGE_PASSWORD")
-    if args.password_file:
-        with open(args.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
+    password = read_password(args.password_file)
     return {"mqtt_version": args.mqtt_version, "username": args.username or "",
             "password": password or "", "tls_ca": args.tls_ca or "",
             "tls_cert": args.tls_cert or "", "tls_key": args.tls_key or ""}

@@ -9,7 +9,6 @@ drops, and reloads the model on SIGHUP.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -19,11 +18,12 @@ from collections import deque
 
 from edge import topics
 from edge.config import Config, check_device_name, shard_of
+from edge.journal import Journal
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
 from edge.runner import Runner
-from edge.stats import RateLimit, Stats
+from edge.stats import RateLimit, Stats, to_json
 from edge.updates import ModelUpdates, verify_startup
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class Daemon:
         # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
         keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
-        self.slot = ModelSlot(model, threads=cfg.threads, runtime=cfg.runtime)
+        self.slot = ModelSlot(model, threads=cfg.threads, runtime=cfg.runtime,
+                              extra_ops=cfg.extra_ops)
         # Checked on every new model before it replaces the current one.
         self.slot.checks.append(lambda new: make_parser(new, cfg))
         self.slot.listeners.append(self._on_swap)
@@ -90,8 +91,11 @@ class Daemon:
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies, anomaly_min_windows=cfg.anomaly_min_windows,
             anomaly_window_count=cfg.anomaly_window_count,
+            input_range_margin=cfg.input_range_margin,
             shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
+        self.runner.on_window_rejected = self._window_rejected
+        self._window_errors_limit = RateLimit(per_second=1.0, burst=5)  # worker thread only
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
         self._known_devices: set[str] = set()
         # --shard K/N: every daemon gets every message and keeps its own devices.
@@ -114,6 +118,18 @@ class Daemon:
         self._ack_lock = threading.Lock()
         if self._manual_ack:
             self.runner.after_cycle.append(self.flush_acks)
+        self.journal = None
+        if cfg.journal_path is not None:
+            try:
+                self.journal = Journal(cfg.journal_path, fsync=cfg.journal_fsync,
+                                       max_bytes=cfg.journal_max_bytes)
+                self.journal.replay(self.runner.buffers)
+            except OSError as e:
+                log.error("journal %s unusable (%s): partial windows are not protected "
+                          "across a crash; set journal = \"PATH\" to a writable file",
+                          cfg.journal_path, e.strerror)
+                self.journal = None
+            self.runner.journal = self.journal
         self.updates = ModelUpdates(cfg, self.slot, self.link.publish, keys, verified,
                                     stats=self.stats)
         self.runner.on_model_failure = self.updates.on_model_failure
@@ -239,11 +255,22 @@ class Daemon:
             suppressed = self._errors_limit.suppressed
             self._errors_limit.suppressed = 0
             log.warning("rejected a message on %r: %s: %s", topic, reason, detail)
-            self.link.publish(self.cfg.errors_topic, json.dumps({
+            self.link.publish(self.cfg.errors_topic, to_json({
                 "reason": reason, "detail": detail, "device": device if
                 check_device_name(device) else None, "topic": topic,
                 "suppressed_since_last": suppressed, "time": round(time.time(), 3),
             }), qos=1)
+
+    def _window_rejected(self, reason: str, detail: str, device: str) -> None:
+        """Windows of ``device`` the model gave no usable output for (worker thread)."""
+        limit = self._window_errors_limit
+        if limit.allow():
+            suppressed, limit.suppressed = limit.suppressed, 0
+            log.warning("no classification for device %r: %s: %s", device, reason, detail)
+            self.link.publish(self.cfg.errors_topic, to_json({
+                "reason": reason, "detail": detail, "device": device,
+                "model": self.slot.current.identity, "suppressed_since_last": suppressed,
+                "time": round(time.time(), 3)}), qos=1)
 
     # model swaps
     def _on_swap(self, old: LoadedModel, new: LoadedModel) -> None:
@@ -283,7 +310,10 @@ class Daemon:
                               "persistent_session": self._manual_ack,
                               "unacked": len(self._acks)}
         snap["model_updates"] = self.updates.snapshot()
-        self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
+        if self.journal is not None:
+            snap["journal"] = {"bytes": self.journal.size, "commits": self.journal.commits,
+                               "compactions": self.journal.compactions}
+        self.link.publish(self.cfg.stats_topic, to_json(snap), qos=1)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the model. Returns the exit code."""
@@ -303,9 +333,9 @@ class Daemon:
         next_stats = time.monotonic() + self.cfg.stats_interval
         next_drop_log, drops_logged = 0.0, 0
         while not self.stop_event.wait(TICK):
-            if self.reload_event.is_set():
+            if self.reload_event.is_set():  # loaded and checked on the update thread
                 self.reload_event.clear()
-                self.reload()
+                self.updates.request_reload("SIGHUP")
             now = time.monotonic()
             if self.stats.drops > drops_logged and now >= next_drop_log:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "
@@ -330,6 +360,8 @@ class Daemon:
         self.updates.stop()
         if self._manual_ack:
             self.flush_acks()  # what is still queued stays unacknowledged: sent again later
+        if self.journal is not None:
+            self.journal.close()
         self.publish_stats()
         self.link.stop(timeout)
         log.info("stopped")

@@ -18,6 +18,7 @@ from edge.mqtt import connect_client
 from edge.tools import record
 from edge.tools.sensorfiles import read_csv
 from edge.tools.simulate import Simulator, SyntheticSource
+from tests.daemon_helpers import wait_for
 from tests.mqtt_helpers import mosquitto_pub
 from tests.test_simulate import expected_stream
 
@@ -37,6 +38,19 @@ def start_record(broker, out: Path, *args: str) -> subprocess.Popen:
             break
     proc.kill()
     raise AssertionError(f"record did not subscribe: {proc.communicate()}")
+
+
+def wait_rows(out: Path, n: int, timeout: float = 15.0) -> None:
+    """Wait until ``out`` (and its rotated ``out.K.csv`` files) hold ``n`` complete rows.
+
+    The recorder writes every 0.5 s; stopping it before every message it was sent is
+    written would make the exact counts below race the broker.
+    """
+    def rows() -> int:
+        files = out.parent.glob(f"{out.stem}*{out.suffix}")
+        return sum(max(0, f.read_bytes().count(b"\n") - 1) for f in files)  # minus header
+
+    wait_for(lambda: rows() >= n, timeout, what=f"{n} rows in {out}")
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[str, str]:
@@ -65,11 +79,11 @@ def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
     proc = start_record(broker, out, "--label-topic", "sim/{device}/label",
                         *(["--channels", "x,y,z"] if fmt != "object" else []))
     simulate(broker, devices=devices, rate=rate, duration=duration, fmt=fmt)
-    time.sleep(0.3)
+    n = int(rate * duration)
+    wait_rows(out, devices * n)
     stdout, _ = stop(proc)
     log = read_csv(out)
     assert log.channels == ("x", "y", "z")
-    n = int(rate * duration)
     assert f"record: {devices * n} rows from {devices} device(s)" in stdout
     for k in range(devices):
         rows = log.device == f"dev{k + 1}"
@@ -85,6 +99,7 @@ def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
             assert agree > 0.9
 
 
+@pytest.mark.slow
 def test_sigint_mid_stream_leaves_a_complete_file(broker, tmp_path):
     out = tmp_path / "busy.csv"
     proc = start_record(broker, out, "--label", "normal")
@@ -115,7 +130,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
     out = tmp_path / "resume.csv"
     proc = start_record(broker, out, "--label", "a")
     simulate(broker)
-    time.sleep(0.3)
+    wait_rows(out, 50)
     stop(proc, signal.SIGTERM)
     first = len(read_csv(out).ts)
     assert first == 50
@@ -124,7 +139,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
         f.write(b"1795623190.1,dev1,a,0.5")
     proc = start_record(broker, out, "--label", "b")
     simulate(broker)
-    time.sleep(0.3)
+    wait_rows(out, 100)
     stop(proc)
     log = read_csv(out)
     assert log.label.tolist() == ["a"] * 50 + ["b"] * 50
@@ -134,7 +149,7 @@ def test_rotates_large_recordings_into_complete_files(broker, tmp_path):
     out = tmp_path / "big.csv"
     proc = start_record(broker, out, "--max-mb", str(20 / 1024))  # 20 KiB files
     simulate(broker, devices=2, rate=400, duration=2)
-    time.sleep(0.3)
+    wait_rows(out, 1600)
     stdout, _ = stop(proc)
     files = sorted(tmp_path.glob("big*.csv"))
     assert len(files) >= 3

@@ -82,6 +82,9 @@ def build_model(
     }
     if sample_rate_hz:
         meta[contract.SAMPLE_RATE_HZ] = float(sample_rate_hz)
+    if getattr(pipeline, "input_min_", None) is not None:
+        meta[contract.INPUT_RANGE] = {"min": [float(v) for v in pipeline.input_min_],
+                                      "max": [float(v) for v in pipeline.input_max_]}
     # A network may add outputs after `probabilities` (an anomaly score, a cluster index)
     # and the metadata that goes with them: it names them, it emitted them in to_onnx.
     network = getattr(pipeline, "network_", None)
@@ -97,12 +100,6 @@ def build_model(
     return model
 
 
-def op_names(model: onnx.ModelProto) -> set[str]:
-    """The model's operators as :data:`edge.contract.SUPPORTED_OPS` names them."""
-    return {n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
-            for n in model.graph.node}
-
-
 def check_operators(model: onnx.ModelProto) -> None:
     """Fail unless every operator of ``model`` is one every edge runtime runs.
 
@@ -113,12 +110,14 @@ def check_operators(model: onnx.ModelProto) -> None:
         numpy runtime (32-bit Raspberry Pi OS, Pi Zero) could not load the model. Add the
         operator to the numpy runtime and to the list, or emit supported ones.
     """
-    bad = contract.unsupported_ops(op_names(model))
+    bad = sorted(contract.model_ops(model.SerializeToString()) - contract.SUPPORTED_OPS)
     if bad:
         raise contract.ContractError(
-            f"model {model.graph.name!r} uses operator(s) {', '.join(bad)} outside "
-            "edge.contract.SUPPORTED_OPS: the numpy runtime (32-bit Raspberry Pi OS, Pi Zero) "
-            "could not run it; implement them in edge/runtime/numpy_backend.py and add them "
+            f"model {model.graph.name!r} uses operator(s) "
+            f"{', '.join(contract.op_name(*op) for op in bad)} outside "
+            "edge.contract.SUPPORTED_OPS: the daemon would refuse it and the numpy runtime "
+            "(32-bit Raspberry Pi OS, Pi Zero) could not run it; implement them in "
+            "edge/runtime/numpy_backend.py and add them "
             "to the list, or emit supported operators")
 
 

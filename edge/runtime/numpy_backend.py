@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.contract import SUPPORTED_OPS
+from edge.contract import SUPPORTED_OPS, op_name
 from edge.runtime.onnx_proto import TYPE_NAMES, Node, ProtoError, read_model
 
 # Domains whose operators we run: the ONNX standard and onnxruntime's com.microsoft
@@ -494,8 +494,7 @@ KERNELS: dict[tuple[str, str], tuple[Callable[[dict], Callable], frozenset]] = {
 
 
 def _op_name(node: Node) -> str:
-    return node.op_type if not node.domain or node.domain == "ai.onnx" else \
-        f"{node.domain}.{node.op_type}"
+    return op_name(DOMAINS.get(node.domain, node.domain), node.op_type)
 
 
 def _topological(nodes: list[Node], available: set[str]) -> list[Node]:
@@ -549,12 +548,13 @@ class NumpySession:
                          for v in graph.outputs]
         unsupported = sorted({_op_name(n) for n in graph.nodes
                               if (DOMAINS.get(n.domain), n.op_type) not in KERNELS
-                              or _op_name(n) not in SUPPORTED_OPS})
+                              or (DOMAINS[n.domain], n.op_type) not in SUPPORTED_OPS})
         if unsupported:
+            runs = sorted(op_name(*op) for op in KERNELS)
             raise UnsupportedModel(
                 f"operator(s) {', '.join(unsupported)} not supported by the numpy runtime "
-                f"(it runs {', '.join(sorted(SUPPORTED_OPS))}); run this model with "
-                "onnxruntime or re-export it with `sigmoid-train fit`")
+                f"(it runs {', '.join(runs)}); run this model with onnxruntime or re-export "
+                "it with `sigmoid-train fit`")
         order = _topological(graph.nodes, set(values) | {a.name for a in self._inputs})
         # Tensors computed at run time live in a list, by index; constants are bound into
         # each step's argument template at load.
