@@ -55,7 +55,8 @@ class ContractError(ValueError):
 # signed graph with a Loop of 1e12 iterations never runs. The numpy runtime
 # (edge/runtime/numpy_backend.py) runs all of them but the dynamic variant's
 # DynamicQuantizeLinear, MatMulInteger and ConvInteger (a variant the trainer measures and
-# never chooses); the trainer's export checks every model it writes against this list. tests/test_contract.py checks the trainer emits nothing outside it.
+# never chooses); the trainer's export checks every model it writes against this list.
+# tests/test_contract.py checks the trainer emits nothing outside it.
 SUPPORTED_OPS: frozenset[tuple[str, str]] = frozenset(
     [("", op) for op in (
         "Add", "ArgMin", "Cast", "Concat", "Conv", "ConvInteger", "DequantizeLinear", "Div",
