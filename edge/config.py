@@ -53,6 +53,7 @@ _IGNORABLE_RE = re.compile("[" + "".join(
     f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _DEFAULT_IGNORABLE) + "]")
 MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class ConfigError(ValueError):
@@ -135,6 +136,9 @@ class Config:
     output_qos: int = 1
     node: str = ""
     input_topic: str = topics.INPUT
+    # What input payloads are: json (also reads binary blocks by their magic), binary, cbor
+    # or sparkplug (edge/formats.py, edge/sparkplug.py).
+    payload: str = "json"
     output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
     # Many daemons, one site: "K/N" keeps only devices whose crc32(name) % N == K.
@@ -468,6 +472,7 @@ def validate(cfg: Config) -> Config:
                                 for lv in cfg.ha_prefix.split("/")):
         raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
+    _check_payload(cfg)
     _check_template(cfg, "input_topic", subscribe=True)
     if topics.split_share(cfg.input_topic)[0] and cfg.mqtt_version != "5":
         raise _fail(cfg, "input_topic", "a shared subscription ($share/GROUP/...) needs MQTT 5; "
@@ -553,6 +558,29 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _check_payload(cfg: Config) -> None:
+    """``payload`` is a known format whose extra is installed; Sparkplug has its own topic."""
+    from edge import formats
+
+    if cfg.payload not in formats.FORMATS:
+        raise _fail(cfg, "payload", f"must be one of {', '.join(formats.FORMATS)}, got "
+                    f"{cfg.payload!r}")
+    try:
+        formats.check_available(cfg.payload)
+    except ImportError as e:
+        raise _fail(cfg, "payload", str(e)) from None
+    if cfg.payload != "sparkplug":
+        return
+    from edge import sparkplug
+
+    if _where(cfg, "input_topic") == "default":
+        cfg.input_topic = sparkplug.DEFAULT_TOPIC
+    try:
+        sparkplug.parse_template(cfg.input_topic)
+    except ValueError as e:
+        raise _fail(cfg, "input_topic", f"with payload sparkplug: {e}") from None
+
+
 def shard_of(text: str) -> tuple[int, int]:
     """``"1/3"`` -> ``(1, 3)``: this daemon keeps the devices whose hash mod 3 is 1.
 
@@ -587,8 +615,11 @@ def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
     for i, level in enumerate(levels):
         if level == "{device}":
             continue
+        if subscribe and _PLACEHOLDER.fullmatch(level):
+            continue  # {group}, {edge_node}...: any value, like '+'
         if "{" in level or "}" in level:
-            raise _fail(cfg, key, f"only {{device}} may be used as a placeholder, got {template!r}")
+            raise _fail(cfg, key, "placeholders must be whole levels like {device} (or "
+                        f"{{group}} in an input topic), got {template!r}")
         if subscribe:
             if "#" in level and (level != "#" or i != len(levels) - 1):
                 raise _fail(cfg, key, f"'#' must be the last level on its own, got {template!r}")

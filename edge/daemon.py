@@ -18,6 +18,7 @@ from collections import deque
 
 from edge import topics
 from edge.config import Config, check_device_name, shard_of
+from edge.formats import Decoder
 from edge.journal import Journal
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
@@ -32,8 +33,11 @@ TICK = 0.25  # main loop period (s): signal handling, reloads
 DROP_LOG_INTERVAL = 10.0  # at most one "queue full" log line per this many seconds
 
 
-def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
-    """The payload parser for a model's channels and the configured channel mapping.
+def make_parser(model: LoadedModel, cfg: Config):
+    """The payload decoder for a model's channels, ``payload`` and the channel mapping.
+
+    A :class:`edge.formats.Decoder` (JSON, binary blocks, CBOR), or a
+    :class:`edge.sparkplug.SparkplugDecoder` with ``payload = "sparkplug"``.
 
     Raises
     ------
@@ -47,10 +51,20 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
             raise ModelError(f"{model.source}: --{key} needs a model with an 'anomaly_score' "
                              "output (sigmoid-train fit-anomaly or fit --anomaly)")
     try:
-        return PayloadParser(model.info.channels, cfg.channels,
-                             max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
+        parser = PayloadParser(model.info.channels, cfg.channels,
+                               max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
     except ValueError as e:
         raise ModelError(f"{model.source}: {e}") from None
+    if cfg.payload == "sparkplug":
+        from edge.sparkplug import SparkplugDecoder
+
+        # Under --shard or a shared subscription this daemon sees only some of a node's
+        # messages, so its sequence numbers always look like gaps: not checked then.
+        return SparkplugDecoder(model.info.channels, cfg.input_topic,
+                                max_bytes=cfg.max_payload_bytes, max_devices=cfg.max_devices,
+                                check_seq=not (cfg.shard or topics.split_share(
+                                    cfg.input_topic)[0]))
+    return Decoder(cfg.payload, parser)
 
 
 class Daemon:
@@ -97,6 +111,9 @@ class Daemon:
         self.runner.on_window_rejected = self._window_rejected
         self._window_errors_limit = RateLimit(per_second=1.0, burst=5)  # worker thread only
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
+        self.sparkplug = cfg.payload == "sparkplug"
+        if self.sparkplug:  # births, deaths and sequence numbers too, not only data
+            self.filter = self.parser.filter
         self._known_devices: set[str] = set()
         # --shard K/N: every daemon gets every message and keeps its own devices.
         self._shard = shard_of(cfg.shard) if cfg.shard else None
@@ -151,6 +168,9 @@ class Daemon:
         stats.messages_in += 1
         if not self._accepting:
             return
+        if self.sparkplug:
+            self._on_sparkplug(msg)
+            return
         device = "?"
         try:
             device = msg.topic.split("/")[self._device_level]
@@ -159,21 +179,10 @@ class Daemon:
                 self._handled(msg)
                 return
             if device not in self._known_devices:
-                if not check_device_name(device):
-                    raise Rejected("bad_device", f"device name {device!r} is not allowed in a "
-                                                 "topic")
-                if len(self._known_devices) > 4 * self.cfg.max_devices:
-                    self._known_devices.clear()
-                self._known_devices.add(device)
-            values, ts = self.parser.parse(msg.payload)
-        except Rejected as r:
-            self._reject(r.reason, r.detail, device, msg)
-            self._handled(msg, flush=True)
-            return
+                self._check_device(device)
+            values, ts = self.parser.parse_message(msg)
         except Exception as e:  # a bug must cost one message, not the daemon
-            log.debug("internal error on a message", exc_info=True)
-            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
-            self._handled(msg, flush=True)
+            self._refuse(e, device, msg)
             return
         if self.ha is not None:
             self.ha.seen(device)
@@ -181,6 +190,48 @@ class Daemon:
         if self._manual_ack:
             self._submitted += 1
             self._handled(msg)
+
+    def _check_device(self, device: str) -> None:
+        """Remember a new device name, or raise Rejected (bad_device) for an unsafe one."""
+        if not check_device_name(device):
+            raise Rejected("bad_device", f"device name {device!r} is not allowed in a topic")
+        if len(self._known_devices) > 4 * self.cfg.max_devices:
+            self._known_devices.clear()
+        self._known_devices.add(device)
+
+    def _refuse(self, exc: Exception, device: str, msg) -> None:
+        """Count and report a message that was rejected (or hit a bug), and acknowledge it."""
+        if isinstance(exc, Rejected):
+            self._reject(exc.reason, exc.detail, device, msg)
+        else:
+            log.debug("internal error on a message", exc_info=True)
+            self._reject("internal_error", f"{type(exc).__name__}: {exc}", device, msg)
+        self._handled(msg, flush=True)
+
+    def _on_sparkplug(self, msg) -> None:
+        """One Sparkplug B message: samples, or window restarts on births, deaths and gaps."""
+        device = "?"
+        try:
+            events = self.parser.handle(msg.topic, msg.payload)
+            for device, _, _ in events:
+                if device not in self._known_devices:
+                    self._check_device(device)
+        except Exception as e:
+            self._refuse(e, device, msg)
+            return
+        if self._shard is not None:
+            events = [e for e in events if self._owns(e[0])]
+        now = time.time()
+        for device, values, ts in events:
+            if values is None:
+                self.runner.restart(device, now)
+            else:
+                if self.ha is not None:
+                    self.ha.seen(device)
+                self.runner.submit(device, values, ts, now)
+        if self._manual_ack:
+            self._submitted += len(events)
+        self._handled(msg, flush=not events)
 
     def _owns(self, device: str) -> bool:
         """Whether ``device`` is this daemon's under ``--shard K/N`` (memoised per name).
@@ -274,7 +325,10 @@ class Daemon:
 
     # model swaps
     def _on_swap(self, old: LoadedModel, new: LoadedModel) -> None:
-        self.parser = make_parser(new, self.cfg)
+        parser = make_parser(new, self.cfg)
+        if self.sparkplug:  # keep the alias tables and sequence numbers of every node
+            parser.adopt(self.parser)
+        self.parser = parser
         self.stats.model_swaps += 1
 
     def reload(self, origin: str = "SIGHUP") -> bool:

@@ -44,6 +44,11 @@ REASONS = {
     "bad_device": "device name is empty, longer than 128 characters, or has '+', '#', '/', "
                   "or a control, format, separator, private-use, unassigned or "
                   "default-ignorable character",
+    "bad_block": "a binary sample block with a bad header or length (docs/payloads.md)",
+    "invalid_cbor": "payload is not valid CBOR",
+    "invalid_sparkplug": "payload is not a Sparkplug B protobuf, or its topic is not spBv1.0/...",
+    "unknown_alias": "a Sparkplug metric alias no NBIRTH/DBIRTH of the device defined",
+    "unsupported_format": "the MQTT 5 content type names a format this install cannot read",
     "internal_error": "an unexpected error while handling the message (a bug: please report)",
 }
 
@@ -128,6 +133,16 @@ class PayloadParser:
             doc = self._loads(payload)
         except Exception:  # orjson refuses NaN, 1e400, deep nesting: ask the standard parser
             doc = _std_loads(payload)
+        return self.parse_document(doc)
+
+    def parse_document(self, doc):
+        """Samples from an already decoded document (JSON, or CBOR with the same shapes).
+
+        Raises
+        ------
+        Rejected
+            As :meth:`parse`.
+        """
         kind = type(doc)
         if kind is dict:
             if "samples" in doc:
@@ -152,7 +167,7 @@ class PayloadParser:
             row = [doc]
             _check_row(row, 1)
             return row, None
-        raise Rejected("bad_type", f"expected a JSON object, array or number, got {kind.__name__}")
+        raise Rejected("bad_type", f"expected an object, array or number, got {kind.__name__}")
 
     def _values(self, obj: dict) -> list:
         keys = self.flat_keys

@@ -255,6 +255,9 @@ class Runner:
         self.input_range_margin = input_range_margin
         self._bounds = None
         self._model: LoadedModel | None = None
+        # Restart markers (values None) submitted (network thread) and handled (worker).
+        self.restarts = 0
+        self._restarts_done = 0
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
         self._use(slot.current)
@@ -268,6 +271,14 @@ class Runner:
         q.append((device, values, ts, received))
         if self._idle:
             self._wake.set()
+
+    def restart(self, device: str, received: float) -> None:
+        """Enqueue "restart this device's window" behind what it sent so far (never blocks).
+
+        For inputs that know when a stream breaks (a Sparkplug rebirth or sequence gap).
+        """
+        self.restarts += 1  # before the item: the worker never sees one it did not count
+        self.submit(device, None, None, received)
 
     # lifecycle
     def start(self) -> None:
@@ -371,7 +382,17 @@ class Runner:
         lags = self.stats.input_lags
         journal = self.journal
         now = time.time()
-        for device, items in groups.items():
+        if self.restarts != self._restarts_done:
+            segments = self._split_restarts(groups)
+        else:
+            segments = [(device, items, False) for device, items in groups.items()]
+        for device, items, restarted in segments:
+            if restarted:  # a restart marker (Sparkplug rebirth, sequence gap) came first
+                buffers.forget(device)
+                if journal is not None:
+                    journal.forget(device)
+            if not items:
+                continue
             own = False
             for restart, part in (self._by_message(items, buffers.window) if self.shared
                                   else ((False, items),)):
@@ -402,6 +423,25 @@ class Runner:
             self._classify(windows[lo:lo + MAX_BATCH], devices[lo:lo + MAX_BATCH],
                            starts[lo:lo + MAX_BATCH], ends[lo:lo + MAX_BATCH], newest)
         return len(devices)
+
+    def _split_restarts(self, groups: dict) -> list:
+        """Cut each device's items at its restart markers (only when some were queued).
+
+        Returns ``(device, items, restart)``: ``restart`` True means "forget the device's
+        window, then push ``items``".
+        """
+        out = []
+        for device, items in groups.items():
+            part: list = []
+            out.append((device, part, False))
+            for item in items:
+                if item[1] is None:
+                    self._restarts_done += 1
+                    part = []
+                    out.append((device, part, True))
+                else:
+                    part.append(item)
+        return out
 
     @staticmethod
     def _by_message(items: list, window: int):

@@ -35,7 +35,7 @@ SCHEMA_KEYS = {
     "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "runtime", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
-    "channels", "postprocess",
+    "channels", "postprocess", "payload",
 }
 POSTPROCESS_KEYS = {"smoothing", "min_confidence", "on_change"}
 

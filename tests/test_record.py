@@ -17,7 +17,7 @@ from edge.cli import main
 from edge.mqtt import connect_client
 from edge.tools import record
 from edge.tools.sensorfiles import read_csv
-from edge.tools.simulate import Simulator, SyntheticSource
+from edge.tools.simulate import SENSOR_TOPIC, SPARKPLUG_TOPIC, Simulator, SyntheticSource
 from tests.daemon_helpers import wait_for
 from tests.mqtt_helpers import mosquitto_pub
 from tests.test_simulate import expected_stream
@@ -64,20 +64,25 @@ def simulate(broker, *, devices: int = 1, rate: float = 100, duration: float = 0
              fmt: str = "object") -> None:
     """Publish synthetic streams in this process (a real paho client, like the CLI's)."""
     client = connect_client(broker.url, mqtt_version="3.1.1")
+    topic = SPARKPLUG_TOPIC if fmt == "sparkplug" else SENSOR_TOPIC
     try:
         Simulator(client, SyntheticSource(rate_hz=rate), devices=devices,
-                  fmt=fmt).run(duration=duration)
+                  fmt=fmt, topic=topic).run(duration=duration)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-@pytest.mark.parametrize("fmt", ["object", "array", "batch"])
+@pytest.mark.parametrize("fmt", ["object", "array", "batch", "binary", "cbor", "sparkplug"])
 def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
     out = tmp_path / "run.csv"
     rate, duration, devices = 200, 1.0, 2
-    proc = start_record(broker, out, "--label-topic", "sim/{device}/label",
-                        *(["--channels", "x,y,z"] if fmt != "object" else []))
+    # Blocks are read by their magic under the default --payload json; channels of
+    # Sparkplug come from its births.
+    payload = ["--payload", fmt] if fmt in ("cbor", "sparkplug") else []
+    proc = start_record(broker, out, "--label-topic", "sim/{device}/label", *payload,
+                        *(["--channels", "x,y,z"] if fmt not in ("object", "sparkplug")
+                          else []))
     simulate(broker, devices=devices, rate=rate, duration=duration, fmt=fmt)
     n = int(rate * duration)
     wait_rows(out, devices * n)
