@@ -142,11 +142,13 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
-                      before=None, timeout: float = 180.0, blast_with=None) -> tuple:
+                      before=None, timeout: float = 180.0, blast_with=None,
+                      runtime: str = "auto") -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
-    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`.
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
+    the inference runtime (edge/runtime/).
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -154,7 +156,8 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     from edge.payload import PayloadParser
 
     cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000, "payload": payload}, env={})
+                       "queue_size": 200000, "payload": payload, "runtime": runtime},
+                      env={})
     d = Daemon(cfg)
     if fast_json is not None:
         d.parser = Decoder("json", PayloadParser(d.slot.current.info.channels,
@@ -265,7 +268,7 @@ class PahoBlast:
 
     ``procs`` child processes (this script with ``--publish``) each connect one paho client,
     read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
-    PUBACK round trips to wait for) and exit once all of it is written. Every format of [6]
+    PUBACK round trips to wait for) and exit once all of it is written. Every format of [7]
     goes through them.
     """
 

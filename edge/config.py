@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from edge import topics
 from edge.credentials import PasswordFileError, read_password
+from edge.runtime import RUNTIMES
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
@@ -150,6 +151,7 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     threads: int = 1
+    runtime: str = "auto"
     hop: int = 0
     max_devices: int = 1000
     queue_size: int = 10000
@@ -552,6 +554,8 @@ def validate(cfg: Config) -> Config:
         raise _fail(cfg, "session_expiry", f"must be 0 to 4294967295 s, got {cfg.session_expiry}")
     if not 5 <= cfg.keepalive <= 65535:
         raise _fail(cfg, "keepalive", f"must be between 5 and 65535 s, got {cfg.keepalive}")
+    if cfg.runtime not in RUNTIMES:
+        raise _fail(cfg, "runtime", f"must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise _fail(cfg, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     cfg.log_level = cfg.log_level.lower()

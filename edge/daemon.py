@@ -101,7 +101,8 @@ class Daemon:
         # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
         keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
-        self.slot = ModelSlot(model, threads=cfg.threads, extra_ops=cfg.extra_ops)
+        self.slot = ModelSlot(model, threads=cfg.threads, runtime=cfg.runtime,
+                              extra_ops=cfg.extra_ops)
         # Checked on every new model before it replaces the current one.
         self.slot.checks.append(lambda new: make_parser(new, cfg))
         self.slot.listeners.append(self._on_swap)
@@ -367,6 +368,7 @@ class Daemon:
         snap = self.stats.snapshot()
         snap["node"] = self.cfg.node
         snap["model"] = self.slot.current.identity
+        snap["runtime"] = self.slot.current.runtime
         snap["devices"] = len(self.runner.buffers) if self.runner.buffers is not None else 0
         link = self.link
         snap["connection"] = {"connects": link.connects, "outages": link.outages,
@@ -388,9 +390,10 @@ class Daemon:
             signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
         self.start()
         m = self.slot.current.info
-        log.info("serving %s %s: %d channels %s, window %d, hop %d, labels %s; input %s -> %s",
-                 m.name, m.version, len(m.channels), list(m.channels), m.window,
-                 self.runner.buffers.hop, list(m.labels), self.filter, self.cfg.output_topic)
+        log.info("serving %s %s with the %s runtime: %d channels %s, window %d, hop %d, "
+                 "labels %s; input %s -> %s", m.name, m.version, self.slot.current.runtime,
+                 len(m.channels), list(m.channels), m.window, self.runner.buffers.hop,
+                 list(m.labels), self.filter, self.cfg.output_topic)
         if self._shard is not None:
             log.info("shard %s: keeping the devices whose crc32(name) mod %d is %d",
                      self.cfg.shard, self._shard[1], self._shard[0])

@@ -12,6 +12,7 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from edge.cli import add_command, base_parser, run_parsed  # noqa: E402
+from edge.runtime import RUNTIMES  # noqa: E402
 
 
 def _fail(command: str, message: str) -> int:
@@ -454,6 +455,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
     p.add_argument("data", metavar="DATA", help="a labelled .ts file or CSV sensor log")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs the model: onnxruntime, numpy (what a Pi without "
+                        "onnxruntime runs, for parity checks) or auto (default: onnxruntime "
+                        "when installed)")
     p.set_defaults(func=_evaluate)
 
 
@@ -461,18 +466,20 @@ def _evaluate(args) -> int:
     import json
 
     from edge.contract import ContractError
+    from edge.runtime import RuntimeUnavailable
     from edge.tools.sensorfiles import SensorFileError
     from trainer.modelfile import evaluate
 
     try:
-        result = evaluate(args.model, args.data)
-    except (ContractError, SensorFileError, ValueError, FileNotFoundError) as exc:
+        result = evaluate(args.model, args.data, runtime=args.runtime)
+    except (ContractError, SensorFileError, ValueError, FileNotFoundError,
+            RuntimeUnavailable) as exc:
         return _fail("evaluate", str(exc))
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.model} on {args.data}: accuracy {result['accuracy']:.4f}, "
-          f"macro-F1 {result['macro_f1']:.4f}, n {result['n']}")
+    print(f"{args.model} on {args.data} ({result['runtime']} runtime): accuracy "
+          f"{result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}, n {result['n']}")
     width = max(len(v) for v in result["labels"])
     print("confusion (rows true, columns predicted):")
     print(" " * (width + 2) + " ".join(f"{v[:6]:>6s}" for v in result["labels"]))
