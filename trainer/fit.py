@@ -29,6 +29,7 @@ from trainer.selection import (
     NETWORK_CANDIDATES,
     TooFewWindows,
     select,
+    with_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,14 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
 
     t_start = time.perf_counter()
     feature_sets = [options.features] if options.features else list(DEFAULT_CANDIDATES)
+    feature_sets = with_budget(feature_sets, options.latency_budget_us)
     if options.hidden_layers is not None:
         networks = [{**NETWORK_CANDIDATES[0], "hidden_layers": options.hidden_layers}]
     else:
         networks = list(NETWORK_CANDIDATES)
     networks = [{**n, **options.network_params} for n in networks]
     selection: dict[str, Any] = {"method": "none: a single setting was given"}
-    best = None
+    best, fitted = None, {}
     if len(feature_sets) * len(networks) > 1:
         t0 = time.perf_counter()
         timed = len(feature_sets) > 1 and options.latency_budget_us
@@ -88,7 +90,8 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                                  network_factory=options.network_factory,
                                  latency_of=functools.partial(_latency_us, train, options.seed)
                                  if timed else None,
-                                 latency_budget_us=options.latency_budget_us)
+                                 latency_budget_us=options.latency_budget_us,
+                                 fitted_out=fitted)
         except TooFewWindows as exc:
             log.warning("using the first default setting without validation: %s", exc)
             selection = {"method": f"none: {exc}; the first candidate was used"}
@@ -116,7 +119,8 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                                     base_factory=options.network_factory)
     pipeline = Pipeline(features, hidden_layers=hidden, random_state=options.seed,
                         network_params=params, network_factory=factory)
-    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled)
+    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled,
+                 families=fitted.get(tuple(features)))
     fit_time = time.perf_counter() - t0
     labels = [str(c) for c in pipeline.classes_]
 
@@ -176,6 +180,7 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
         "sizes": {"model.onnx": len(float_model.SerializeToString()),
                   "model.int8.onnx": len(int8_model.SerializeToString())},
         "latency": {"threads": 1, **latency},
+        "pruning": [f.pruning_ for f in pipeline.families_ if hasattr(f, "pruning_")],
         "quantization": qreport,
     }
     net = pipeline.network_
@@ -183,7 +188,8 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                      np.array(metrics["float"][shown]["confusion"]), labels,
                      title=f"{name}: {', '.join(features)}; hidden {list(hidden)}",
                      confusion_title=f"{shown} confusion (float), accuracy "
-                                     f"{metrics['float'][shown]['accuracy']:.3f}")
+                                     f"{metrics['float'][shown]['accuracy']:.3f}",
+                     pruning=report["pruning"])
     if options.anomaly:
         from trainer.unsupervised import carried_anomaly_report
 
@@ -194,7 +200,7 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
             "report": report, "png": png}
 
 
-def _latency_us(train: Dataset, seed: int, features) -> float:
+def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
     """Batch-1 latency (us of CPU, float, 1 thread) of an exported model with these features.
 
     The network is logistic regression after one epoch: its weights do not change the time,
@@ -208,7 +214,7 @@ def _latency_us(train: Dataset, seed: int, features) -> float:
     pipeline = Pipeline(list(features), random_state=seed, network_params={"max_epochs": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch does not converge, on purpose
-        pipeline.fit(train.X, train.y)
+        pipeline.fit(train.X, train.y, families=families)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
     return quantize.cpu_latency_us(quantize.session(model), train.X[0])

@@ -1,4 +1,8 @@
-"""``report.png``: the training loss curve and the confusion matrix (matplotlib, headless)."""
+"""``report.png``: the training loss curve and the confusion matrix (matplotlib, headless).
+
+A model with a pruned conv pool gets a third panel: cross-validated accuracy against the
+number of features kept at each detachment step, with the chosen size marked.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,37 @@ import numpy as np
 
 
 def figure_png(loss_curve: Sequence[float], confusion: np.ndarray, labels: Sequence[str],
-               title: str, confusion_title: str) -> bytes:
-    """Render the two panels and return PNG bytes."""
+               title: str, confusion_title: str, pruning: Sequence[dict] = ()) -> bytes:
+    """Render the panels and return PNG bytes.
+
+    ``pruning``: the ``pruning_`` records of pruned families (report.json's ``pruning``);
+    those with validation accuracies get the accuracy-vs-features panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # no display on a build server
     import matplotlib.pyplot as plt
 
     cm = np.asarray(confusion)
-    fig, (ax_loss, ax_cm) = plt.subplots(1, 2, figsize=(11, 4.5))
+    curves = [p for p in pruning if p.get("steps") and "validation_accuracy" in p["steps"][0]]
+    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(16.5 if curves else 11, 4.5))
+    ax_loss, ax_cm = axes[0], axes[1]
     try:
+        for p in curves:
+            n = [s["n_features"] for s in p["steps"]]
+            acc = [s["validation_accuracy"] for s in p["steps"]]
+            axes[2].plot(n, acc, marker=".")
+            axes[2].axvline(p["kept"], color="tab:red", linestyle="--",
+                            label=f"kept {p['kept']} of {p['pool']}")
+            if p.get("budget_us") and p.get("largest_within_budget"):
+                axes[2].axvline(p["largest_within_budget"], color="grey", linestyle=":",
+                                label=f"largest within {p['budget_us']:g} us")
+            axes[2].set_xscale("log")
+            axes[2].set_xlabel("features kept")
+            axes[2].set_ylabel("cross-validated accuracy (ridge)")
+            axes[2].set_title("feature detachment")
+            axes[2].grid(alpha=0.3)
+            axes[2].legend(fontsize=8)
         if len(loss_curve):
             ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
             ax_loss.set_yscale("log" if min(loss_curve) > 0 else "linear")

@@ -61,6 +61,9 @@ REL_TOL = 1e-4
 # Where in a gap between two distinct outputs a bias goes: 1 / golden ratio ** 2. Irrational,
 # so a bias lands on no small multiple of the gap (the middle would hit k * v lattices).
 GAP_SPLIT = (3.0 - np.sqrt(5.0)) / 2.0
+# Accuracy a pruned pool (keep="auto") may give up for fewer features: half a point, as
+# Detach-ROCKET's default.
+DEFAULT_TOLERANCE = 0.005
 # Bound the float32 work array of one transform chunk (windows x positions x taps).
 _CHUNK_ELEMENTS = 8_000_000
 
@@ -316,6 +319,19 @@ class ConvFeatures:
         Seeds the channel subsets and the training windows biases are drawn from; ``None``
         is seed 0 (a :class:`trainer.pipeline.Pipeline` sets its own seed here). The same
         seed and training windows give the same features.
+    pool : int or None, default None
+        Draw this many features (rounded down to a multiple of 84; the paper's ~10k is
+        10080) and keep only the best of them, chosen with the labels by Sequential
+        Feature Detachment (see :mod:`trainer.features.pruned_conv`). ``None``: no pruning,
+        ``n_features`` features (then ``keep``, ``tolerance`` and ``budget_us`` are unused).
+    keep : "auto" or int, default "auto"
+        With ``pool``: ``"auto"`` keeps the smallest set whose cross-validated accuracy is
+        within ``tolerance`` of the best; an int keeps that many (no cross-validation).
+    tolerance : float, default 0.005
+        Accuracy (fraction) ``keep="auto"`` may give up for fewer features.
+    budget_us : float or None, default None
+        With ``pool``: the kept features' graph must take at most this batch-1 CPU time on
+        this machine (timed); ``sigmoid-train fit`` sets it from ``--latency-budget-us``.
 
     Attributes
     ----------
@@ -329,6 +345,9 @@ class ConvFeatures:
     >>> conv = ConvFeatures(n_features=168, random_state=1).fit(train_windows)   # doctest: +SKIP
     >>> conv.transform(test_windows).shape                                 # doctest: +SKIP
     (n_test, 168)
+    >>> pruned = ConvFeatures(pool=10080, keep="auto").fit(windows, labels)  # doctest: +SKIP
+    >>> pruned.pruning_["kept"], pruned.pruning_["validation_accuracy"]   # doctest: +SKIP
+    (124, 0.97)
     """
 
     name = "conv"
@@ -339,14 +358,40 @@ class ConvFeatures:
         diff: bool = True,
         max_dilations_per_kernel: int = MAX_DILATIONS_PER_KERNEL,
         random_state: int | None = None,
+        pool: int | None = None,
+        keep: int | str = "auto",
+        tolerance: float = DEFAULT_TOLERANCE,
+        budget_us: float | None = None,
     ):
         self.n_features = n_features
         self.diff = diff
         self.max_dilations_per_kernel = max_dilations_per_kernel
         self.random_state = random_state
+        self.pool = pool
+        self.keep = keep
+        self.tolerance = tolerance
+        self.budget_us = budget_us
 
-    def fit(self, windows: np.ndarray) -> ConvFeatures:
-        """Choose dilations, channel subsets and biases from training windows ``[N, W, C]``."""
+    @property
+    def supervised(self) -> bool:
+        """True when ``fit`` needs the labels (a pruned pool)."""
+        return self.pool is not None
+
+    def fit(self, windows: np.ndarray, y=None, splits=None) -> ConvFeatures:
+        """Choose dilations, channel subsets and biases from training windows ``[N, W, C]``.
+
+        With ``pool``, also the kept features: ``y`` (labels) is required, and ``splits``
+        (``(train, validation)`` index pairs) are the folds ``keep="auto"`` validates on
+        (default: :func:`trainer.selection.folds`).
+        """
+        if self.pool is not None:
+            self._check_pruning()
+            from trainer.features.pruned_conv import fit_pruned
+
+            for attr in ("kept_", "pruned_"):
+                self.__dict__.pop(attr, None)
+            fit_pruned(self, self._check(windows, fitted=False), y, splits)
+            return self
         if int(self.n_features) < N_KERNELS:
             raise ValueError(
                 f"n_features must be at least {N_KERNELS} (one per kernel), got {self.n_features}"
@@ -369,17 +414,37 @@ class ConvFeatures:
             )
         return self
 
+    def _check_pruning(self) -> None:
+        if int(self.n_features) != DEFAULT_N_FEATURES:
+            raise ValueError("give conv either n_features (all features) or pool (pruned), "
+                             "not both; e.g. 'conv:pool=10080:keep=auto'")
+        if int(self.pool) < N_KERNELS:
+            raise ValueError(f"pool must be at least {N_KERNELS} features, got {self.pool}")
+        if self.keep != "auto" and not (isinstance(self.keep, int) and self.keep >= 1):
+            raise ValueError(f"keep must be 'auto' or a positive number of features, "
+                             f"got {self.keep!r}")
+        if not 0 <= float(self.tolerance) < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
+
+    @property
+    def _active_banks(self) -> dict:
+        """The banks ``transform`` and ``to_onnx`` compute: pruned ones when pruned."""
+        return self.pruned_ if hasattr(self, "pruned_") else self.banks_
+
     def transform(self, windows: np.ndarray) -> np.ndarray:
         """Features float32 ``[N, n_features_out_]`` of windows ``[N, W, C]``."""
         x = self._check(windows, fitted=True)
         n, w, c = x.shape
+        banks = self._active_banks
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         chunk = max(1, _CHUNK_ELEMENTS // (w * c * KERNEL_LENGTH))
         for lo in range(0, n, chunk):
             xs = x[lo : lo + chunk]
-            parts = [self.banks_["conv"].transform(xs)]
-            if "conv_diff" in self.banks_:
-                parts.append(self.banks_["conv_diff"].transform(_difference(xs)))
+            parts = []
+            if "conv" in banks:
+                parts.append(banks["conv"].transform(xs))
+            if "conv_diff" in banks:
+                parts.append(banks["conv_diff"].transform(_difference(xs)))
             out[lo : lo + chunk] = np.concatenate(parts, axis=1)
         return out
 
@@ -390,8 +455,10 @@ class ConvFeatures:
         time. Returns the name of a float32 ``[batch, n_features_out_]`` tensor.
         """
         self._check_fitted()
-        parts = self.banks_["conv"].to_onnx(g, window, "conv")
-        if "conv_diff" in self.banks_:
+        banks = self._active_banks
+        parts = banks["conv"].to_onnx(g, window, "conv") if "conv" in banks else []
+        parts = parts if isinstance(parts, list) else [parts]
+        if "conv_diff" in banks:
             w = self.window_
             axis = g.const("conv_diff_axis", np.array([1], dtype=np.int64))
             later = g.op("Slice", [window, g.const("conv_diff_one", np.array([1], np.int64)),
@@ -401,7 +468,8 @@ class ConvFeatures:
                                      g.const("conv_diff_last", np.array([w - 1], np.int64)), axis],
                            name="conv_diff_earlier")
             diff = g.op("Sub", [later, earlier], name="conv_diff_series")
-            parts += self.banks_["conv_diff"].to_onnx(g, diff, "conv_diff")
+            diff_parts = banks["conv_diff"].to_onnx(g, diff, "conv_diff")
+            parts += diff_parts if isinstance(diff_parts, list) else [diff_parts]
         if len(parts) == 1:
             return g.op("Identity", parts, name="conv_features")
         return g.op("Concat", parts, name="conv_features", axis=1)
@@ -414,11 +482,18 @@ class ConvFeatures:
         names = []
         for prefix, bank in self.banks_.items():
             names += bank.feature_names(list(channels), prefix)
+        if hasattr(self, "kept_"):
+            names = [names[i] for i in self.kept_]
         return names
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for model metadata and reports."""
         self._check_fitted()
+        pruned = {}
+        if hasattr(self, "pruned_"):
+            from trainer.features.pruned_conv import pruned_description
+
+            pruned = {"pruning": pruned_description(self)}
         return {
             "family": self.name,
             "recipe": "MiniRocket (Dempster et al. 2021), multivariate, PPV, nudged biases",
@@ -434,12 +509,15 @@ class ConvFeatures:
                 }
                 for prefix, bank in self.banks_.items()
             },
+            **pruned,
         }
 
     @property
     def n_features_out_(self) -> int:
-        """Number of features ``transform`` returns (a multiple of 84)."""
+        """Number of features ``transform`` returns (a multiple of 84 unless pruned)."""
         self._check_fitted()
+        if hasattr(self, "kept_"):
+            return len(self.kept_)
         return sum(bank.n_features for bank in self.banks_.values())
 
     def _check_fitted(self) -> None:
