@@ -62,6 +62,11 @@ def test_detachment_keeps_the_informative_features():
     # The smallest set within the tolerance of the best.
     assert pruning.choose_step(np.array([0.8, 0.9, 0.9, 0.897, 0.85]), 0.005) == 3
     assert pruning.choose_step(np.array([0.8, 0.9, 0.9, 0.897, 0.85]), 0.005, 4) == 4
+    # Not below the floor size while the budget allows it, the budget's size when not.
+    sizes = np.array([100, 50, 25, 12, 6])
+    assert pruning.choose_step(np.array([0.8, 0.9, 0.9, 0.9, 0.9]), 0.005, 0, sizes, 20) == 2
+    assert pruning.choose_step(np.array([0.8, 0.9, 0.9, 0.9, 0.9]), 0.005, 3, sizes, 20) == 3
+    np.testing.assert_allclose(pruning.smooth([0.0, 3.0, 0.0, 3.0]), [1.5, 1.0, 2.0, 1.5])
 
 
 # ---------------------------------------------------------------- the family
@@ -72,13 +77,13 @@ def test_pruned_family_records_the_curve_and_keeps_few(pruned, data):
     assert p["pool"] == 840 and p["kept"] == pruned.n_features_out_ < 840
     steps = p["steps"]
     assert [s["n_features"] for s in steps] == list(pruning.schedule(840))
-    best = max(s["validation_accuracy"] for s in steps)
+    best = max(s["smoothed_accuracy"] for s in steps)
     chosen = steps[p["chosen_step"]]
-    assert chosen["n_features"] == p["kept"]
-    assert chosen["validation_accuracy"] >= best - p["tolerance"] - 1e-9
-    # Every smaller size was worse than the tolerance allows.
-    assert all(s["validation_accuracy"] < best - p["tolerance"]
-               for s in steps[p["chosen_step"] + 1:])
+    assert chosen["n_features"] == p["kept"] >= 840 * pruning.MIN_AUTO_SHARE
+    assert chosen["smoothed_accuracy"] >= best - p["tolerance"] - 1e-9
+    # Every smaller size (above the floor) was worse than the tolerance allows.
+    assert all(s["smoothed_accuracy"] < best - p["tolerance"]
+               for s in steps[p["chosen_step"] + 1:] if s["n_features"] >= 9)
     assert len(pruned.feature_names(["x", "y", "z"])) == p["kept"]
     # Per fold: features chosen without the validation windows, at the kept size.
     assert len(pruned.fold_features_) == p["folds"] == 5

@@ -13,8 +13,8 @@ that needs:
   within ``tolerance`` of the best, among the sizes whose exported graph fits
   ``budget_us`` (timed, batch 1, thread CPU time, as the selection's budget is).
 - :class:`PrunedBank`: the kept features of one kernel bank. Per dilation ONE ``Conv``
-  over just the kernels still in use and just the channels they sum (a ``Gather`` picks
-  them), all zero-padded; the outputs of every dilation are concatenated, each kept
+  over just the kernels still in use, reading just the channels some kept kernel sums (one
+  ``Gather`` picks them), all zero-padded; the outputs of every dilation are concatenated, each kept
   feature picks its kernel's row (``Gather``), compares it with its bias (``Greater``,
   ``Cast``) and averages over time. Features of unpadded kernels average over the
   positions where the kernel fits (a constant 0/1 mask, ``ReduceSum`` times 1/count):
@@ -68,6 +68,9 @@ class PrunedBank:
             rows[sel] = offset + np.searchsorted(kernels, k_k[sel])
             offset += len(kernels)
         self.rows = rows
+        self.channels = np.flatnonzero(np.any(
+            [bank.channel_mask[i, kernels].any(axis=0) for i, _, kernels, _ in self.plan],
+            axis=0)).astype(np.int64)
         self.identity_rows = bool(np.array_equal(rows, np.arange(offset)))
         self.biases = np.array([bank.biases[d][k, j] for d, k, j in
                                 zip(d_k, k_k, col[self.kept], strict=True)], np.float32)
@@ -97,10 +100,11 @@ class PrunedBank:
         center = self.bank.center
         xc = x - center if center.any() else x
         n, w, _ = xc.shape
+        xc = xc[:, :, self.channels] if len(self.channels) < xc.shape[2] else xc
         convs = []
-        for i, d, kernels, channels in self.plan:
-            taps = _taps(xc[:, :, channels], d).reshape(n, w, -1)
-            weight = self.weights(i, kernels, channels).reshape(len(kernels), -1).T
+        for i, d, kernels, _ in self.plan:
+            taps = _taps(xc, d).reshape(n, w, -1)
+            weight = self.weights(i, kernels, self.channels).reshape(len(kernels), -1).T
             convs.append(taps @ np.ascontiguousarray(weight))  # [N, T, K]
         out = convs[0] if len(convs) == 1 else np.concatenate(convs, axis=2)
         if not self.identity_rows:
@@ -120,20 +124,17 @@ class PrunedBank:
             center = g.const(f"{prefix}_channel_mean", self.bank.center.reshape(1, 1, c))
             centred = g.op("Sub", [series, center], name=f"{prefix}_centre")
         x = g.op("Transpose", [centred], name=f"{prefix}_channels_first", perm=[0, 2, 1])
-        picked: dict[tuple[int, ...], str] = {}
+        # One Gather of the channels any kept kernel reads (none when all are read): a node
+        # per dilation would cost more than the few zero weights it saves.
+        if len(self.channels) < c:
+            index = g.const(f"{prefix}_channels", self.channels)
+            x = g.op("Gather", [x, index], name=f"{prefix}_channels_in_use", axis=1)
         outs = []
-        for i, d, kernels, channels in self.plan:
-            key = tuple(int(ch) for ch in channels)
-            if len(channels) == c:
-                source = x
-            elif key not in picked:
-                index = g.const(f"{prefix}_channels", np.asarray(channels, np.int64))
-                source = picked[key] = g.op("Gather", [x, index], name=f"{prefix}_pick", axis=1)
-            else:
-                source = picked[key]
-            weight = g.const(f"{prefix}_d{d}_kernels", self.weights(i, kernels, channels))
+        for i, d, kernels, _ in self.plan:
+            weight = g.const(f"{prefix}_d{d}_kernels",
+                             self.weights(i, kernels, self.channels))
             pad = (KERNEL_LENGTH // 2) * d
-            outs.append(g.op("Conv", [source, weight], name=f"{prefix}_d{d}",
+            outs.append(g.op("Conv", [x, weight], name=f"{prefix}_d{d}",
                              kernel_shape=[KERNEL_LENGTH], dilations=[d], pads=[pad, pad]))
         out = outs[0] if len(outs) == 1 else g.op("Concat", outs, name=f"{prefix}_convs", axis=1)
         if not self.identity_rows:
@@ -225,6 +226,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
             accs.append(acc)
             folds_out.append((removed, F[tr], F[va]))
         curve = np.mean(accs, axis=0)
+        smoothed = pruning.smooth(curve)
 
     F = full.transform(x)
     removed, _, rel = pruning.detach(F, codes, n_classes, sizes, seed=seed)
@@ -240,7 +242,8 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     if curve is None:
         step = len(sizes) - 1
     else:
-        step = pruning.choose_step(curve, float(family.tolerance), first_allowed)
+        step = pruning.choose_step(smoothed, float(family.tolerance), first_allowed, sizes,
+                                   int(np.ceil(pruning.MIN_AUTO_SHARE * pool)))
     _set_kept(family, np.flatnonzero(removed > step))
     family.fold_features_ = [
         (Ftr[:, r > step], Fva[:, r > step]) for r, Ftr, Fva in folds_out]
@@ -257,7 +260,8 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
         "largest_within_budget": int(sizes[first_allowed]),
         "steps": [
             {"n_features": int(n),
-             **({"validation_accuracy": round(float(curve[s]), 4)} if curve is not None
+             **({"validation_accuracy": round(float(curve[s]), 4),
+                 "smoothed_accuracy": round(float(smoothed[s]), 4)} if curve is not None
                 else {}),
              **({"batch1_latency_us": round(latencies[s], 1)} if s in latencies else {})}
             for s, n in enumerate(sizes)],
