@@ -49,8 +49,9 @@ NETWORK_CANDIDATES: tuple[dict[str, Any], ...] = (
 # cost; a Raspberry Pi 4 is several times slower. 0 or None: no budget.
 DEFAULT_LATENCY_BUDGET_US = 100.0
 # Share of the budget a pruned conv pool's own graph may take (timed while it prunes): the
-# scaling and the network on top take a few us more (the selection times the whole model).
-FEATURE_BUDGET_SHARE = 0.9
+# scaling, the network and the int8 model's quantization nodes take the rest (the
+# selection times the whole float model).
+FEATURE_BUDGET_SHARE = 0.8
 MAX_FOLDS = 5
 # Above this many windows one stratified hold-out of 25% replaces k-fold (time).
 HOLDOUT_ABOVE = 3000

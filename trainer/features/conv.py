@@ -430,25 +430,20 @@ class ConvFeatures:
         if not 0 <= float(self.tolerance) < 1:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
 
-    @property
-    def _active_banks(self) -> dict:
-        """The banks ``transform`` and ``to_onnx`` compute: pruned ones when pruned."""
-        return self.pruned_ if hasattr(self, "pruned_") else self.banks_
-
     def transform(self, windows: np.ndarray) -> np.ndarray:
         """Features float32 ``[N, n_features_out_]`` of windows ``[N, W, C]``."""
         x = self._check(windows, fitted=True)
         n, w, c = x.shape
-        banks = self._active_banks
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         chunk = max(1, _CHUNK_ELEMENTS // (w * c * KERNEL_LENGTH))
         for lo in range(0, n, chunk):
             xs = x[lo : lo + chunk]
-            parts = []
-            if "conv" in banks:
-                parts.append(banks["conv"].transform(xs))
-            if "conv_diff" in banks:
-                parts.append(banks["conv_diff"].transform(_difference(xs)))
+            if hasattr(self, "pruned_"):
+                out[lo : lo + chunk] = self.pruned_.transform(xs)
+                continue
+            parts = [self.banks_["conv"].transform(xs)]
+            if "conv_diff" in self.banks_:
+                parts.append(self.banks_["conv_diff"].transform(_difference(xs)))
             out[lo : lo + chunk] = np.concatenate(parts, axis=1)
         return out
 
@@ -459,10 +454,10 @@ class ConvFeatures:
         time. Returns the name of a float32 ``[batch, n_features_out_]`` tensor.
         """
         self._check_fitted()
-        banks = self._active_banks
-        parts = banks["conv"].to_onnx(g, window, "conv") if "conv" in banks else []
-        parts = parts if isinstance(parts, list) else [parts]
-        if "conv_diff" in banks:
+        if hasattr(self, "pruned_"):
+            return g.op("Identity", [self.pruned_.to_onnx(g, window)], name="conv_features")
+        parts = self.banks_["conv"].to_onnx(g, window, "conv")
+        if "conv_diff" in self.banks_:
             w = self.window_
             axis = g.const("conv_diff_axis", np.array([1], dtype=np.int64))
             later = g.op("Slice", [window, g.const("conv_diff_one", np.array([1], np.int64)),
@@ -472,8 +467,7 @@ class ConvFeatures:
                                      g.const("conv_diff_last", np.array([w - 1], np.int64)), axis],
                            name="conv_diff_earlier")
             diff = g.op("Sub", [later, earlier], name="conv_diff_series")
-            diff_parts = banks["conv_diff"].to_onnx(g, diff, "conv_diff")
-            parts += diff_parts if isinstance(diff_parts, list) else [diff_parts]
+            parts += self.banks_["conv_diff"].to_onnx(g, diff, "conv_diff")
         if len(parts) == 1:
             return g.op("Identity", parts, name="conv_features")
         return g.op("Concat", parts, name="conv_features", axis=1)

@@ -12,9 +12,10 @@ that needs:
   with the same schedule; the kept set is the smallest whose cross-validated accuracy is
   within ``tolerance`` of the best, among the sizes whose exported graph fits
   ``budget_us`` (timed, batch 1, thread CPU time, as the selection's budget is).
-- :class:`PrunedBank`: the kept features of one kernel bank. Per dilation ONE ``Conv``
-  over just the kernels still in use, reading just the channels some kept kernel sums (one
-  ``Gather`` picks them), all zero-padded; the outputs of every dilation are concatenated, each kept
+- :class:`PrunedConv`: the kept features. The window and its first difference are stacked
+  as channels; per dilation ONE ``Conv`` over just the kernels still in use (of both
+  series), reading just the channels some kept kernel sums (one ``Gather`` picks them), all
+  zero-padded; the outputs of every dilation are concatenated, each kept
   feature picks its kernel's row (``Gather``), compares it with its bias (``Greater``,
   ``Cast``) and averages over time. Features of unpadded kernels average over the
   positions where the kernel fits (a constant 0/1 mask, ``ReduceSum`` times 1/count):
@@ -38,117 +39,176 @@ from trainer.graph import GraphBuilder
 log = logging.getLogger(__name__)
 
 
-class PrunedBank:
-    """The kept features of one :class:`~trainer.features.conv.KernelBank`.
+class PrunedConv:
+    """The kept features of a pool's banks, computed on one stacked series.
+
+    The window (centred like the pool's ``conv`` bank) and its first difference (with a
+    zero appended, so both have ``W`` samples) are stacked as ``2C`` channels; a kernel of
+    the difference bank reads only difference channels. The appended zero is exactly the
+    zero padding the difference bank's convolution would read there, and no feature
+    counts that last position, so every feature equals the pool's. Stacking lets one
+    ``Conv`` per dilation serve both banks: on a Pi each node costs about a microsecond
+    whatever its size, and most of a small model's time is nodes.
 
     Parameters
     ----------
-    bank : KernelBank
-        The fitted pool bank.
+    banks : dict of str to KernelBank
+        The fitted pool (``"conv"`` and optionally ``"conv_diff"``).
     kept : ndarray of int
-        Indices (sorted) into the bank's features, in its ``transform`` order.
-    length : int
-        Samples of the series the bank reads (the window, or one less for a difference).
+        Sorted indices into the pool's features (``transform`` order: bank after bank).
+    window : int
+        Samples per window.
     """
 
-    def __init__(self, bank, kept: np.ndarray, length: int):
+    def __init__(self, banks: dict, kept: np.ndarray, window: int):
         from trainer.features.conv import KERNEL_LENGTH
 
-        self.bank, self.kept, self.length = bank, np.asarray(kept, np.int64), int(length)
-        dil, ker, col, padded = feature_table(bank)
-        d_k, k_k = dil[self.kept], ker[self.kept]
-        self.plan: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.banks, self.window = banks, int(window)
+        self.kept = np.asarray(kept, np.int64)
+        c = next(iter(banks.values())).channel_mask.shape[2]
+        self.n_channels = c
+        bank_of, dil_of, ker_of, mask_of, bias_of, lo_of, len_of = [], [], [], [], [], [], []
+        start = 0
+        for b, (prefix, bank) in enumerate(banks.items()):
+            local = self.kept[(self.kept >= start) & (self.kept < start + bank.n_features)]
+            local = local - start
+            start += bank.n_features
+            dil, ker, col, padded = feature_table(bank)
+            d_i, k_i = dil[local], ker[local]
+            length = self.window if prefix == "conv" else self.window - 1
+            mask = np.zeros((len(local), 2 * c), bool)
+            mask[:, b * c:(b + 1) * c] = bank.channel_mask[d_i, k_i]
+            bank_of.append(np.full(len(local), b))
+            dil_of.append(bank.dilations[d_i])
+            ker_of.append(k_i)
+            mask_of.append(mask)
+            bias_of.append([bank.biases[d][k, j] for d, k, j in
+                            zip(d_i, k_i, col[local], strict=True)])
+            half = (KERNEL_LENGTH // 2) * bank.dilations[d_i]
+            lo_of.append(np.where(padded[local], 0, half))
+            len_of.append(np.full(len(local), length))
+        self.bank_of = np.concatenate(bank_of)
+        dil = np.concatenate(dil_of).astype(np.int64)
+        ker = np.concatenate(ker_of)
+        cmask = np.concatenate(mask_of)
+        self.biases = np.concatenate([np.asarray(b, np.float32) for b in bias_of])
+        self.uses_diff = bool((self.bank_of == 1).any())
+        # Stacked channels any kept kernel reads (the rest are never computed).
+        self.channels = np.flatnonzero(cmask.any(axis=0)).astype(np.int64)
+        cmask = cmask[:, self.channels]
+        # One Conv per dilation value; its rows are the distinct (bank, kernel, channels).
+        self.plan: list[tuple[int, np.ndarray]] = []  # (dilation, [R, C', 9] weights)
         rows = np.empty(len(self.kept), np.int64)
         offset = 0
-        for i in np.unique(d_k):
-            sel = d_k == i
-            kernels = np.unique(k_k[sel])
-            channels = np.flatnonzero(bank.channel_mask[i, kernels].any(axis=0))
-            self.plan.append((int(i), int(bank.dilations[i]), kernels, channels))
-            rows[sel] = offset + np.searchsorted(kernels, k_k[sel])
-            offset += len(kernels)
+        from trainer.features.conv import KERNELS
+
+        for d in np.unique(dil):
+            sel = np.flatnonzero(dil == d)
+            key = np.concatenate([self.bank_of[sel, None], ker[sel, None], cmask[sel]], axis=1)
+            uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+            weights = uniq[:, 2:, None] * KERNELS[uniq[:, 1]][:, None, :]
+            self.plan.append((int(d), weights.astype(np.float32)))
+            rows[sel] = offset + inverse.ravel()
+            offset += len(uniq)
         self.rows = rows
-        self.channels = np.flatnonzero(np.any(
-            [bank.channel_mask[i, kernels].any(axis=0) for i, _, kernels, _ in self.plan],
-            axis=0)).astype(np.int64)
         self.identity_rows = bool(np.array_equal(rows, np.arange(offset)))
-        self.biases = np.array([bank.biases[d][k, j] for d, k, j in
-                                zip(d_k, k_k, col[self.kept], strict=True)], np.float32)
-        # Unpadded kernels count only the positions where the whole kernel fits.
-        half = (KERNEL_LENGTH // 2) * bank.dilations[d_k]
-        lo = np.where(padded[self.kept], 0, half)
-        t = np.arange(self.length)
-        self.mask = ((t >= lo[:, None]) & (t < self.length - lo[:, None])).astype(np.float32)
-        self.all_padded = bool(self.mask.all())
+        lo, length = np.concatenate(lo_of), np.concatenate(len_of)
+        t = np.arange(self.window)
+        self.mask = ((t >= lo[:, None]) & (t < (length - lo)[:, None])).astype(np.float32)
+        self.all_counted = bool(self.mask.all())
         self.inv_count = (np.float32(1.0) / self.mask.sum(axis=1)).astype(np.float32)
 
     @property
     def n_features(self) -> int:
         return len(self.kept)
 
-    def weights(self, i: int, kernels: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """Kernels ``[K, C', 9]`` of dilation ``i`` over the channels in use."""
-        from trainer.features.conv import KERNELS
+    def per_bank(self) -> dict[str, int]:
+        """Kept features per pool bank."""
+        return {prefix: int((self.bank_of == b).sum()) for b, prefix in enumerate(self.banks)}
 
-        mask = self.bank.channel_mask[i][np.ix_(kernels, channels)]
-        return (mask[:, :, None] * KERNELS[kernels][:, None, :]).astype(np.float32)
+    def stacked(self, x: np.ndarray) -> np.ndarray:
+        """numpy twin of the graph's stacked series ``[N, W, C']`` (channels in use)."""
+        center = self.banks["conv"].center
+        parts = [x - center if center.any() else x]
+        if self.uses_diff:
+            step = x[:, 1:] - x[:, :-1]
+            parts.append(np.concatenate([step, np.zeros_like(x[:, :1])], axis=1))
+        else:
+            parts.append(np.zeros_like(x))  # never read: no diff channel is in use
+        return np.concatenate(parts, axis=2)[:, :, self.channels]
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Kept PPV features ``[N, k]`` of series ``[N, T, C]`` float32."""
+        """Kept PPV features ``[N, k]`` of windows ``[N, W, C]`` float32."""
         from trainer.features.conv import _taps
 
-        center = self.bank.center
-        xc = x - center if center.any() else x
-        n, w, _ = xc.shape
-        xc = xc[:, :, self.channels] if len(self.channels) < xc.shape[2] else xc
-        convs = []
-        for i, d, kernels, _ in self.plan:
-            taps = _taps(xc, d).reshape(n, w, -1)
-            weight = self.weights(i, kernels, self.channels).reshape(len(kernels), -1).T
-            convs.append(taps @ np.ascontiguousarray(weight))  # [N, T, K]
+        s = self.stacked(x)
+        n, w, _ = s.shape
+        convs = [_taps(s, d).reshape(n, w, -1)
+                 @ np.ascontiguousarray(weights.reshape(len(weights), -1).T)
+                 for d, weights in self.plan]  # [N, T, R_d] each
         out = convs[0] if len(convs) == 1 else np.concatenate(convs, axis=2)
         if not self.identity_rows:
             out = out[:, :, self.rows]
-        above = out > self.biases
-        if self.all_padded:
-            return above.mean(axis=1, dtype=np.float32)
-        return (above * self.mask.T).sum(axis=1, dtype=np.float32) * self.inv_count
+        above = np.ascontiguousarray(out.transpose(0, 2, 1)) > self.biases[:, None]
+        if self.all_counted:
+            return above.mean(axis=2, dtype=np.float32)
+        return (above * self.mask).sum(axis=2, dtype=np.float32) * self.inv_count
 
-    def to_onnx(self, g: GraphBuilder, series: str, prefix: str) -> str:
-        """Emit the kept features of ``series`` ``[batch, T, C]``; return ``[batch, k]``."""
+    def to_onnx(self, g: GraphBuilder, window: str, prefix: str = "conv") -> str:
+        """Emit the kept features of ``window`` ``[batch, W, C]``; return ``[batch, k]``."""
         from trainer.features.conv import KERNEL_LENGTH
 
-        c = self.bank.center.shape[0]
-        centred = series
-        if self.bank.center.any():
-            center = g.const(f"{prefix}_channel_mean", self.bank.center.reshape(1, 1, c))
-            centred = g.op("Sub", [series, center], name=f"{prefix}_centre")
-        x = g.op("Transpose", [centred], name=f"{prefix}_channels_first", perm=[0, 2, 1])
-        # One Gather of the channels any kept kernel reads (none when all are read): a node
-        # per dilation would cost more than the few zero weights it saves.
-        if len(self.channels) < c:
-            index = g.const(f"{prefix}_channels", self.channels)
-            x = g.op("Gather", [x, index], name=f"{prefix}_channels_in_use", axis=1)
+        c, w = self.n_channels, self.window
+        center = self.banks["conv"].center
+        centred = window
+        if center.any() and (self.channels < c).any():
+            centred = g.op("Sub", [window, g.const(f"{prefix}_channel_mean",
+                                                   center.reshape(1, 1, c))],
+                           name=f"{prefix}_centre")
+        time_axis = g.const(f"{prefix}_window_time_axis", np.array([1], np.int64))
+        if self.uses_diff:
+            later = g.op("Slice", [window, g.const(f"{prefix}_one", np.array([1], np.int64)),
+                                   g.const(f"{prefix}_end", np.array([w], np.int64)),
+                                   time_axis], name=f"{prefix}_later")
+            earlier = g.op("Slice", [window, g.const(f"{prefix}_zero", np.array([0], np.int64)),
+                                     g.const(f"{prefix}_last", np.array([w - 1], np.int64)),
+                                     time_axis], name=f"{prefix}_earlier")
+            step = g.op("Sub", [later, earlier], name=f"{prefix}_diff_series")
+            padded = g.op("Pad", [step, g.const(f"{prefix}_pad_end",
+                                                np.array([0, 0, 0, 0, 1, 0], np.int64))],
+                          name=f"{prefix}_diff_padded")
+            if (self.channels >= c).all():
+                series = padded
+                channels = self.channels - c
+            else:
+                series = g.op("Concat", [centred, padded], name=f"{prefix}_stacked", axis=2)
+                channels = self.channels
+            n_series = c if (self.channels >= c).all() else 2 * c
+        else:
+            series, channels, n_series = centred, self.channels, c
+        x = g.op("Transpose", [series], name=f"{prefix}_channels_first", perm=[0, 2, 1])
+        if len(channels) < n_series:
+            x = g.op("Gather", [x, g.const(f"{prefix}_channels", channels)],
+                     name=f"{prefix}_channels_in_use", axis=1)
         outs = []
-        for i, d, kernels, _ in self.plan:
-            weight = g.const(f"{prefix}_d{d}_kernels",
-                             self.weights(i, kernels, self.channels))
+        for d, weights in self.plan:
             pad = (KERNEL_LENGTH // 2) * d
-            outs.append(g.op("Conv", [x, weight], name=f"{prefix}_d{d}",
-                             kernel_shape=[KERNEL_LENGTH], dilations=[d], pads=[pad, pad]))
+            outs.append(g.op("Conv", [x, g.const(f"{prefix}_d{d}_kernels", weights)],
+                             name=f"{prefix}_d{d}", kernel_shape=[KERNEL_LENGTH],
+                             dilations=[d], pads=[pad, pad]))
         out = outs[0] if len(outs) == 1 else g.op("Concat", outs, name=f"{prefix}_convs", axis=1)
         if not self.identity_rows:
-            rows = g.const(f"{prefix}_rows", self.rows)
-            out = g.op("Gather", [out, rows], name=f"{prefix}_kept_rows", axis=1)
-        bias = g.const(f"{prefix}_biases", self.biases[:, None])  # [k, 1]
-        above = g.op("Greater", [out, bias], name=f"{prefix}_above_bias")
+            out = g.op("Gather", [out, g.const(f"{prefix}_rows", self.rows)],
+                       name=f"{prefix}_kept_rows", axis=1)
+        above = g.op("Greater", [out, g.const(f"{prefix}_biases", self.biases[:, None])],
+                     name=f"{prefix}_above_bias")
         above = g.op("Cast", [above], name=f"{prefix}_as_float", to=TensorProto.FLOAT)
-        time_axis = g.const(f"{prefix}_time_axis", np.array([2], np.int64))
-        if self.all_padded:
-            return g.op("ReduceMean", [above, time_axis], name=f"{prefix}_ppv", keepdims=0)
-        inside = g.op("Mul", [above, g.const(f"{prefix}_fits", self.mask)],
-                      name=f"{prefix}_where_kernel_fits")
-        total = g.op("ReduceSum", [inside, time_axis], name=f"{prefix}_count", keepdims=0)
+        axis = g.const(f"{prefix}_time_axis", np.array([2], np.int64))
+        if self.all_counted:
+            return g.op("ReduceMean", [above, axis], name=f"{prefix}_ppv", keepdims=0)
+        inside = g.op("Mul", [above, g.const(f"{prefix}_counted", self.mask)],
+                      name=f"{prefix}_where_counted")
+        total = g.op("ReduceSum", [inside, axis], name=f"{prefix}_count", keepdims=0)
         return g.op("Mul", [total, g.const(f"{prefix}_inv_count", self.inv_count)],
                     name=f"{prefix}_ppv")
 
@@ -164,17 +224,6 @@ def feature_table(bank) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
             col.append(np.tile(np.arange(f), len(kernels)))
             pad.append(np.full(len(kernels) * f, padded))
     return tuple(np.concatenate(a) for a in (dil, ker, col, pad))
-
-
-def prune_banks(banks: dict, kept: np.ndarray, lengths: dict[str, int]) -> dict:
-    """Split global kept indices (pool order: bank after bank) into one PrunedBank each."""
-    out, start = {}, 0
-    for prefix, bank in banks.items():
-        local = kept[(kept >= start) & (kept < start + bank.n_features)] - start
-        start += bank.n_features
-        if local.size:
-            out[prefix] = PrunedBank(bank, local, lengths[prefix])
-    return out
 
 
 def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
@@ -275,8 +324,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
 
 def _set_kept(family, kept: np.ndarray) -> None:
     family.kept_ = np.asarray(kept, np.int64)
-    lengths = {"conv": family.window_, "conv_diff": family.window_ - 1}
-    family.pruned_ = prune_banks(family.banks_, family.kept_, lengths)
+    family.pruned_ = PrunedConv(family.banks_, family.kept_, family.window_)
 
 
 def features_latency_us(family, window: np.ndarray) -> float:
@@ -290,7 +338,7 @@ def features_latency_us(family, window: np.ndarray) -> float:
                     [float_input(out, ["batch", family.n_features_out_])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize.cpu_latency_us(quantize.session(model), window, calls=20, repeats=3)
+        return quantize.cpu_latency_us(quantize.session(model), window, calls=30, repeats=5)
 
 
 def _first_within_budget(family, window, removed, sizes, budget: float,
@@ -326,6 +374,6 @@ def pruned_description(family) -> dict[str, Any]:
     """The metadata summary of a pruned family (the full curve is in report.json)."""
     p = family.pruning_
     return {"pool": p["pool"], "kept": p["kept"], "keep": p["keep"],
-            "kept_per_bank": {k: b.n_features for k, b in family.pruned_.items()},
+            "kept_per_bank": family.pruned_.per_bank(),
             "validation_accuracy": p.get("validation_accuracy"),
             "budget_us": p["budget_us"]}
