@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.tools import synthetic  # noqa: E402
-from trainer import quantize  # noqa: E402
+from trainer import sessions  # noqa: E402
 from trainer.anomaly import threshold  # noqa: E402
 from trainer.data import Dataset, load_dataset  # noqa: E402
 from trainer.pipeline import Pipeline  # noqa: E402
@@ -42,27 +42,10 @@ SHARED = Path("/work/shared/datasets")
 W = 128
 
 
-def cpu_us(sess, x: np.ndarray, min_time: float = 0.3, repeats: int = 5) -> tuple[float, float]:
-    """(median wall, median thread-CPU) microseconds per call at ``x``'s batch size.
-
-    onnxruntime with one intra-op thread runs in the calling thread, so the thread's CPU
-    time is what the model costs on an idle core, whatever else loads the machine.
-    """
-    feed = {"window": x}
-    for _ in range(20):
-        sess.run(None, feed)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_time / repeats:
-        sess.run(None, feed)
-        n += 1
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.thread_time()
-        for _ in range(n):
-            sess.run(None, feed)
-        wall.append((time.perf_counter() - t) / n)
-        cpu.append((time.thread_time() - c) / n)
-    return float(np.median(wall) * 1e6), float(np.median(cpu) * 1e6)
+def cpu_us(sess, x: np.ndarray) -> tuple[float, float]:
+    """(median wall, median thread-CPU) microseconds per call at ``x``'s batch size."""
+    t = sessions.timing(sess, x, min_time=0.3)
+    return t.wall_median * 1e6, t.cpu_median * 1e6
 
 
 def windows(X, y=None, hop=W // 2):
@@ -87,7 +70,7 @@ def bench_detectors(args) -> list[dict]:
             t0 = time.perf_counter()
             result = fit_anomaly(windows(normal), detector=detector, seed=seed)
             fit_s = time.perf_counter() - t0
-            sess = quantize.session(result["model"])
+            sess = sessions.session(result["model"])
             thr = result["report"]["threshold"]
             normal_scores = sess.run(["anomaly_score"], {"window": held})[0]
             for severity in severities:

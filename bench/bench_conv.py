@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import onnxruntime as ort  # noqa: E402
 
-from edge.contract import open_session  # noqa: E402
 from edge.tools import synthetic  # noqa: E402
+from trainer import sessions  # noqa: E402
 from trainer.features.conv import ConvFeatures  # noqa: E402
 from trainer.graph import GraphBuilder, float_input  # noqa: E402
 from trainer.network import SigmoidNetwork  # noqa: E402
@@ -73,10 +73,6 @@ def load(data_dir: Path) -> dict[str, tuple]:
     return sets
 
 
-def session(model_bytes: bytes) -> ort.InferenceSession:
-    return open_session(model_bytes)
-
-
 def build(features: ConvFeatures, mean=None, scale=None, net=None) -> bytes:
     """The conv family alone, or the whole float model when a scaler and network are given."""
     g = GraphBuilder("conv_bench")
@@ -92,26 +88,15 @@ def build(features: ConvFeatures, mean=None, scale=None, net=None) -> bytes:
     return g.model([float_input("window", window)], [float_input(out, shape)]).SerializeToString()
 
 
-def latency_us(sess: ort.InferenceSession, X: np.ndarray, batch: int,
-               repeats: int) -> tuple[float, float]:
-    """Microseconds per window: (median thread CPU time, best wall time) over blocks of 10.
+def latency_us(sess, X: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
+    """Microseconds per window: (median thread CPU time, best wall time) over blocks of calls.
 
-    With one intra-op thread onnxruntime runs in the calling thread, so its CPU time counts
-    only this graph even on a busy shared machine; the best wall block is the least
-    disturbed one (as ``timeit`` advises).
+    The best wall block is the least disturbed one (as ``timeit`` advises).
     """
-    x = np.ascontiguousarray(np.resize(X, (batch, *X.shape[1:])), dtype=np.float32)
-    feed = {"window": x}
-    for _ in range(3):
-        sess.run(None, feed)
-    wall, cpu = [], []
-    for _ in range(max(1, repeats // 10)):
-        t, c = time.perf_counter(), time.thread_time()
-        for _ in range(10):
-            sess.run(None, feed)
-        wall.append((time.perf_counter() - t) / 10)
-        cpu.append((time.thread_time() - c) / 10)
-    return float(np.median(cpu)) * 1e6 / batch, min(wall) * 1e6 / batch
+    x = np.resize(X, (batch, *X.shape[1:]))
+    t = sessions.timing(sess, x, repeats=max(1, repeats // 10), warmup=3,
+                         calls=10)
+    return t.cpu_median * 1e6 / batch, t.wall_best * 1e6 / batch
 
 
 # Logistic regression trained to convergence: with hundreds of features and tens of windows
@@ -155,10 +140,10 @@ def run(sets, sizes, seeds, repeats) -> None:
                 net, mean, std = logistic(F_tr, y_tr, seed)
                 acc.append(float((net.predict((F_te - mean) / std) == y_te).mean()))
                 ref.append(sklearn_accuracy(F_tr, y_tr, F_te, y_te))
-                conv_sess = session(build(conv))
+                conv_sess = sessions.session(build(conv))
                 G_te = conv_sess.run(None, {"window": X_te})[0]
                 flipped.append(float((np.abs(G_te - F_te) > 1e-6).mean()))
-                model_sess = session(build(conv, mean, std, net))
+                model_sess = sessions.session(build(conv, mean, std, net))
                 p_graph = model_sess.run(None, {"window": X_te})[0]
                 p_numpy = net.predict_proba((F_te - mean) / std)
                 agree.append(float((p_graph.argmax(1) == p_numpy.argmax(1)).mean()))

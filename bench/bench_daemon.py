@@ -18,6 +18,12 @@
 4. RSS of that daemon process with its model loaded. Goal: <= 75 MB.
 5. Start to subscribed: process start to the retained ``online`` status (published right
    after the subscription). Goal: <= 1.5 s.
+6. Shards (``--only shards``): one-sample JSON from 20 devices, one ``sigmoid-edge run``
+   process vs two with ``--shard 0/2`` and ``--shard 1/2`` on the same broker: summed
+   classification throughput, each daemon's CPU per owned message vs the single daemon's,
+   and the share of a shard daemon's CPU spent on the other shard's messages (measured by
+   sending it only those). On a 2-core machine the broker and publishers compete for the
+   same cores, so this measures cost more than scaling.
 """
 
 from __future__ import annotations
@@ -248,6 +254,92 @@ def stop_daemon(proc) -> None:
     proc.wait(10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
+    """Start one daemon per shard, blast ``files``, wait until each has counted ``expect[i]``
+    messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time."""
+    nodes = [f"bench{i}" for i in range(len(shards))]
+    latest: dict[str, dict] = {}
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: latest.__setitem__(m.topic.split("/")[1],
+                                                        json.loads(m.payload))
+    sub.connect(broker.host, broker.port)
+    sub.loop_start()
+    sub.subscribe("sigmoid-edge/+/stats", 0)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = []
+    for node, shard in zip(nodes, shards, strict=True):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--model", str(model), "--broker", broker.url,
+             "--node", node, "--log-level", "warning", "--stats-interval", "0.2",
+             "--queue-size", "200000", *(["--shard", shard] if shard else [])],
+            env=env, cwd=ROOT))
+    try:
+        deadline = time.monotonic() + 60
+        while len(latest) < len(nodes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu0 = [cpu_seconds(p.pid) for p in procs]
+        t0 = time.perf_counter()
+        blast(broker, files, 0)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and any(
+                latest[n]["messages_in"] < e or latest[n]["queue_depth"]
+                for n, e in zip(nodes, expect, strict=True)):
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        return {"wall": wall, "cpu": cpu, "stats": [latest[n] for n in nodes]}
+    finally:
+        for p in procs:
+            stop_daemon(p)
+        sub.disconnect()
+        sub.loop_stop()
+
+
+def bench_shards(broker, model, workdir, n, rounds) -> dict:
+    """One daemon vs two --shard daemons on one-sample JSON from 20 devices (QoS 0)."""
+    import zlib
+
+    devices = 20
+    rng = np.random.default_rng(2)
+    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
+    files = pub_files(workdir, n, devices, lambda i: json.dumps(dict(zip("xyz", vals[i],
+                                                                         strict=True))))
+    owner = [zlib.crc32(f"dev{d}".encode()) % 2 for d in range(devices)]
+    others = [f for f, o in zip(files, owner, strict=True) if o == 1]
+    n_others = len(others) * (n // devices)
+    single, pair, alien = [], [], []
+    for _ in range(rounds):
+        single.append(run_daemon_procs(broker, model, files, [None], [n]))
+        pair.append(run_daemon_procs(broker, model, files, ["0/2", "1/2"], [n, n]))
+        # Only the messages shard 0 does not own: what they cost it.
+        alien.append(run_daemon_procs(broker, model, others, ["0/2"], [n_others]))
+    med = statistics.median
+    one_cpu_per_msg = med(r["cpu"][0] / n for r in single)
+    alien_cpu_per_msg = med(r["cpu"][0] / n_others for r in alien)
+    out = {"messages": n, "devices": devices,
+           "single_rate": med(n / r["wall"] for r in single),
+           "pair_rate": med(n / r["wall"] for r in pair),
+           "single_cpu_per_msg_us": one_cpu_per_msg * 1e6,
+           "not_mine_cpu_per_msg_us": alien_cpu_per_msg * 1e6,
+           "classifications": [r["stats"][0]["classifications"] for r in single][-1:]
+           + [sum(s["classifications"] for s in r["stats"]) for r in pair][-1:]}
+    per_owned, share_alien = [], []
+    for k in range(2):
+        owned = med(r["stats"][k]["messages_in"] - r["stats"][k]["not_mine"] for r in pair)
+        cpu = med(r["cpu"][k] for r in pair)
+        per_owned.append(cpu / owned * 1e6)
+        share_alien.append(alien_cpu_per_msg * (n - owned) / cpu)
+    out["pair_cpu_per_owned_msg_us"] = per_owned
+    out["pair_share_of_cpu_on_other_shards"] = share_alien
+    return out
+
+
 def bench_startup(broker, model, rounds) -> dict:
     times = []
     for _ in range(rounds):
@@ -307,7 +399,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
-    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency"),
+    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency", "shards"),
                     action="append", help="run only these parts (repeatable)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
     args = ap.parse_args()
@@ -362,6 +454,22 @@ def main() -> int:
                         v = b[name]
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
+            if "shards" in parts:
+                sh = bench_shards(broker, model, tmp, 20000 if quick else 100000, rounds)
+                results["shards"] = sh
+                print(f"[6] shards: {sh['messages']} one-sample msgs from {sh['devices']} "
+                      f"devices, QoS 0, daemons as processes, median of {rounds} rounds; "
+                      f"classifications (one, two) {sh['classifications']}\n"
+                      f"    one daemon: {sh['single_rate']:8,.0f} msg/s, "
+                      f"{sh['single_cpu_per_msg_us']:.1f} us CPU per message\n"
+                      f"    two shards: {sh['pair_rate']:8,.0f} msg/s summed "
+                      f"({sh['pair_rate'] / sh['single_rate']:.2f}x), CPU per owned message "
+                      + ", ".join(f"{x:.1f} us ({x / sh['single_cpu_per_msg_us']:.2f}x)"
+                                  for x in sh["pair_cpu_per_owned_msg_us"]) + "\n"
+                      f"    another shard's message costs {sh['not_mine_cpu_per_msg_us']:.1f} "
+                      "us; share of each shard daemon's CPU on them (goal < 10%): "
+                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"]),
+                      flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "

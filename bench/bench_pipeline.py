@@ -40,7 +40,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as sigmoid-train does (tra
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.tools import synthetic  # noqa: E402
-from trainer import quantize  # noqa: E402
+from trainer import quantize, sessions  # noqa: E402
 from trainer.data import Dataset, load_dataset  # noqa: E402
 from trainer.export import build_model  # noqa: E402
 from trainer.features.registry import DEFAULT_CANDIDATES  # noqa: E402
@@ -50,29 +50,6 @@ from trainer.selection import NETWORK_CANDIDATES  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SHARED_FALLBACK = Path("/work/shared/datasets")
-
-
-def timing(sess, x: np.ndarray, min_time: float, repeats: int) -> tuple[float, float, float]:
-    """(median wall, best wall, median CPU) seconds per call over ``repeats`` rounds.
-
-    With one intra-op thread onnxruntime runs in the calling thread, so the thread's CPU
-    time counts only the time the model actually ran: a fair figure on a busy machine.
-    """
-    feed = {"window": x}
-    for _ in range(50):
-        sess.run(None, feed)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_time / repeats:
-        sess.run(None, feed)
-        n += 1
-    rounds, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.thread_time()
-        for _ in range(n):
-            sess.run(None, feed)
-        rounds.append((time.perf_counter() - t) / n)
-        cpu.append((time.thread_time() - c) / n)
-    return float(np.median(rounds)), float(np.min(rounds)), float(np.median(cpu))
 
 
 def synthetic_dataset(n_per_class: int, seed: int) -> Dataset:
@@ -98,9 +75,11 @@ def latency_table(min_time: float, repeats: int, quick: bool) -> None:
                                           [str(c) for c in pipe.classes_],
                                           reference_model=float_model)
         for kind, model in (("float", float_model), (f"int8 ({rep['chosen']})", int8_model)):
-            sess = quantize.session(model)
-            t1 = timing(sess, train.X[:1].copy(), min_time, repeats)
-            t64 = timing(sess, train.X[:64].copy(), min_time, repeats)
+            sess = sessions.session(model)
+            t1 = sessions.timing(sess, train.X[:1], min_time=min_time, repeats=repeats,
+                                 warmup=50)
+            t64 = sessions.timing(sess, train.X[:64], min_time=min_time, repeats=repeats,
+                                  warmup=50)
             rows.append((",".join(features), kind, len(model.graph.node),
                          len(model.SerializeToString()), *(v * 1e6 for v in t1),
                          *(v * 1e6 / 64 for v in t64)))
@@ -128,7 +107,7 @@ def accuracy_table(quick: bool, root: Path | None = None, names=None, only=None)
         train = load_dataset(root / name / f"{name}_TRAIN.ts")
         test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
         t0 = time.perf_counter()
-        r = fit(train, test, FitOptions(seed=0))["report"]
+        r = fit(train, test, FitOptions(seed=0)).report
         took = time.perf_counter() - t0
         m = r["metrics"]
         print(f"| {name} | {','.join(r['parameters']['features'])} "
@@ -183,9 +162,9 @@ def minirocket_table(root: Path, names, only, budget_us: float) -> None:
         t0 = time.process_time()
         result = fit(train, test, FitOptions(seed=0, latency_budget_us=budget_us))
         our_fit = time.process_time() - t0
-        r = result["report"]
-        int8 = quantize.session(result["int8_model"])
-        our_b1 = quantize.cpu_latency_us(int8, test.X[0])
+        r = result.report
+        int8 = sessions.session(result.int8_model)
+        our_b1 = sessions.cpu_latency_us(int8, test.X[0])
         clf = MiniRocketClassifier(random_state=0)
         t0 = time.process_time()
         clf.fit(np.swapaxes(train.X, 1, 2), train.y)

@@ -103,6 +103,9 @@ def _add_run(sub) -> None:
     p.add_argument("--output-topic", metavar="TEMPLATE",
                    help="output topic (default edge/{device}/classification)")
     p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="protocol (default 5)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="many daemons on one broker: keep only the devices whose crc32(name) "
+                        "mod N is K (e.g. 0/2 and 1/2); see README 'Many daemons'")
     p.add_argument("--username", help="broker user; the password comes from the "
                    "SIGMOID_EDGE_PASSWORD environment variable or --password-file")
     p.add_argument("--password-file", metavar="FILE", help="file holding the broker password")
@@ -141,7 +144,7 @@ def _add_run(sub) -> None:
 
 RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
-    "output_topic", "mqtt_version", "username", "password_file", "tls_ca", "tls_cert",
+    "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca", "tls_cert",
     "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
     "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
 )

@@ -115,6 +115,8 @@ class Config:
     input_topic: str = topics.INPUT
     output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
+    # Many daemons, one site: "K/N" keeps only devices whose crc32(name) % N == K.
+    shard: str = ""
     username: str = ""
     password_file: str = ""
     tls_ca: str = ""
@@ -417,6 +419,14 @@ def validate(cfg: Config) -> Config:
         raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
     _check_template(cfg, "input_topic", subscribe=True)
+    if topics.split_share(cfg.input_topic)[0] and cfg.mqtt_version != "5":
+        raise _fail(cfg, "input_topic", "a shared subscription ($share/GROUP/...) needs MQTT 5; "
+                    "set mqtt_version = 5, or use --shard K/N on an MQTT 3.1.1 broker")
+    if cfg.shard:
+        try:
+            shard_of(cfg.shard)
+        except ValueError as e:
+            raise _fail(cfg, "shard", str(e)) from None
     _check_template(cfg, "output_topic", subscribe=False)
     for key in ("threads", "max_devices", "queue_size", "max_pending_outputs", "max_payload_bytes",
                 "max_depth"):
@@ -470,8 +480,31 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    """``"1/3"`` -> ``(1, 3)``: this daemon keeps the devices whose hash mod 3 is 1.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not ``K/N`` with whole numbers ``0 <= K < N``.
+    """
+    k, sep, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = -1
+    if not sep or not 0 <= k < n:
+        raise ValueError(f"must be K/N with whole numbers 0 <= K < N (e.g. 0/2 and 1/2 for two "
+                         f"daemons), got {text!r}")
+    return k, n
+
+
 def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
-    template = getattr(cfg, key)
+    share, template = topics.split_share(getattr(cfg, key))
+    group = share[len(topics.SHARE):-1]
+    if share and (not subscribe or not group or _UNSAFE_LEVEL.search(group)):
+        raise _fail(cfg, key, f"a shared subscription is $share/GROUP/FILTER with a GROUP "
+                    f"without wildcards, got {getattr(cfg, key)!r}")
     levels = template.split("/")
     if template.count("{device}") != 1 or "{device}" not in levels:
         raise _fail(

@@ -14,10 +14,11 @@ import logging
 import signal
 import threading
 import time
+import zlib
 from collections import deque
 
 from edge import topics
-from edge.config import Config, check_device_name
+from edge.config import Config, check_device_name, shard_of
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
@@ -86,9 +87,16 @@ class Daemon:
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies,
+            shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
         self._known_devices: set[str] = set()
+        # --shard K/N: every daemon gets every message and keeps its own devices.
+        self._shard = shard_of(cfg.shard) if cfg.shard else None
+        self._mine: dict[str, bool] = {}
+        self._skip: dict[bytes, bool] = {}
+        if self._shard is not None:  # drop other shards' messages before paho decodes them
+            self.link.client.skip_topic = self._not_mine
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -127,6 +135,10 @@ class Daemon:
         device = "?"
         try:
             device = msg.topic.split("/")[self._device_level]
+            if self._shard is not None and not self._owns(device):
+                stats.not_mine += 1
+                self._handled(msg)
+                return
             if device not in self._known_devices:
                 if not check_device_name(device):
                     raise Rejected("bad_device", f"device name {device!r} is not allowed in a "
@@ -150,6 +162,40 @@ class Daemon:
         if self._manual_ack:
             self._submitted += 1
             self._handled(msg)
+
+    def _owns(self, device: str) -> bool:
+        """Whether ``device`` is this daemon's under ``--shard K/N`` (memoised per name).
+
+        crc32 of the UTF-8 name: the same on every platform and Python, unlike ``hash()``.
+        """
+        mine = self._mine.get(device)
+        if mine is None:
+            if len(self._mine) > 4 * self.cfg.max_devices:
+                self._mine.clear()
+            k, n = self._shard
+            mine = self._mine[device] = zlib.crc32(
+                device.encode("utf-8", "surrogatepass")) % n == k
+        return mine
+
+    def _not_mine(self, topic: bytes) -> bool:
+        """``--shard``: whether a PUBLISH's raw topic belongs to another daemon's device.
+
+        Asked by the client before it decodes the message (network thread); memoised per
+        topic. A topic it cannot read goes the normal way, where it is rejected and counted.
+        """
+        skip = self._skip.get(topic)
+        if skip is None:
+            try:
+                device = topic.decode("utf-8").split("/")[self._device_level]
+            except (UnicodeDecodeError, IndexError):
+                return False
+            if len(self._skip) > 4 * self.cfg.max_devices:
+                self._skip.clear()
+            skip = self._skip[topic] = not self._owns(device)
+        if skip:
+            self.stats.messages_in += 1
+            self.stats.not_mine += 1
+        return skip
 
     def _on_push(self, msg) -> None:
         """A model push (network thread): hand it to the update thread, then acknowledge it.
@@ -246,6 +292,9 @@ class Daemon:
         log.info("serving %s %s: %d channels %s, window %d, hop %d, labels %s; input %s -> %s",
                  m.name, m.version, len(m.channels), list(m.channels), m.window,
                  self.runner.buffers.hop, list(m.labels), self.filter, self.cfg.output_topic)
+        if self._shard is not None:
+            log.info("shard %s: keeping the devices whose crc32(name) mod %d is %d",
+                     self.cfg.shard, self._shard[1], self._shard[0])
         next_stats = time.monotonic() + self.cfg.stats_interval
         next_drop_log, drops_logged = 0.0, 0
         while not self.stop_event.wait(TICK):

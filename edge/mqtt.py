@@ -29,9 +29,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import BrokerAddress, parse_broker_url
+from edge.paho_fast import FastClient
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ _CREDENTIAL_REFUSALS = {"Bad user name or password", "Not authorized", "Banned",
 PACKET_HEADROOM = 64 * 1024
 # Room in paho's outgoing queue above max_pending_outputs for the daemon's own messages.
 OWN_HEADROOM = 1000
-# Bytes asked of the socket per recv (see _Client): hundreds of small sensor messages.
-RECV_CHUNK = 64 * 1024
 
 
 class Backoff:
@@ -92,92 +90,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-# Shared by every PUBACK without properties (see _Client._handle_pubackcomp); never modified.
-_PUBACK_REASONS = {
-    code: ReasonCode(PacketTypes.PUBACK, identifier=code)
-    for code, names in ReasonCode.names.items()
-    if any(PacketTypes.PUBACK in packets for packets in names.values())
-}
-_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
-
-
-class _Client(mqtt.Client):
-    """paho's client with a cheaper receive path and our reconnect wait.
-
-    Two costs of paho's receive path are cut; the bytes and callbacks are the same.
-
-    Read-ahead: paho reads every packet with three ``recv`` calls (type byte, length,
-    body) and, at QoS 0, goes back to ``select`` after each packet: four system calls and a
-    trip through its loop for a 40-byte sensor message. Here ``recv`` asks the socket for up
-    to :data:`RECV_CHUNK` bytes and serves paho's small reads from that, and
-    :meth:`loop_read` handles every packet already read before paho selects again. Same
-    bytes in the same order; about 1.4x the messages per CPU-second on small messages
-    (BENCHMARKS.md, "Daemon").
-
-    PUBACKs: one without properties (the message id and maybe a reason code) skips paho's
-    decoding into new reason-code and properties objects; ``on_publish`` gets shared ones
-    that say the same.
-
-    Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
-    as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
-    """
-
-    wait_policy: Callable[[], None] | None = None
-    # Read-ahead state, tied to the socket it was read from: a new connection starts empty.
-    _rbuf = b""
-    _rpos = 0
-    _rsock = None
-
-    def _reconnect_wait(self) -> None:
-        if self.wait_policy is None:
-            return super()._reconnect_wait()
-        self.wait_policy()
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf) or self._rsock is not self._sock:
-            # Raises BlockingIOError when nothing is there, as paho expects; b"" is EOF.
-            data = super()._sock_recv(RECV_CHUNK)
-            self._rsock = self._sock
-            if len(data) <= bufsize:
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos = data, 0
-        pos = self._rpos
-        out = self._rbuf[pos:pos + bufsize]
-        self._rpos = pos + len(out)
-        return out
-
-    def _handle_pubackcomp(self, cmd) -> MQTTErrorCode:
-        # A PUBACK is a message id, maybe a reason code, rarely properties; paho decodes
-        # every one into a new ReasonCode and a new Properties object, which costs more than
-        # the publish itself (about 12 us; one PUBACK per classification at QoS 1).
-        packet = self._in_packet["packet"]
-        size = len(packet)
-        reason = None
-        if cmd == "PUBACK":
-            if size == 2:
-                reason = _PUBACK_REASONS[0]
-            elif self._protocol == mqtt.MQTTv5 and (size == 3 or size == 4 and packet[3] == 0):
-                reason = _PUBACK_REASONS.get(packet[2])
-        if reason is None:
-            return super()._handle_pubackcomp(cmd)
-        mid = packet[0] << 8 | packet[1]
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        # Whole packets may be waiting in the read-ahead, where select() cannot see them.
-        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf)
-               and self._sock is not None and self._rsock is self._sock):
-            if self._out_packet:  # e.g. PUBACKs for what we just read: send them as we go
-                self.loop_write()
-            rc = super().loop_read(max_packets)
-        return rc
 
 
 class MqttError(RuntimeError):
@@ -236,7 +148,7 @@ def build_client(
     address = parse_broker_url(broker) if isinstance(broker, str) else broker
     protocol = mqtt.MQTTv5 if str(mqtt_version) == "5" else mqtt.MQTTv311
     kwargs = {"clean_session": False} if persistent and protocol == mqtt.MQTTv311 else {}
-    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+    client = FastClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
                      manual_ack=manual_ack, **kwargs)
     # A bug in one of our handlers must never kill paho's network thread.
     client.suppress_exceptions = True
@@ -393,7 +305,7 @@ class MqttLink:
         client.on_connect_fail = self._on_connect_fail
         if client.protocol == mqtt.MQTTv5:
             client.on_publish = self._on_publish
-        if isinstance(client, _Client):
+        if isinstance(client, FastClient):
             client.wait_policy = self._wait
 
     @classmethod

@@ -37,6 +37,7 @@ MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
 # adds at most this much latency; an idle worker wakes at once on the first message.
 LINGER_S = 0.002
 LINGER_ITEMS = 256
+INTERLEAVED_LOG_MAX = 10  # devices named in "arrive with holes" warnings, then only counted
 OUTPUT_DROP_LOG_S = 10.0  # at most one "not published" warning per this many seconds
 
 Publish = Callable[[str, str, int], object]
@@ -150,7 +151,7 @@ class Runner:
                  hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
-                 pending: Callable[[], int] | None = None):
+                 pending: Callable[[], int] | None = None, shared: bool = False):
         self.slot = slot
         self.publish = publish
         self.stats = stats
@@ -163,6 +164,7 @@ class Runner:
         self.hop_override = hop
         self.max_devices = max_devices
         self.gap_periods = gap_periods
+        self.shared = shared
         self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
                               on_change=on_change, max_devices=max_devices)
         self.queue: deque = deque(maxlen=queue_size)
@@ -226,7 +228,8 @@ class Runner:
                             "buffers restarted", len(old))
             self.buffers = WindowBuffers(
                 info.window, len(info.channels), hop, max_devices=self.max_devices,
-                sample_rate_hz=info.sample_rate_hz, gap_periods=self.gap_periods)
+                sample_rate_hz=info.sample_rate_hz, gap_periods=self.gap_periods,
+                watch_interleaving=self.shared)
         else:
             self.buffers.period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else None
         if self.post is None or self.post.labels != info.labels:
@@ -286,14 +289,20 @@ class Runner:
         newest: dict[str, float] = {}
         gaps_before = buffers.gaps
         for device, items in groups.items():
-            chunk = self._chunk(items, width)
-            if chunk is None:
-                continue
-            values, times, own = chunk
-            self.stats.samples += len(values)
-            buffers.push(device, values, times, own)
+            for restart, part in (self._by_message(items, buffers.window) if self.shared
+                                  else ((False, items),)):
+                if restart:
+                    buffers.forget(device)
+                chunk = self._chunk(part, width)
+                if chunk is None:
+                    continue
+                values, times, own = chunk
+                self.stats.samples += len(values)
+                buffers.push(device, values, times, own)
             newest[device] = items[-1][3]
         self.stats.gaps += buffers.gaps - gaps_before
+        if buffers.interleaved:
+            self._interleaved(buffers.interleaved)
         self.stats.evictions = buffers.evictions
         windows, devices, starts, ends = buffers.take()
         if not devices:
@@ -303,6 +312,38 @@ class Runner:
             self._classify(windows[lo:lo + MAX_BATCH], devices[lo:lo + MAX_BATCH],
                            starts[lo:lo + MAX_BATCH], ends[lo:lo + MAX_BATCH], newest)
         return len(devices)
+
+    @staticmethod
+    def _by_message(items: list, window: int):
+        """Split at payloads that hold a whole window: each such one starts its device afresh.
+
+        Behind a shared subscription the device's previous message may have gone to another
+        daemon, so a window must not join the two: a whole-window message is classified on
+        its own, and exactly once across the group.
+        """
+        part: list = []
+        for item in items:
+            if type(item[1]) is not list and len(item[1]) >= window:
+                if part:
+                    yield False, part
+                    part = []
+                yield True, [item]
+            else:
+                part.append(item)
+        if part:
+            yield False, part
+
+    def _interleaved(self, devices: list[str]) -> None:
+        """Say once per device that its samples arrive with holes (a non-sticky broker)."""
+        if self.stats.interleaved_devices < INTERLEAVED_LOG_MAX:
+            log.warning(
+                "samples of %s arrive with holes: behind a shared subscription the broker "
+                "seems to spread one device over several daemons. Use a broker with sticky "
+                "dispatch per topic (EMQX: broker.shared_subscription_strategy = hash_topic), "
+                "whole-window messages, or --shard K/N instead (README, 'Many daemons')",
+                ", ".join(map(repr, devices[:INTERLEAVED_LOG_MAX])))
+        self.stats.interleaved_devices += len(devices)
+        devices.clear()
 
     def _chunk(self, items: list, width: int):
         """One device's queued payloads -> (values [n, C] float32, times [n], own_times)."""

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import topics
+from edge.atomic import write_files
 
 SIGNATURE_FORMAT = "sigmoid-edge-signature/1"
 ALGORITHM = "ed25519"
@@ -602,23 +603,11 @@ def write_verified(verified: VerifiedModel, model_path: str | Path) -> Path:
     Path
         The signature file's path.
     """
-    import os
-    import tempfile
-
     model_path = Path(model_path)
     sig_path = sig_path_for(model_path)
-    for data, target in ((verified.signature.to_json(), sig_path), (verified.model, model_path)):
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    # Both staged before the first rename; the signature is renamed first.
+    write_files(model_path.parent, {sig_path.name: verified.signature.to_json(),
+                                    model_path.name: verified.model}, mode=0o644)
     return sig_path
 
 

@@ -64,6 +64,8 @@ class Stats:
         self.published = 0
         self.gaps = 0
         self.evictions = 0
+        self.not_mine = 0  # --shard: messages of devices another daemon owns
+        self.interleaved_devices = 0  # shared subscription: devices seen arriving with holes
         self.model_swaps = 0
         self.model_rejects = 0
         self.batch_max = 0
@@ -100,6 +102,8 @@ class Stats:
             "output_drops": self.output_drops,
             "gaps": self.gaps,
             "evictions": self.evictions,
+            "not_mine": self.not_mine,
+            "interleaved_devices": self.interleaved_devices,
             "batch_max": self.batch_max,
             "model_swaps": self.model_swaps,
             "model_rejects": self.model_rejects,

@@ -8,6 +8,7 @@ in the project spells a ``sigmoid-edge/...`` topic: import it from here.
 from __future__ import annotations
 
 PREFIX = "sigmoid-edge"
+SHARE = "$share/"  # MQTT 5 shared subscriptions: $share/GROUP/FILTER
 
 INPUT = "sensors/{device}/#"
 OUTPUT = "edge/{device}/classification"
@@ -35,22 +36,40 @@ def all_nodes(template: str) -> str:
     return to_filter(template.replace("{node}", "{device}"))[0]
 
 
+def split_share(template: str) -> tuple[str, str]:
+    """``$share/GROUP/sensors/{device}/#`` -> (``$share/GROUP/``, ``sensors/{device}/#``).
+
+    An MQTT 5 shared subscription: the broker hands each message to one member of GROUP, and
+    delivers it under the topic without the ``$share/GROUP/`` prefix. Other templates give
+    (``""``, template).
+    """
+    if template.startswith(SHARE):
+        parts = template.split("/", 2)
+        if len(parts) == 3:
+            return f"{parts[0]}/{parts[1]}/", parts[2]
+    return "", template
+
+
 def to_filter(template: str) -> tuple[str, int]:
     """The subscription filter of a topic template and the level that names the device.
 
     ``{device}`` (and any other ``{placeholder}`` level) becomes ``+``; a template without
-    ``{device}`` takes the device from its first wildcard level.
+    ``{device}`` takes the device from its first wildcard level. The level is counted in the
+    topic as delivered, so a shared subscription's ``$share/GROUP/`` prefix does not count.
 
     ``sensors/{device}/#`` -> (``sensors/+/#``, 1); ``sensors/#`` -> (``sensors/#``, 1);
-    ``sim/+/label`` -> (``sim/+/label``, 1).
+    ``sim/+/label`` -> (``sim/+/label``, 1);
+    ``$share/g/sensors/{device}/#`` -> (``$share/g/sensors/+/#``, 1).
 
     Raises
     ------
     ValueError
         If the template has neither ``{device}`` nor a wildcard, so devices cannot be told apart.
     """
-    levels = template.split("/")
-    filter_ = "/".join("+" if lv.startswith("{") and lv.endswith("}") else lv for lv in levels)
+    share, rest = split_share(template)
+    levels = rest.split("/")
+    filter_ = share + "/".join(
+        "+" if lv.startswith("{") and lv.endswith("}") else lv for lv in levels)
     if "{device}" in levels:
         return filter_, levels.index("{device}")
     for k, level in enumerate(levels):

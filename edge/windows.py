@@ -10,6 +10,11 @@ A jump in the device's own timestamps (``ts``) of more than ``gap_periods`` samp
 restarts its window, so a window never spans an outage. The period is the model's
 ``1 / sample_rate_hz`` when known, else a running estimate from the device's timestamps.
 At most ``max_devices`` devices are kept; the least recently used is evicted.
+
+Behind a shared subscription on a broker that does not keep a device on one member, each
+daemon sees only some of a device's samples. With ``watch_interleaving`` a device whose
+timestamps keep jumping (gaps, or every step longer than 1.5 of the model's sample periods)
+is listed in :attr:`WindowBuffers.interleaved` once, so the daemon can say so.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 
 class _Device:
-    __slots__ = ("buf", "times", "n", "start", "skip", "last_ts", "period")
+    __slots__ = ("buf", "times", "n", "start", "skip", "last_ts", "period", "odd")
 
     def __init__(self, capacity: int, channels: int):
         self.buf = np.empty((capacity, channels), dtype=np.float32)
@@ -30,6 +35,7 @@ class _Device:
         self.skip = 0  # samples still to drop when hop > window
         self.last_ts = None  # the device's own last timestamp, for gap detection
         self.period = None  # running estimate of the sample period (s)
+        self.odd = 0  # chunks whose timestamps jumped (watch_interleaving)
 
     def restart(self) -> None:
         self.n = self.start = self.skip = 0
@@ -52,15 +58,23 @@ class WindowBuffers:
         The model's sample rate, for gap detection.
     gap_periods : float
         A timestamp jump larger than this many sample periods restarts the window.
+    watch_interleaving : bool
+        Look for devices whose samples arrive with holes (a non-sticky shared subscription).
 
     Attributes
     ----------
     gaps, evictions : int
         How many windows were restarted by a gap and how many devices were evicted.
+    interleaved : list of str
+        Devices found arriving with holes since the caller last emptied the list (each
+        device once).
     """
 
+    ODD_CHUNKS = 3  # chunks with jumps before a device counts as interleaved
+
     def __init__(self, window: int, channels: int, hop: int, *, max_devices: int = 1000,
-                 sample_rate_hz: float | None = None, gap_periods: float = 5.0):
+                 sample_rate_hz: float | None = None, gap_periods: float = 5.0,
+                 watch_interleaving: bool = False):
         if window < 1 or channels < 1 or hop < 1 or max_devices < 1:
             raise ValueError("window, channels, hop and max_devices must be positive")
         self.window = window
@@ -75,6 +89,8 @@ class WindowBuffers:
         self._index_cache: dict[int, np.ndarray] = {}
         self.gaps = 0
         self.evictions = 0
+        self.watch_interleaving = watch_interleaving
+        self.interleaved: list[str] = []
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -119,7 +135,7 @@ class WindowBuffers:
         """
         dev = self._device(device)
         if own_times and len(times):
-            values, times = self._cut_gaps(dev, values, times)
+            values, times = self._cut_gaps(dev, values, times, device)
         k = len(values)
         if dev.skip:
             drop = min(dev.skip, k)
@@ -171,7 +187,7 @@ class WindowBuffers:
                 self._index_cache[m] = index
         return index
 
-    def _cut_gaps(self, dev: _Device, values: np.ndarray, times: np.ndarray):
+    def _cut_gaps(self, dev: _Device, values: np.ndarray, times: np.ndarray, name: str):
         """Restart the window at the last gap in (last_ts, *times*); keep the samples after it."""
         steps = np.diff(times) if dev.last_ts is None else np.diff(times, prepend=dev.last_ts)
         period = self.period or dev.period
@@ -179,6 +195,11 @@ class WindowBuffers:
         if period is not None:
             limit = self.gap_periods * period
             jumps = np.flatnonzero(np.abs(steps) > limit)
+            if self.watch_interleaving and dev.odd < self.ODD_CHUNKS and len(steps) and (
+                    len(jumps) or self.period and steps.min() > 1.5 * self.period):
+                dev.odd += 1
+                if dev.odd == self.ODD_CHUNKS:
+                    self.interleaved.append(name)
             if len(jumps):
                 # steps[i] leads to times[i] (with prepend) or times[i + 1] (without)
                 cut = int(jumps[-1]) + (0 if dev.last_ts is not None else 1)

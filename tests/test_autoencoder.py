@@ -8,7 +8,7 @@ import pytest
 
 from trainer.autoencoder import SigmoidAutoencoder
 from trainer.graph import GraphBuilder, float_input
-from trainer.network import _backprop
+from trainer.network import SigmoidNetwork, _backprop
 
 # Short trainings on purpose: the stopping rule is the network's and tested there.
 pytestmark = pytest.mark.filterwarnings("ignore::trainer.network.ConvergenceWarning")
@@ -95,10 +95,12 @@ def test_same_seed_same_autoencoder():
     assert [W.shape for W in a.coefs_] == [(10, 3), (3, 10)]
 
 
-def test_classifier_methods_say_what_to_use():
+def test_an_autoencoder_is_not_a_classifier():
     X, _ = low_rank(n=50)
     ae = SigmoidAutoencoder(hidden_layers=(3,), max_epochs=2).fit(X)
-    with pytest.raises(AttributeError, match="score_samples"):
-        ae.predict_proba(X)
+    assert not isinstance(ae, SigmoidNetwork)
+    for method in ("predict", "predict_proba", "decision_function"):
+        assert not hasattr(ae, method)
+    assert repr(ae).startswith("SigmoidAutoencoder(")
     with pytest.raises(ValueError, match="features"):
         ae.score_samples(X[:, :4])

@@ -243,13 +243,23 @@ def test_docker_compose_config_is_valid_with_profiles():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
     services = compose("--profile", "simulator", "--profile", "trainer", "config", "--services")
-    assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer"}
+    assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer",
+                                            "edge-shard-0", "edge-shard-1"}
     text = compose("config", env={"SIGMOID_EDGE_MODEL": "/srv/models/m.onnx"}).stdout
     assert "/srv/models/m.onnx:/models/model.int8.onnx:ro" in text
     assert "deploy/mosquitto/docker.conf:/mosquitto/config/mosquitto.conf:ro" in text
     assert "eclipse-mosquitto:2" in text and "read_only: true" in text
     assert re.search(r"profiles:\s*\n\s*- simulator", text)
     assert re.search(r"profiles:\s*\n\s*- trainer", text)
+
+
+def test_docker_compose_shards_profile_runs_two_daemons_on_disjoint_shards():
+    text = compose("--profile", "shards", "config").stdout
+    services = compose("--profile", "shards", "config", "--services").stdout.split()
+    assert {"edge-shard-0", "edge-shard-1"} <= set(services)
+    assert re.findall(r"SIGMOID_EDGE_SHARD: (\S+)", text) == ["0/2", "1/2"]
+    nodes = re.findall(r"SIGMOID_EDGE_NODE: (\S+)", text)
+    assert len(set(nodes)) == len(nodes) == 3  # edge, edge-shard-0, edge-shard-1
 
 
 def test_dockerfile_passes_hadolint_and_runs_as_non_root():

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from edge import contract
-from trainer.export import atomic_write, build_model, save_model
+from edge.atomic import write_file
+from trainer.export import build_model, save_model
 from trainer.pipeline import Pipeline
 
 FEATURES = ("stats", "diff_stats", "spectral", "diff_spectral", "raw")
@@ -104,7 +105,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        atomic_write(path, b"new model")
+        write_file(path, b"new model")
     assert path.read_bytes() == b"old model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

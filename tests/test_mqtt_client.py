@@ -14,8 +14,9 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge import mqtt as edge_mqtt
-from edge.mqtt import RECV_CHUNK, build_client
+from edge import paho_fast
+from edge.mqtt import build_client
+from edge.paho_fast import RECV_CHUNK
 from tests.mqtt_helpers import Broker, require
 
 
@@ -189,8 +190,8 @@ def test_shared_puback_reasons_match_pahos_decoding():
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
-    assert set(edge_mqtt._PUBACK_REASONS) >= {0, 16, 128, 135, 151}
-    for code, shared in edge_mqtt._PUBACK_REASONS.items():
+    assert set(paho_fast._PUBACK_REASONS) >= {0, 16, 128, 135, 151}
+    for code, shared in paho_fast._PUBACK_REASONS.items():
         decoded = ReasonCode(PacketTypes.PUBACK)
         decoded.unpack(bytes([code]))
         assert (shared.value, str(shared)) == (decoded.value, str(decoded))

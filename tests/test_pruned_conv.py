@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from edge.tools import synthetic
-from trainer import quantize
+from trainer import quantize, sessions
 from trainer.data import Dataset
 from trainer.export import build_model
 from trainer.features import pruned_conv, pruning
@@ -169,14 +169,14 @@ def test_pipeline_with_hidden_layer_exports_and_int8_is_batch_independent(data):
                     network_params={"max_epochs": 60}).fit(Xtr, ytr)
     common = dict(channels=["x", "y", "z"], window=48, hop=48, name="p", version="1")
     model = build_model(pipe, **common)
-    P = quantize.run(quantize.session(model), Xte)
+    P = sessions.run(sessions.session(model), Xte)
     np.testing.assert_allclose(P, pipe.predict_proba(Xte), atol=1e-3)
     int8, _ = quantize.choose(build_model(pipe, fold_scaling=False, **common), Xtr, Xtr, ytr,
                               [str(c) for c in pipe.classes_], candidates=["static_qop_tensor_net"],
                               reference_model=model)
-    sess = quantize.session(int8)
-    batch = quantize.run(sess, Xte)
-    alone = np.concatenate([quantize.run(sess, Xte[i:i + 1]) for i in range(len(Xte))])
+    sess = sessions.session(int8)
+    batch = sessions.run(sess, Xte)
+    alone = np.concatenate([sessions.run(sess, Xte[i:i + 1]) for i in range(len(Xte))])
     np.testing.assert_array_equal(batch, alone)
 
 
@@ -187,7 +187,7 @@ def test_fit_reports_the_pruning(data):
     test = Dataset(Xte, yte, ("x", "y", "z"), 48, 48, None, "mem", {"cases": len(yte)})
     result = fit(train, test, FitOptions(features=["conv:pool=420:keep=auto"],
                                          quantization_variants=["static_qop_tensor_net"]))
-    report = result["report"]
+    report = result.report
     (p,) = report["pruning"]
     assert p["pool"] == 420 and p["kept"] == report["parameters"]["n_features"]
     assert all("validation_accuracy" in s for s in p["steps"])
@@ -196,8 +196,8 @@ def test_fit_reports_the_pruning(data):
     cands = report["parameters"]["selection"]["candidates"]
     assert cands[0]["pruning"][0]["kept"] == p["kept"]
     assert report["metrics"]["int8"]["test"]["accuracy"] >= 0.9
-    assert result["png"][:4] == b"\x89PNG"
-    meta = {m.key: m.value for m in result["int8_model"].metadata_props}
+    assert result.png[:4] == b"\x89PNG"
+    meta = {m.key: m.value for m in result.int8_model.metadata_props}
     assert '"pool": 420' in meta["features"]
 
 

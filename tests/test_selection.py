@@ -46,11 +46,11 @@ def test_fit_falls_back_to_the_first_candidate_with_one_window_in_a_class():
     data = Dataset(X[keep], y[keep], ("x", "y", "z"), 32, 32, None, "mem", {"cases": 19})
     result = fit(data, None, FitOptions(network_factory=standin.factory,
                                         quantization_variants=["static_qop_tensor_net"]))
-    sel = result["report"]["parameters"]["selection"]
+    sel = result.report["parameters"]["selection"]
     assert sel["method"].startswith("none: the smallest class has 1 training window")
     from trainer.features.registry import DEFAULT_CANDIDATES
 
-    assert result["report"]["parameters"]["features"] == list(DEFAULT_CANDIDATES[0])
+    assert result.report["parameters"]["features"] == list(DEFAULT_CANDIDATES[0])
 
 
 def test_too_few_windows_is_a_value_error():
@@ -94,7 +94,7 @@ def test_fit_times_each_feature_set_and_records_the_budget():
     result = fit(data, None, FitOptions(network_factory=standin.factory, hidden_layers=(),
                                         quantization_variants=["static_qop_tensor_net"],
                                         latency_budget_us=1e6))
-    sel = result["report"]["parameters"]["selection"]
+    sel = result.report["parameters"]["selection"]
     assert sel["latency_budget_us"] == 1e6
     # Measured, not made up: positive, and the bigger feature sets cost more than raw:1.
     latencies = {tuple(r["features"]): r["batch1_latency_us"] for r in sel["candidates"]}

@@ -11,6 +11,8 @@ from edge import topics
     ("sensors/#", ("sensors/#", 1)),
     ("sim/+/label", ("sim/+/label", 1)),
     ("spBv1.0/{group}/DDATA/{node}/{device}", ("spBv1.0/+/DDATA/+/+", 4)),
+    ("$share/g1/sensors/{device}/#", ("$share/g1/sensors/+/#", 1)),
+    ("$share/g1/{device}", ("$share/g1/+", 0)),
 ])
 def test_to_filter(template, expected):
     assert topics.to_filter(template) == expected
@@ -38,3 +40,8 @@ def test_node_and_device_topics():
     assert topics.device_topic(topics.OUTPUT, "pump1") == "edge/pump1/classification"
     assert topics.node_topic(topics.CAPTURE, "pi").replace("{device}", "d") == \
         "sigmoid-edge/pi/capture/d"
+
+
+def test_split_share():
+    assert topics.split_share("$share/g/sensors/{device}/#") == ("$share/g/", "sensors/{device}/#")
+    assert topics.split_share("sensors/{device}/#") == ("", "sensors/{device}/#")

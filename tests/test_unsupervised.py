@@ -180,23 +180,22 @@ def test_classifier_with_anomaly_output(normal_and_faults):
     options = FitOptions(features=["stats", "spectral"], hidden_layers=(8,), anomaly="kmeans",
                          quantization_variants=["static_qdq_channel_net"])
     result = fit(train, None, options)
-    for key in ("float_model", "int8_model"):
-        model = result[key]
+    for model in (result.float_model, result.int8_model):
         assert [o.name for o in model.graph.output] == ["probabilities", "anomaly_score"]
         assert contract.ANOMALY_THRESHOLD in {p.key for p in model.metadata_props}
-    pipeline = result["pipeline"]
+    pipeline = result.pipeline
     F = pipeline.transform(X)
-    (score,) = session(result["float_model"]).run(["anomaly_score"], {"window": X})
+    (score,) = session(result.float_model).run(["anomaly_score"], {"window": X})
     np.testing.assert_allclose(score, pipeline.network_.score_samples(F), rtol=1e-4, atol=1e-5)
-    proba = session(result["float_model"]).run(["probabilities"], {"window": X})[0]
+    proba = session(result.float_model).run(["probabilities"], {"window": X})[0]
     np.testing.assert_allclose(proba, pipeline.predict_proba(X), atol=1e-4)
     # a window unlike anything in training (a stuck sensor) is flagged, normal ones are not
     threshold = pipeline.network_.detector_.threshold_
     stuck, _ = synthetic.make_fault_windows(10, window=64, faults=("stuck",), seed=9)
-    (odd,) = session(result["int8_model"]).run(["anomaly_score"], {"window": stuck})
+    (odd,) = session(result.int8_model).run(["anomaly_score"], {"window": stuck})
     assert (odd > threshold).mean() >= 0.9
     assert (score > threshold).mean() <= 0.05
-    flagged = result["report"]["anomaly"]["flagged"]["train"]
+    flagged = result.report["anomaly"]["flagged"]["train"]
     assert flagged["n"] == len(X) and flagged["int8_float_agreement"] >= 0.95
     assert flagged["float"] == pytest.approx((score > threshold).mean())
 

@@ -1,6 +1,7 @@
 """An autoencoder of sigmoid layers: the anomaly detector that learns what normal looks like.
 
-It is a :class:`~trainer.network.SigmoidNetwork` whose targets are its inputs: the same
+It shares :class:`~trainer.network.BaseSigmoidNetwork` with the classifier
+(:class:`~trainer.network.SigmoidNetwork`) and its targets are its inputs: the same
 :class:`~trainer.layers.Dense` sigmoid layers, flat parameter vector, optimizers and
 training loop, under a mean-squared-error head instead of the log-loss. The hidden layers
 narrow to a bottleneck, so the network can only reconstruct inputs that resemble its
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.layers import SoftmaxCrossEntropy
-from trainer.network import SigmoidNetwork, _rng
+from trainer.network import BaseSigmoidNetwork, _rng
 
 
 class MeanSquaredError:
@@ -53,7 +54,7 @@ class MeanSquaredError:
         return out
 
 
-class SigmoidAutoencoder(SigmoidNetwork):
+class SigmoidAutoencoder(BaseSigmoidNetwork):
     """A sigmoid network trained to reproduce its input (``fit(X)`` needs no labels).
 
     Takes the parameters of :class:`~trainer.network.SigmoidNetwork` (``output``,
@@ -82,7 +83,7 @@ class SigmoidAutoencoder(SigmoidNetwork):
         self.n_features_in_ = X.shape[1]
         self._rng = _rng(self.random_state)
         self._init_parameters(self._rng)
-        w = None if sample_weight is None else self._sample_weights(X[:, 0], sample_weight)
+        w = self._check_sample_weight(sample_weight, len(X))
         self._train(X, X, w, epochs=self.max_epochs, val=None, stop=True)
         return self
 
@@ -96,7 +97,7 @@ class SigmoidAutoencoder(SigmoidNetwork):
             self.n_features_in_ = X.shape[1]
             self._rng = _rng(self.random_state)
             self._init_parameters(self._rng)
-        w = None if sample_weight is None else self._sample_weights(X[:, 0], sample_weight)
+        w = self._check_sample_weight(sample_weight, len(X))
         self._train(X, X, w, epochs=1, val=None, stop=False)
         return self
 
@@ -106,21 +107,9 @@ class SigmoidAutoencoder(SigmoidNetwork):
     def _head(self):
         return MeanSquaredError
 
-    def _sample_weights(self, y, sample_weight):
-        # No classes: only sample_weight, checked as the network checks it.
-        saved, self.class_weight = self.class_weight, None
-        try:
-            return super()._sample_weights(y, sample_weight)
-        finally:
-            self.class_weight = saved
-
     def reconstruct(self, X) -> np.ndarray:
         """The network's output for each row: its reconstruction, ``[n, n_features]``."""
-        self._check_fitted()
-        a = self._check_X(X, fitting=False)
-        for layer in self._layers():
-            a = layer.forward(a)
-        return a
+        return self._forward(X)
 
     def score_samples(self, X) -> np.ndarray:
         """Anomaly score: mean squared reconstruction error per row (higher is more unusual)."""
@@ -132,15 +121,6 @@ class SigmoidAutoencoder(SigmoidNetwork):
     def score(self, X, y=None, sample_weight=None) -> float:
         """Negative mean reconstruction error (higher is better, as scikit-learn expects)."""
         return -float(np.average(self.score_samples(X), weights=sample_weight))
-
-    def predict_proba(self, X):
-        raise AttributeError("an autoencoder has no classes; use reconstruct or score_samples")
-
-    def predict(self, X):
-        raise AttributeError("an autoencoder has no classes; use reconstruct or score_samples")
-
-    def decision_function(self, X):
-        raise AttributeError("an autoencoder has no classes; use reconstruct or score_samples")
 
     def to_onnx(self, g, x: str, prefix: str = "autoencoder_") -> str:
         """Emit the reconstruction and its error; mirrors :meth:`score_samples`.

@@ -243,7 +243,7 @@ def _fit(args) -> int:
         paths = write_outputs(args.out, result)
     except (SensorFileError, ValueError, FileNotFoundError) as exc:
         return _fail("fit", str(exc))
-    r = result["report"]
+    r = result.report
     for split in ("train", "test"):
         if split in r["metrics"]["float"]:
             f, q = r["metrics"]["float"][split], r["metrics"]["int8"][split]

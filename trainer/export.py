@@ -17,14 +17,12 @@ The builder runs ``onnx.checker`` with ``full_check=True`` on every model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import onnx
 
 from edge import contract
+from edge.atomic import write_file
 from trainer.graph import GraphBuilder, float_input
 
 
@@ -107,30 +105,8 @@ def set_metadata(model: onnx.ModelProto, key: str, value: Any) -> None:
     model.metadata_props.add(key=key, value=encoded)
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
-
-    Readers (and a daemon watching the file) see either the old file or the complete new
-    one, never a half-written file; on any error the temporary file is removed.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_model(model: onnx.ModelProto, path) -> int:
     """Serialize ``model`` atomically to ``path``; return its size in bytes."""
     data = model.SerializeToString()
-    atomic_write(path, data)
+    write_file(path, data)
     return len(data)

@@ -1,4 +1,5 @@
-"""What ``sigmoid-train fit`` does: load, choose, fit, export, quantize, measure, write.
+"""What ``sigmoid-train fit`` does, as steps: select, train, export and quantize, measure,
+report (:func:`fit` runs them in order and returns a :class:`FitResult`), then write.
 
 Everything is computed in memory first; the four output files are then written to
 temporary names in the output directory and renamed into place one after the other,
@@ -8,10 +9,7 @@ so a failed fit never leaves a half-written model behind.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
+from edge.atomic import write_files
+from trainer import sessions
 from trainer.data import Dataset
 from trainer.features.registry import DEFAULT_CANDIDATES
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
+from trainer.report import report_json
 from trainer.selection import (
     DEFAULT_LATENCY_BUDGET_US,
     NETWORK_CANDIDATES,
@@ -59,20 +61,94 @@ class FitOptions:
     latency_budget_us: float = DEFAULT_LATENCY_BUDGET_US
 
 
-def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, Any]:
-    """Fit and measure everything; return the in-memory artefacts and the report.
+@dataclass
+class Setting:
+    """What :func:`choose_setting` picked: features, layers, network parameters, and how."""
+
+    features: list[str]
+    hidden_layers: tuple[int, ...]
+    network_params: dict[str, Any]
+    selection: dict[str, Any]
+    # The selection's fitted families of these features (a pruned conv pool is costly to
+    # fit twice); None: train_pipeline fits them.
+    families: list | None = None
+
+
+@dataclass
+class Models:
+    """The exported float model and the chosen int8 variant (:func:`export_and_quantize`)."""
+
+    float_model: onnx.ModelProto
+    int8_model: onnx.ModelProto
+    quantization: dict[str, Any]
+    quantization_time_s: float
+
+
+@dataclass
+class Measurements:
+    """Scores, int8/float agreement and latency of both models (:func:`measure`)."""
+
+    metrics: dict[str, dict[str, Any]]
+    agreement: dict[str, float]
+    latency: dict[str, dict[str, float]]
+    float_session: Any
+    int8_session: Any
+
+
+@dataclass
+class FitResult:
+    """Everything ``sigmoid-train fit`` computed, in memory; :func:`write_outputs` writes it.
+
+    Attributes
+    ----------
+    pipeline : Pipeline
+        The fitted features + scaling + network.
+    float_model, int8_model : onnx.ModelProto
+        ``model.onnx`` and ``model.int8.onnx``.
+    report : dict
+        ``report.json`` (JSON-able).
+    png : bytes
+        ``report.png``.
+    """
+
+    pipeline: Pipeline
+    float_model: onnx.ModelProto
+    int8_model: onnx.ModelProto
+    report: dict[str, Any]
+    png: bytes
+
+
+def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> FitResult:
+    """Fit and measure everything: select, train, export and quantize, measure, report.
+
+    Parameters
+    ----------
+    train : Dataset
+        Training windows (the selection's folds come from them too).
+    test : Dataset, optional
+        Held-out windows, scored with both models.
+    options : FitOptions
 
     Returns
     -------
-    dict
-        ``pipeline``, ``float_model``, ``int8_model`` (onnx.ModelProto), ``report``
-        (JSON-able dict) and ``png`` (bytes).
+    FitResult
     """
-    from trainer import quantize
-    from trainer.export import build_model
-    from trainer.report import figure_png
-
     t_start = time.perf_counter()
+    setting = choose_setting(train, options)
+    if options.pretrain:  # the final network only; the selection runs without it
+        setting.network_params["pretrain"] = options.pretrain
+    pipeline, fit_time = train_pipeline(train, setting, options)
+    name = options.name or train.summary.get("problem") or Path(train.source).stem
+    models = export_and_quantize(pipeline, train, name, options)
+    measured = measure(models, [str(c) for c in pipeline.classes_], train, test)
+    report, png = build_report(train, test, options, name, setting, pipeline, fit_time,
+                               models, measured)
+    report["total_time_s"] = round(time.perf_counter() - t_start, 3)
+    return FitResult(pipeline, models.float_model, models.int8_model, report, png)
+
+
+def choose_setting(train: Dataset, options: FitOptions) -> Setting:
+    """Select features and layers by cross-validation, unless the options fix them."""
     feature_sets = [options.features] if options.features else list(DEFAULT_CANDIDATES)
     feature_sets = with_budget(feature_sets, options.latency_budget_us)
     if options.hidden_layers is not None:
@@ -107,24 +183,32 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
     else:
         features, params = list(feature_sets[0]), dict(networks[0])
     hidden = tuple(params.pop("hidden_layers", ()))
+    return Setting(list(features), hidden, params, selection, fitted.get(tuple(features)))
 
+
+def train_pipeline(train: Dataset, setting: Setting,
+                   options: FitOptions) -> tuple[Pipeline, float]:
+    """Fit the final pipeline on every training window; return it and the seconds taken."""
     t0 = time.perf_counter()
     factory = options.network_factory
-    if options.pretrain:
-        params["pretrain"] = options.pretrain
     if options.anomaly:
         from trainer.anomaly import WithAnomaly
 
         factory = functools.partial(WithAnomaly, detector=options.anomaly,
                                     base_factory=options.network_factory)
-    pipeline = Pipeline(features, hidden_layers=hidden, random_state=options.seed,
-                        network_params=params, network_factory=factory)
-    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled,
-                 families=fitted.get(tuple(features)))
-    fit_time = time.perf_counter() - t0
-    labels = [str(c) for c in pipeline.classes_]
+    pipeline = Pipeline(setting.features, hidden_layers=setting.hidden_layers,
+                        random_state=options.seed, network_params=setting.network_params,
+                        network_factory=factory)
+    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled, families=setting.families)
+    return pipeline, time.perf_counter() - t0
 
-    name = options.name or train.summary.get("problem") or Path(train.source).stem
+
+def export_and_quantize(pipeline: Pipeline, train: Dataset, name: str,
+                        options: FitOptions) -> Models:
+    """The float ONNX model, and the int8 variant :func:`trainer.quantize.choose` picks."""
+    from trainer import quantize
+    from trainer.export import build_model
+
     training = {k: v for k, v in train.summary.items() if k != "class_counts"}
     training["class_counts"] = train.summary.get("class_counts")
     common = dict(channels=list(train.channels), window=train.window, hop=train.hop,
@@ -132,28 +216,43 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
                   training=training)
     float_model = build_model(pipeline, **common)
     quant_source = build_model(pipeline, fold_scaling=False, **common)
-
     t0 = time.perf_counter()
     int8_model, qreport = quantize.choose(
-        quant_source, train.X, train.X, train.y, labels,
+        quant_source, train.X, train.X, train.y, [str(c) for c in pipeline.classes_],
         candidates=options.quantization_variants, reference_model=float_model)
-    quant_time = time.perf_counter() - t0
+    return Models(float_model, int8_model, qreport, time.perf_counter() - t0)
 
-    float_sess, int8_sess = quantize.session(float_model), quantize.session(int8_model)
+
+def measure(models: Models, labels: list[str], train: Dataset,
+            test: Dataset | None) -> Measurements:
+    """Scores per split of both models through onnxruntime, their agreement, and latency."""
+    float_sess = sessions.session(models.float_model)
+    int8_sess = sessions.session(models.int8_model)
     metrics: dict[str, Any] = {"float": {}, "int8": {}}
     agreement = {}
     for split, data in (("train", train), ("test", test)):
         if data is None:
             continue
-        pf = quantize.run(float_sess, data.X).argmax(axis=1)
-        pq = quantize.run(int8_sess, data.X).argmax(axis=1)
+        pf = sessions.run(float_sess, data.X).argmax(axis=1)
+        pq = sessions.run(int8_sess, data.X).argmax(axis=1)
         metrics["float"][split] = scores(data.y, np.array(labels)[pf], labels)
         metrics["int8"][split] = scores(data.y, np.array(labels)[pq], labels)
         agreement[split] = float((pf == pq).mean())
     probe = (test or train).X[0]
-    latency = {kind: {"batch1_us": round(quantize.latency_us(s, probe, 1), 2),
-                      "per_window_batch64_us": round(quantize.latency_us(s, probe, 64) / 64, 3)}
+    latency = {kind: {"batch1_us": round(sessions.latency_us(s, probe, 1), 2),
+                      "per_window_batch64_us": round(sessions.latency_us(s, probe, 64) / 64, 3)}
                for kind, s in (("float", float_sess), ("int8", int8_sess))}
+    return Measurements(metrics, agreement, latency, float_sess, int8_sess)
+
+
+def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name: str,
+                 setting: Setting, pipeline: Pipeline, fit_time: float, models: Models,
+                 measured: Measurements) -> tuple[dict[str, Any], bytes]:
+    """``report.json`` (without ``total_time_s``'s final value) and ``report.png``."""
+    from trainer.report import figure_png
+
+    labels = [str(c) for c in pipeline.classes_]
+    metrics = measured.metrics
     shown = "test" if test is not None else "train"
     report = {
         "name": name,
@@ -161,32 +260,33 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {"train": train.summary, "test": test.summary if test else None},
         "parameters": {
-            "features": list(features),
-            "hidden_layers": list(hidden),
-            "network": {k: v for k, v in params.items()},
+            "features": list(setting.features),
+            "hidden_layers": list(setting.hidden_layers),
+            "network": dict(setting.network_params),
             "seed": options.seed,
             "window": train.window,
             "hop": train.hop,
             "channels": list(train.channels),
             "sample_rate_hz": train.sample_rate_hz,
             "n_features": pipeline.n_features_,
-            "selection": selection,
+            "selection": setting.selection,
         },
         "fit_time_s": round(fit_time, 3),
-        "quantization_time_s": round(quant_time, 3),
+        "quantization_time_s": round(models.quantization_time_s, 3),
         "total_time_s": None,
         "metrics": metrics,
-        "int8_float_agreement": agreement,
-        "sizes": {"model.onnx": len(float_model.SerializeToString()),
-                  "model.int8.onnx": len(int8_model.SerializeToString())},
-        "latency": {"threads": 1, **latency},
+        "int8_float_agreement": measured.agreement,
+        "sizes": {"model.onnx": len(models.float_model.SerializeToString()),
+                  "model.int8.onnx": len(models.int8_model.SerializeToString())},
+        "latency": {"threads": 1, **measured.latency},
         "pruning": [f.pruning_ for f in pipeline.families_ if hasattr(f, "pruning_")],
-        "quantization": qreport,
+        "quantization": models.quantization,
     }
     net = pipeline.network_
     png = figure_png(list(getattr(net, "loss_curve_", [])),
                      np.array(metrics["float"][shown]["confusion"]), labels,
-                     title=f"{name}: {', '.join(features)}; hidden {list(hidden)}",
+                     title=f"{name}: {', '.join(setting.features)}; "
+                           f"hidden {list(setting.hidden_layers)}",
                      confusion_title=f"{shown} confusion (float), accuracy "
                                      f"{metrics['float'][shown]['accuracy']:.3f}",
                      pruning=report["pruning"])
@@ -194,10 +294,9 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> dict[str, 
         from trainer.unsupervised import carried_anomaly_report
 
         report["anomaly"] = carried_anomaly_report(
-            pipeline, float_sess, int8_sess, {"train": train, "test": test})
-    report["total_time_s"] = round(time.perf_counter() - t_start, 3)
-    return {"pipeline": pipeline, "float_model": float_model, "int8_model": int8_model,
-            "report": report, "png": png}
+            pipeline, measured.float_session, measured.int8_session,
+            {"train": train, "test": test})
+    return report, png
 
 
 def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
@@ -208,7 +307,6 @@ def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
     """
     import warnings
 
-    from trainer import quantize
     from trainer.export import build_model
 
     pipeline = Pipeline(list(features), random_state=seed, network_params={"max_epochs": 1})
@@ -217,50 +315,14 @@ def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
         pipeline.fit(train.X, train.y, families=families)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
-    return quantize.cpu_latency_us(quantize.session(model), train.X[0])
+    return sessions.cpu_latency_us(sessions.session(model), train.X[0])
 
 
-def write_outputs(out_dir, result: dict[str, Any]) -> dict[str, Path]:
+def write_outputs(out_dir, result: FitResult) -> dict[str, Path]:
     """Write the four files: all to temporary names first, then renamed into place."""
-    payloads = {
-        "model.onnx": result["float_model"].SerializeToString(),
-        "model.int8.onnx": result["int8_model"].SerializeToString(),
-        "report.json": (json.dumps(result["report"], indent=2, default=_json_default)
-                        + "\n").encode(),
-        "report.png": result["png"],
-    }
-    return write_files(out_dir, payloads)
-
-
-def write_files(out_dir, payloads: dict[str, bytes]) -> dict[str, Path]:
-    """Write ``{file name: bytes}`` into ``out_dir``: all to temporary names, then renamed."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
-    try:
-        for name, data in payloads.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-            staged[name] = tmp
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        paths = {}
-        for name, tmp in staged.items():
-            os.replace(tmp, out / name)
-            paths[name] = out / name
-        return paths
-    finally:
-        for tmp in staged.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+    return write_files(out_dir, {
+        "model.onnx": result.float_model.SerializeToString(),
+        "model.int8.onnx": result.int8_model.SerializeToString(),
+        "report.json": report_json(result.report),
+        "report.png": result.png,
+    })

@@ -14,20 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge import contract
-
-
-def load_session(path):
-    """An onnxruntime session (1 thread) for ``path`` and its checked :class:`ModelInfo`."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        sess = contract.open_session(str(path))
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise contract.ContractError(f"{path}: onnxruntime cannot load it: {exc}") from None
-    info = contract.decode_metadata(sess.get_modelmeta().custom_metadata_map)
-    contract.check_session(sess, info)
-    return sess, info
+from trainer import sessions
 
 
 def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
@@ -35,16 +22,14 @@ def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
     from trainer.data import load_dataset
     from trainer.metrics import scores
 
-    sess, info = load_session(model_path)
+    sess, info = sessions.load(model_path)
     suffix = Path(data_path).suffix.lower()
     data = load_dataset(data_path, window=info.window, hop=info.hop,
                         channels=list(info.channels) if suffix == ".csv" else None)
     if data.X.shape[2] != len(info.channels):
         raise ValueError(f"{data_path}: the data has {data.X.shape[2]} channel(s), the model "
                          f"expects {len(info.channels)} ({', '.join(info.channels)})")
-    probs = np.concatenate([
-        sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: data.X[i:i + batch]})[0]
-        for i in range(0, len(data.X), batch)])
+    probs = sessions.run(sess, data.X, batch)
     pred = np.array(info.labels)[probs.argmax(axis=1)]
     if info.labels == ("normal", "anomaly"):
         # An anomaly model (fit-anomaly): every label other than "normal" is an anomaly.
@@ -60,7 +45,7 @@ def inspect(model_path) -> dict[str, Any]:
     """Metadata, inputs/outputs, size, op counts and quantization of a model file."""
     import onnx
 
-    sess, info = load_session(model_path)
+    sess, info = sessions.load(model_path)
     model = onnx.load(str(model_path))
     ops = collections.Counter(n.op_type for n in model.graph.node)
     return {

@@ -47,92 +47,17 @@ LR_DROPS = 1
 LR_DECAY = 10.0
 
 
-class SigmoidNetwork:
-    """A feed-forward network of sigmoid units trained by backpropagation.
+class BaseSigmoidNetwork:
+    """What every network of sigmoid layers shares: parameters, checks, training, export.
 
-    Parameters
-    ----------
-    hidden_layers : tuple of int, default=(32,)
-        Width of each hidden sigmoid layer, input side first. ``()`` is plain (multinomial
-        or binary) logistic regression.
-    output : {"softmax", "sigmoid"}, default="softmax"
-        Output units for more than two classes: one softmax over all classes, or one
-        sigmoid unit per class (one-vs-rest; probabilities are normalised to sum to 1).
-        Binary problems always use a single sigmoid unit.
-    solver : {"adam", "sgd"}, default="adam"
-        Optimizer; ``"sgd"`` uses ``momentum`` and ``nesterov``.
-    learning_rate : float, default=0.01
-        Initial step size.
-    batch_size : int or "auto", default="auto"
-        Rows per gradient step; ``"auto"`` is ``min(200, n_samples)``.
-    max_epochs : int, default=200
-        Upper bound on passes over the training data.
-    alpha : float, default=1e-4
-        L2 penalty on the weights (not biases). The objective is the (weighted) mean
-        log-loss plus ``alpha / (2 * sum(sample_weight)) * ||W||^2``, so ``alpha = 1/C``
-        of scikit-learn's ``LogisticRegression``.
-    momentum : float, default=0.9
-        Momentum for ``solver="sgd"``.
-    nesterov : bool, default=True
-        Nesterov momentum for ``solver="sgd"``.
-    early_stopping : bool or "auto", default="auto"
-        Hold out ``validation_fraction`` of the training data (stratified), stop when
-        neither its accuracy nor its log-loss improves any more, and keep the weights with
-        the best validation accuracy. ``False`` monitors the training loss instead.
-        ``"auto"`` holds out data only from 2000 samples on (a smaller split is too noisy
-        to stop on, and the data is better spent on training).
-    validation_fraction : float, default=0.1
-        Share of the training data held out when early stopping.
-    n_iter_no_change : int, default=5
-        Epochs without progress (see ``tol``) before the learning rate is divided by 10;
-        the next such plateau stops training.
-    tol : float, default=1e-4
-        Smallest change that counts as progress: a rise in validation accuracy or a fall
-        in validation log-loss (with a validation split), else a fall in training loss.
-    class_weight : None, "balanced" or dict, default=None
-        Per-class weights multiplied into ``sample_weight``; ``"balanced"`` weights class
-        ``c`` by ``n_samples / (n_classes * n_c)``.
-    dtype : {"float32", "float64"}, default="float32"
-        Floating type for training and inference.
-    random_state : int, numpy Generator or None, default=None
-        Seeds initialisation, shuffling and the validation split.
-    verbose : bool, default=False
-        Show a progress bar (epoch, loss, validation score) when stderr is a terminal,
-        and log one line per epoch otherwise.
-    pretrain : None or "rbm", default=None
-        ``"rbm"``: before backpropagation, initialise the hidden layers by greedy
-        layer-wise RBM pretraining (a deep belief network, :mod:`trainer.rbm`) on the
-        training inputs plus any ``unlabelled`` rows given to :meth:`fit`. The output
-        layer starts as usual. Helps most with few labels and many unlabelled windows.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels, sorted; columns of :meth:`predict_proba` follow this order.
-    n_features_in_ : int
-        Number of features seen in :meth:`fit`.
-    coefs_ : list of ndarray
-        ``coefs_[i]`` is the ``[n_in, n_out]`` weight matrix of layer ``i``.
-    intercepts_ : list of ndarray
-        ``intercepts_[i]`` is the bias vector of layer ``i``.
-    loss_curve_ : list of float
-        Training objective after each epoch.
-    validation_scores_ : list of float
-        Validation accuracy after each epoch (empty without a validation split).
-    best_validation_score_ : float or None
-        Best validation accuracy (its weights are the ones kept).
-    n_iter_ : int
-        Epochs run.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(200, 2)).astype(np.float32)
-    >>> y = np.where(X[:, 0] * X[:, 1] > 0, "same", "different")
-    >>> net = SigmoidNetwork(hidden_layers=(8,), random_state=0).fit(X, y)
-    >>> net.predict(X[:3]).tolist()  # doctest: +SKIP
-    ['different', 'same', 'same']
+    Dense sigmoid layers with one flat parameter vector, the optimizers, the mini-batch
+    training loop with its stopping rule, optional RBM pretraining and the ONNX emission of
+    the layer stack. A subclass says what the network learns: the number of outputs
+    (``_n_outputs``), the output head and loss (``_head``) and its ``fit``.
+    :class:`SigmoidNetwork` is the classifier;
+    :class:`~trainer.autoencoder.SigmoidAutoencoder` reconstructs its input. The
+    constructor parameters are documented on :class:`SigmoidNetwork`; a subclass ignores
+    those that do not apply to it.
     """
 
     def __init__(
@@ -187,13 +112,14 @@ class SigmoidNetwork:
         """Constructor parameters as a dict (scikit-learn contract)."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params) -> SigmoidNetwork:
+    def set_params(self, **params) -> BaseSigmoidNetwork:
         """Set constructor parameters; unknown names raise ``ValueError``."""
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
                 raise ValueError(
-                    f"invalid parameter {name!r} for SigmoidNetwork; valid parameters: {valid}"
+                    f"invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters: {valid}"
                 )
             setattr(self, name, value)
         return self
@@ -206,20 +132,7 @@ class SigmoidNetwork:
             f"{k}={v!r}" for k, v in self.get_params().items()
             if not (isinstance(v, type(defaults[k])) and v == defaults[k])
         ]
-        return f"SigmoidNetwork({', '.join(changed)})"
-
-    def __sklearn_tags__(self):
-        # Only scikit-learn calls this, so importing it here adds no dependency.
-        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
-
-        return Tags(
-            estimator_type="classifier",
-            target_tags=TargetTags(required=True),
-            classifier_tags=ClassifierTags(multi_label=False),
-            input_tags=InputTags(two_d_array=True),
-        )
-
-    _estimator_type = "classifier"  # scikit-learn < 1.6
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     # ------------------------------------------------------------------ validation
 
@@ -323,13 +236,293 @@ class SigmoidNetwork:
             )
         return X
 
+    _fit_call = "fit(X)"  # named in the not-fitted error
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "coefs_"):
             raise NotFittedError(
-                "This SigmoidNetwork is not fitted yet; call fit(X, y) before using it"
+                f"This {type(self).__name__} is not fitted yet; call {self._fit_call} "
+                "before using it"
             )
 
     # ------------------------------------------------------------------ fitting
+
+    def _reset(self) -> None:
+        for name in ("_pv", "_optimizer", "_rng", "best_validation_score_"):
+            self.__dict__.pop(name, None)
+        self.loss_curve_, self.validation_scores_ = [], []
+        self.best_validation_score_ = None
+        self.n_iter_ = 0
+
+    def _init_parameters(self, rng: np.random.Generator) -> None:
+        widths = [self.n_features_in_, *self.hidden_layers, self._n_outputs()]
+        shapes = list(zip(widths[:-1], widths[1:], strict=True))
+        pv = ParameterVector(shapes, np.dtype(self.dtype))
+        weights, _ = pv.views(pv.params)
+        for W, (n_in, n_out) in zip(weights, shapes, strict=True):
+            W[...] = glorot_uniform(n_in, n_out, rng)
+        self._pv = pv
+        self.coefs_, self.intercepts_ = pv.views(pv.params)
+
+    def _pretrain_rbm(self, X: np.ndarray, unlabelled) -> None:
+        """Greedy layer-wise RBM pretraining of the hidden layers, in place."""
+        from trainer.rbm import pretrain_layers
+
+        if not tuple(self.hidden_layers):
+            warnings.warn("pretrain='rbm' does nothing without hidden layers "
+                          "(hidden_layers=()); give hidden_layers=(32,) or similar",
+                          UserWarning, stacklevel=3)
+        if unlabelled is not None:
+            X = np.concatenate([X, self._check_X(unlabelled, fitting=False)])
+        seed = int(self._rng.integers(2**31))
+        layers = pretrain_layers(X, tuple(self.hidden_layers), dtype=np.dtype(self.dtype),
+                                 random_state=seed)
+        for (coef, intercept), W, b in zip(layers, self.coefs_, self.intercepts_, strict=False):
+            W[...] = coef
+            b[...] = intercept
+
+    def _parameter_vector(self) -> ParameterVector:
+        """The flat vector behind ``coefs_``/``intercepts_``, rebuilt if they were replaced
+        (set by hand, or copied apart by pickling)."""
+        pv = getattr(self, "_pv", None)
+        coefs = self.coefs_
+        if pv is not None and all(np.shares_memory(W, pv.params) for W in coefs) and all(
+            np.shares_memory(b, pv.params) for b in self.intercepts_
+        ):
+            return pv
+        pv = ParameterVector([W.shape for W in coefs], np.dtype(self.dtype))
+        weights, biases = pv.views(pv.params)
+        for dst, src in zip(weights + biases, list(coefs) + list(self.intercepts_), strict=True):
+            dst[...] = src
+        self._pv = pv
+        self.__dict__.pop("_optimizer", None)
+        self.coefs_, self.intercepts_ = pv.views(pv.params)
+        return pv
+
+    def _layers(self) -> list[Dense]:
+        """Dense layers bound to ``coefs_``/``intercepts_`` (and gradients when training)."""
+        n = len(self.coefs_)
+        layers = []
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
+            layer = Dense(*W.shape, activation="identity" if i == n - 1 else "sigmoid")
+            layer.bind(W, b, None, None)
+            layers.append(layer)
+        return layers
+
+    def _train(self, X, Y, w, *, epochs: int, val, stop: bool) -> None:
+        """Run up to ``epochs`` epochs of mini-batch training (the core loop)."""
+        dtype = np.dtype(self.dtype)
+        pv = self._parameter_vector()
+        n, n_out = Y.shape[0], Y.shape[1]
+        batch = n if self.batch_size == "auto" and n < 200 else (
+            200 if self.batch_size == "auto" else min(int(self.batch_size), n))
+        rng = getattr(self, "_rng", None) or _rng(self.random_state)
+        self._rng = rng
+
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is None:
+            kwargs = {"momentum": self.momentum, "nesterov": self.nesterov} \
+                if self.solver == "sgd" else {}
+            optimizer = OPTIMIZERS[self.solver](
+                pv.params.size, learning_rate=self.learning_rate, dtype=dtype, **kwargs)
+            self._optimizer = optimizer
+
+        layers = self._layers()
+        d_weights, d_biases = pv.views(pv.grads)
+        for i, layer in enumerate(layers):
+            layer.dW, layer.db = d_weights[i], d_biases[i]
+            layer.allocate(batch, dtype, need_input_grad=i > 0)
+        head = self._head()
+        p_buf = np.empty((batch, n_out), dtype)
+        dz_buf = np.empty((batch, n_out), dtype)
+
+        # Weights scaled to mean 1, so a batch's weighted mean loss estimates the objective.
+        total_weight = float(n if w is None else w.sum())
+        w_scaled = None if w is None else (w * (n / total_weight)).astype(dtype)
+        l2 = self.alpha / total_weight
+        X_shuf, Y_shuf = np.empty_like(X), np.empty_like(Y)
+        w_shuf = None if w_scaled is None else np.empty_like(w_scaled)
+
+        n_w = pv.n_weights
+        params, grads = pv.params, pv.grads
+        monitor = _Monitor(self, val, stop)
+        with _one_blas_thread(), _progress(self.verbose, epochs) as bar:
+            for _ in range(epochs):
+                perm = rng.permutation(n)
+                np.take(X, perm, axis=0, out=X_shuf)  # one copy; batches are views
+                np.take(Y, perm, axis=0, out=Y_shuf)
+                if w_shuf is not None:
+                    np.take(w_scaled, perm, out=w_shuf)
+                epoch_loss = 0.0
+                for start in range(0, n, batch):
+                    stop_at = min(start + batch, n)
+                    m = stop_at - start
+                    wb = None if w_shuf is None else w_shuf[start:stop_at] / m
+                    epoch_loss += m * _backprop(
+                        layers, head, X_shuf[start:stop_at], Y_shuf[start:stop_at], wb,
+                        p_buf[:m], dz_buf[:m], pv, l2)
+                    optimizer.step(params, grads)
+                loss = epoch_loss / n + 0.5 * l2 * float(params[:n_w] @ params[:n_w])
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training diverged (loss {loss}) at epoch {self.n_iter_ + 1}; "
+                        "lower learning_rate or standardise the features"
+                    )
+                self.n_iter_ += 1
+                self.loss_curve_.append(loss)
+                done = monitor.update(loss, optimizer)
+                bar.update(self.n_iter_, loss, monitor.last_score)
+                if done:
+                    break
+        monitor.finish()
+
+    def _check_sample_weight(self, sample_weight, n: int) -> np.ndarray | None:
+        """``sample_weight`` as float64 ``[n]``, checked (``None`` stays ``None``)."""
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},) like y, got {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("sample_weight must be finite and >= 0")
+        if not w.sum() > 0:
+            raise ValueError(
+                "sample_weight (times class_weight) sums to zero; give some rows a weight > 0"
+            )
+        return w
+
+    # ------------------------------------------------------------------ inference
+
+    def _forward(self, X) -> np.ndarray:
+        """The last layer's pre-activations ``[n, n_outputs]`` for the rows of ``X``."""
+        self._check_fitted()
+        a = self._check_X(X, fitting=False)
+        for layer in self._layers():
+            a = layer.forward(a)
+        return a
+
+    # ------------------------------------------------------------------ export
+
+    def _dense_stack_to_onnx(self, g, x: str, prefix: str, last: str, last_add: str) -> str:
+        """Emit MatMul/Add(/Sigmoid) per layer, as the forward pass runs them.
+
+        Hidden layers are named ``{prefix}dense_{i}``; the last (linear) layer ``last``, its
+        Add node ``last_add``. Returns the name of the last layer's pre-activation tensor.
+        """
+        a = x
+        n = len(self.coefs_)
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
+            base = f"{prefix}dense_{i}" if i < n - 1 else last
+            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
+            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
+            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
+            a = g.op("Add", [a, c], name=f"{base}_add" if i < n - 1 else last_add)
+            if i < n - 1:
+                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
+        return a
+
+
+class SigmoidNetwork(BaseSigmoidNetwork):
+    """A feed-forward network of sigmoid units trained by backpropagation.
+
+    Parameters
+    ----------
+    hidden_layers : tuple of int, default=(32,)
+        Width of each hidden sigmoid layer, input side first. ``()`` is plain (multinomial
+        or binary) logistic regression.
+    output : {"softmax", "sigmoid"}, default="softmax"
+        Output units for more than two classes: one softmax over all classes, or one
+        sigmoid unit per class (one-vs-rest; probabilities are normalised to sum to 1).
+        Binary problems always use a single sigmoid unit.
+    solver : {"adam", "sgd"}, default="adam"
+        Optimizer; ``"sgd"`` uses ``momentum`` and ``nesterov``.
+    learning_rate : float, default=0.01
+        Initial step size.
+    batch_size : int or "auto", default="auto"
+        Rows per gradient step; ``"auto"`` is ``min(200, n_samples)``.
+    max_epochs : int, default=200
+        Upper bound on passes over the training data.
+    alpha : float, default=1e-4
+        L2 penalty on the weights (not biases). The objective is the (weighted) mean
+        log-loss plus ``alpha / (2 * sum(sample_weight)) * ||W||^2``, so ``alpha = 1/C``
+        of scikit-learn's ``LogisticRegression``.
+    momentum : float, default=0.9
+        Momentum for ``solver="sgd"``.
+    nesterov : bool, default=True
+        Nesterov momentum for ``solver="sgd"``.
+    early_stopping : bool or "auto", default="auto"
+        Hold out ``validation_fraction`` of the training data (stratified), stop when
+        neither its accuracy nor its log-loss improves any more, and keep the weights with
+        the best validation accuracy. ``False`` monitors the training loss instead.
+        ``"auto"`` holds out data only from 2000 samples on (a smaller split is too noisy
+        to stop on, and the data is better spent on training).
+    validation_fraction : float, default=0.1
+        Share of the training data held out when early stopping.
+    n_iter_no_change : int, default=5
+        Epochs without progress (see ``tol``) before the learning rate is divided by 10;
+        the next such plateau stops training.
+    tol : float, default=1e-4
+        Smallest change that counts as progress: a rise in validation accuracy or a fall
+        in validation log-loss (with a validation split), else a fall in training loss.
+    class_weight : None, "balanced" or dict, default=None
+        Per-class weights multiplied into ``sample_weight``; ``"balanced"`` weights class
+        ``c`` by ``n_samples / (n_classes * n_c)``.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type for training and inference.
+    random_state : int, numpy Generator or None, default=None
+        Seeds initialisation, shuffling and the validation split.
+    verbose : bool, default=False
+        Show a progress bar (epoch, loss, validation score) when stderr is a terminal,
+        and log one line per epoch otherwise.
+    pretrain : None or "rbm", default=None
+        ``"rbm"``: before backpropagation, initialise the hidden layers by greedy
+        layer-wise RBM pretraining (a deep belief network, :mod:`trainer.rbm`) on the
+        training inputs plus any ``unlabelled`` rows given to :meth:`fit`. The output
+        layer starts as usual. Helps most with few labels and many unlabelled windows.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted; columns of :meth:`predict_proba` follow this order.
+    n_features_in_ : int
+        Number of features seen in :meth:`fit`.
+    coefs_ : list of ndarray
+        ``coefs_[i]`` is the ``[n_in, n_out]`` weight matrix of layer ``i``.
+    intercepts_ : list of ndarray
+        ``intercepts_[i]`` is the bias vector of layer ``i``.
+    loss_curve_ : list of float
+        Training objective after each epoch.
+    validation_scores_ : list of float
+        Validation accuracy after each epoch (empty without a validation split).
+    best_validation_score_ : float or None
+        Best validation accuracy (its weights are the ones kept).
+    n_iter_ : int
+        Epochs run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 2)).astype(np.float32)
+    >>> y = np.where(X[:, 0] * X[:, 1] > 0, "same", "different")
+    >>> net = SigmoidNetwork(hidden_layers=(8,), random_state=0).fit(X, y)
+    >>> net.predict(X[:3]).tolist()  # doctest: +SKIP
+    ['different', 'same', 'same']
+    """
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so importing it here adds no dependency.
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(multi_label=False),
+            input_tags=InputTags(two_d_array=True),
+        )
+
+    _estimator_type = "classifier"  # scikit-learn < 1.6
+    _fit_call = "fit(X, y)"
 
     def fit(self, X, y, sample_weight=None, unlabelled=None) -> SigmoidNetwork:
         """Train from scratch.
@@ -441,72 +634,12 @@ class SigmoidNetwork:
         self._train(X, self._targets(y), w, epochs=1, val=None, stop=False)
         return self
 
-    def _reset(self) -> None:
-        for name in ("_pv", "_optimizer", "_rng", "best_validation_score_"):
-            self.__dict__.pop(name, None)
-        self.loss_curve_, self.validation_scores_ = [], []
-        self.best_validation_score_ = None
-        self.n_iter_ = 0
-
     def _n_outputs(self) -> int:
         return 1 if len(self.classes_) == 2 else len(self.classes_)
 
-    def _init_parameters(self, rng: np.random.Generator) -> None:
-        widths = [self.n_features_in_, *self.hidden_layers, self._n_outputs()]
-        shapes = list(zip(widths[:-1], widths[1:], strict=True))
-        pv = ParameterVector(shapes, np.dtype(self.dtype))
-        weights, _ = pv.views(pv.params)
-        for W, (n_in, n_out) in zip(weights, shapes, strict=True):
-            W[...] = glorot_uniform(n_in, n_out, rng)
-        self._pv = pv
-        self.coefs_, self.intercepts_ = pv.views(pv.params)
-
-    def _pretrain_rbm(self, X: np.ndarray, unlabelled) -> None:
-        """Greedy layer-wise RBM pretraining of the hidden layers, in place."""
-        from trainer.rbm import pretrain_layers
-
-        if not tuple(self.hidden_layers):
-            warnings.warn("pretrain='rbm' does nothing without hidden layers "
-                          "(hidden_layers=()); give hidden_layers=(32,) or similar",
-                          UserWarning, stacklevel=3)
-        if unlabelled is not None:
-            X = np.concatenate([X, self._check_X(unlabelled, fitting=False)])
-        seed = int(self._rng.integers(2**31))
-        layers = pretrain_layers(X, tuple(self.hidden_layers), dtype=np.dtype(self.dtype),
-                                 random_state=seed)
-        for (coef, intercept), W, b in zip(layers, self.coefs_, self.intercepts_, strict=False):
-            W[...] = coef
-            b[...] = intercept
-
-    def _parameter_vector(self) -> ParameterVector:
-        """The flat vector behind ``coefs_``/``intercepts_``, rebuilt if they were replaced
-        (set by hand, or copied apart by pickling)."""
-        pv = getattr(self, "_pv", None)
-        coefs = self.coefs_
-        if pv is not None and all(np.shares_memory(W, pv.params) for W in coefs) and all(
-            np.shares_memory(b, pv.params) for b in self.intercepts_
-        ):
-            return pv
-        pv = ParameterVector([W.shape for W in coefs], np.dtype(self.dtype))
-        weights, biases = pv.views(pv.params)
-        for dst, src in zip(weights + biases, list(coefs) + list(self.intercepts_), strict=True):
-            dst[...] = src
-        self._pv = pv
-        self.__dict__.pop("_optimizer", None)
-        self.coefs_, self.intercepts_ = pv.views(pv.params)
-        return pv
-
     def _sample_weights(self, y: np.ndarray, sample_weight) -> np.ndarray | None:
         """Sample weights times class weights, or ``None`` when all are equal."""
-        w = None
-        if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            if w.shape != (len(y),):
-                raise ValueError(
-                    f"sample_weight must have shape ({len(y)},) like y, got {w.shape}"
-                )
-            if not np.isfinite(w).all() or (w < 0).any():
-                raise ValueError("sample_weight must be finite and >= 0")
+        w = self._check_sample_weight(sample_weight, len(y))
         if self.class_weight is not None:
             if self.class_weight == "balanced":
                 counts = np.array([(y == c).sum() for c in self.classes_], dtype=np.float64)
@@ -543,85 +676,6 @@ class SigmoidNetwork:
     def _head(self):
         return HEADS["sigmoid" if len(self.classes_) == 2 else self.output]
 
-    def _layers(self) -> list[Dense]:
-        """Dense layers bound to ``coefs_``/``intercepts_`` (and gradients when training)."""
-        n = len(self.coefs_)
-        layers = []
-        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
-            layer = Dense(*W.shape, activation="identity" if i == n - 1 else "sigmoid")
-            layer.bind(W, b, None, None)
-            layers.append(layer)
-        return layers
-
-    def _train(self, X, Y, w, *, epochs: int, val, stop: bool) -> None:
-        """Run up to ``epochs`` epochs of mini-batch training (the core loop)."""
-        dtype = np.dtype(self.dtype)
-        pv = self._parameter_vector()
-        n, n_out = Y.shape[0], Y.shape[1]
-        batch = n if self.batch_size == "auto" and n < 200 else (
-            200 if self.batch_size == "auto" else min(int(self.batch_size), n))
-        rng = getattr(self, "_rng", None) or _rng(self.random_state)
-        self._rng = rng
-
-        optimizer = getattr(self, "_optimizer", None)
-        if optimizer is None:
-            kwargs = {"momentum": self.momentum, "nesterov": self.nesterov} \
-                if self.solver == "sgd" else {}
-            optimizer = OPTIMIZERS[self.solver](
-                pv.params.size, learning_rate=self.learning_rate, dtype=dtype, **kwargs)
-            self._optimizer = optimizer
-
-        layers = self._layers()
-        d_weights, d_biases = pv.views(pv.grads)
-        for i, layer in enumerate(layers):
-            layer.dW, layer.db = d_weights[i], d_biases[i]
-            layer.allocate(batch, dtype, need_input_grad=i > 0)
-        head = self._head()
-        p_buf = np.empty((batch, n_out), dtype)
-        dz_buf = np.empty((batch, n_out), dtype)
-
-        # Weights scaled to mean 1, so a batch's weighted mean loss estimates the objective.
-        total_weight = float(n if w is None else w.sum())
-        w_scaled = None if w is None else (w * (n / total_weight)).astype(dtype)
-        l2 = self.alpha / total_weight
-        X_shuf, Y_shuf = np.empty_like(X), np.empty_like(Y)
-        w_shuf = None if w_scaled is None else np.empty_like(w_scaled)
-
-        n_w = pv.n_weights
-        params, grads = pv.params, pv.grads
-        monitor = _Monitor(self, val, stop)
-        with _one_blas_thread(), _progress(self.verbose, epochs) as bar:
-            for _ in range(epochs):
-                perm = rng.permutation(n)
-                np.take(X, perm, axis=0, out=X_shuf)  # one copy; batches are views
-                np.take(Y, perm, axis=0, out=Y_shuf)
-                if w_shuf is not None:
-                    np.take(w_scaled, perm, out=w_shuf)
-                epoch_loss = 0.0
-                for start in range(0, n, batch):
-                    stop_at = min(start + batch, n)
-                    m = stop_at - start
-                    wb = None if w_shuf is None else w_shuf[start:stop_at] / m
-                    epoch_loss += m * _backprop(
-                        layers, head, X_shuf[start:stop_at], Y_shuf[start:stop_at], wb,
-                        p_buf[:m], dz_buf[:m], pv, l2)
-                    optimizer.step(params, grads)
-                loss = epoch_loss / n + 0.5 * l2 * float(params[:n_w] @ params[:n_w])
-                if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged (loss {loss}) at epoch {self.n_iter_ + 1}; "
-                        "lower learning_rate or standardise the features"
-                    )
-                self.n_iter_ += 1
-                self.loss_curve_.append(loss)
-                done = monitor.update(loss, optimizer)
-                bar.update(self.n_iter_, loss, monitor.last_score)
-                if done:
-                    break
-        monitor.finish()
-
-    # ------------------------------------------------------------------ inference
-
     def decision_function(self, X) -> np.ndarray:
         """Pre-activations of the output units (log-odds).
 
@@ -629,10 +683,7 @@ class SigmoidNetwork:
         -------
         ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
         """
-        self._check_fitted()
-        a = self._check_X(X, fitting=False)
-        for layer in self._layers():
-            a = layer.forward(a)
+        a = self._forward(X)
         return a[:, 0] if a.shape[1] == 1 else a
 
     def predict_proba(self, X) -> np.ndarray:
@@ -660,26 +711,6 @@ class SigmoidNetwork:
         """(Weighted) accuracy of :meth:`predict` on ``(X, y)``."""
         correct = self.predict(X) == _check_y(y, len(X))
         return float(np.average(correct, weights=sample_weight))
-
-    # ------------------------------------------------------------------ export
-
-    def _dense_stack_to_onnx(self, g, x: str, prefix: str, last: str, last_add: str) -> str:
-        """Emit MatMul/Add(/Sigmoid) per layer, as the forward pass runs them.
-
-        Hidden layers are named ``{prefix}dense_{i}``; the last (linear) layer ``last``, its
-        Add node ``last_add``. Returns the name of the last layer's pre-activation tensor.
-        """
-        a = x
-        n = len(self.coefs_)
-        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
-            base = f"{prefix}dense_{i}" if i < n - 1 else last
-            w = g.const(f"{base}_weight", np.asarray(W, np.float32))
-            c = g.const(f"{base}_bias", np.asarray(b, np.float32))
-            a = g.op("MatMul", [a, w], name=f"{base}_matmul")
-            a = g.op("Add", [a, c], name=f"{base}_add" if i < n - 1 else last_add)
-            if i < n - 1:
-                a = g.op("Sigmoid", [a], name=f"{base}_sigmoid")
-        return a
 
     def to_onnx(self, g, x: str, prefix: str = "") -> str:
         """Emit the forward pass into an ONNX graph; the exporter mirrors :meth:`predict_proba`.
@@ -771,7 +802,7 @@ class _Monitor:
     ``LR_DECAY``; after ``LR_DROPS`` such drops the next plateau stops training.
     """
 
-    def __init__(self, net: SigmoidNetwork, val, stop: bool):
+    def __init__(self, net: BaseSigmoidNetwork, val, stop: bool):
         self.net, self.stop = net, stop
         self.val = None
         if val is not None:
@@ -833,7 +864,7 @@ class _Monitor:
             net.best_validation_score_ = float(self.best_acc)
         if self.stop and not self.converged:
             warnings.warn(
-                f"SigmoidNetwork reached max_epochs={net.max_epochs} before the "
+                f"{type(net).__name__} reached max_epochs={net.max_epochs} before the "
                 f"{'validation score' if self.val is not None else 'training loss'} stopped "
                 "improving; raise max_epochs or learning_rate, or standardise the features",
                 ConvergenceWarning,

@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 import onnx
 
 from edge import contract
+from trainer.sessions import batch_independent, latency_us, run, session
 
 log = logging.getLogger(__name__)
 
@@ -76,68 +76,6 @@ WEIGHT_ONLY = "weight_only"
 # Nodes whose weight initializer becomes int8 in the weight-only variants, with the input
 # index of the weight.
 WEIGHT_OPS = {"MatMul": 1, "Gemm": 1}
-
-
-def session(model: onnx.ModelProto | bytes | str, threads: int = 1):
-    """An onnxruntime session run the way the edge runs it (:func:`edge.contract.open_session`)."""
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return contract.open_session(data, threads)
-
-
-def run(sess, X: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Probabilities for windows ``X``, ``batch`` windows per call."""
-    out = [sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + batch]})[0]
-           for i in range(0, len(X), batch)]
-    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
-
-
-def latency_us(sess, window: np.ndarray, batch: int, *, min_time: float = 0.1,
-               repeats: int = 5) -> float:
-    """Median over ``repeats`` of the mean time per call (microseconds) at ``batch``."""
-    x = np.ascontiguousarray(np.repeat(window[None], batch, axis=0), np.float32)
-    feed = {contract.INPUT_NAME: x}
-    for _ in range(20):
-        sess.run(None, feed)
-    t0 = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t0 < min_time / repeats:
-        sess.run(None, feed)
-        n += 1
-    per = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(n):
-            sess.run(None, feed)
-        per.append((time.perf_counter() - t) / n)
-    return float(np.median(per) * 1e6)
-
-
-def cpu_latency_us(sess, window: np.ndarray, *, calls: int = 50, repeats: int = 5) -> float:
-    """Thread CPU time per batch-1 call (microseconds), the best of ``repeats`` blocks.
-
-    With one intra-op thread onnxruntime runs in the calling thread, so this counts the
-    graph's own work even while other processes load the machine, where wall time can
-    double; decisions taken on it (the selection's latency budget) stay reproducible.
-    """
-    feed = {contract.INPUT_NAME: np.ascontiguousarray(window[None], np.float32)}
-    for _ in range(10):
-        sess.run(None, feed)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.thread_time_ns()
-        for _ in range(calls):
-            sess.run(None, feed)
-        best = min(best, (time.thread_time_ns() - t) / calls / 1000)
-    return best
-
-
-def batch_independent(sess, X: np.ndarray, n: int = 16) -> bool:
-    """True if each of the first ``n`` windows gives bit-identical output alone and in a batch."""
-    X = X[:n]
-    together = sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X})[0]
-    alone = np.concatenate([sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + 1]})[0]
-                            for i in range(len(X))])
-    return bool(np.array_equal(together, alone))
 
 
 class _Windows:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +22,12 @@ from typing import Any
 import numpy as np
 
 from edge import contract
+from edge.atomic import write_files
+from trainer import sessions
 from trainer.anomaly import ANOMALY_LABELS, DEFAULT_QUANTILE, AnomalyNetwork, ClusterNetwork
 from trainer.data import Dataset
 from trainer.pipeline import Pipeline
+from trainer.report import anomaly_png, cluster_png, report_json
 
 # Statistics of the signal and of its first difference catch spikes, drift and stuck
 # sensors; 16 spectral bands over up to 64 DFT bins (the classifier's default is 8 bands
@@ -66,26 +67,18 @@ def _cluster_factory(hidden_layers, random_state, *, n_clusters, quantile, **_ne
 
 
 def _model_and_latency(pipeline: Pipeline, data: Dataset, name: str, version: str):
-    from trainer import quantize
     from trainer.export import build_model
 
     training = {k: v for k, v in data.summary.items()}
     model = build_model(pipeline, channels=list(data.channels), window=data.window,
                         hop=data.hop, name=name, version=version,
                         sample_rate_hz=data.sample_rate_hz, training=training)
-    sess = quantize.session(model)
+    sess = sessions.session(model)
     probe = data.X[0]
     latency = {"threads": 1,
-               "batch1_us": round(quantize.latency_us(sess, probe, 1), 2),
-               "per_window_batch64_us": round(quantize.latency_us(sess, probe, 64) / 64, 3)}
+               "batch1_us": round(sessions.latency_us(sess, probe, 1), 2),
+               "per_window_batch64_us": round(sessions.latency_us(sess, probe, 64) / 64, 3)}
     return model, sess, latency
-
-
-def run_outputs(sess, X: np.ndarray, names: list[str], batch: int = 256) -> list[np.ndarray]:
-    """Run ``names`` outputs of a session over windows ``X`` in batches."""
-    parts = [sess.run(names, {contract.INPUT_NAME: X[i:i + batch]})
-             for i in range(0, len(X), batch)]
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
 
 
 def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = "autoencoder",
@@ -135,7 +128,7 @@ def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = 
     model, sess, latency = _model_and_latency(pipeline, train, name, version)
     det = pipeline.network_.detector_
 
-    (train_scores,) = run_outputs(sess, train.X, [contract.ANOMALY_OUTPUT])
+    (train_scores,) = sessions.run_outputs(sess, train.X, [contract.ANOMALY_OUTPUT])
     report: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -158,11 +151,11 @@ def fit_anomaly(train: Dataset, test: Dataset | None = None, *, detector: str = 
     }
     test_scores = None
     if test is not None:
-        (test_scores,) = run_outputs(sess, test.X, [contract.ANOMALY_OUTPUT])
+        (test_scores,) = sessions.run_outputs(sess, test.X, [contract.ANOMALY_OUTPUT])
         report["test"] = _test_metrics(test.y, test_scores, det.threshold_,
                                        normal_label or NORMAL_LABEL)
     report["total_time_s"] = round(time.perf_counter() - t_start, 3)
-    png = _anomaly_png(pipeline.network_.loss_curve_, det.calibration_scores_, test_scores,
+    png = anomaly_png(pipeline.network_.loss_curve_, det.calibration_scores_, test_scores,
                        None if test is None else test.y, det.threshold_,
                        normal_label or NORMAL_LABEL, title=f"{name}: {detector} on "
                        f"{', '.join(features)}",
@@ -203,8 +196,8 @@ def carried_anomaly_report(pipeline: Pipeline, float_sess, int8_sess,
     for split, data in datasets.items():
         if data is None:
             continue
-        (f,) = run_outputs(float_sess, data.X, [contract.ANOMALY_OUTPUT])
-        (q,) = run_outputs(int8_sess, data.X, [contract.ANOMALY_OUTPUT])
+        (f,) = sessions.run_outputs(float_sess, data.X, [contract.ANOMALY_OUTPUT])
+        (q,) = sessions.run_outputs(int8_sess, data.X, [contract.ANOMALY_OUTPUT])
         ff, fq = f > det.threshold_, q > det.threshold_
         out["flagged"][split] = {"n": int(len(f)), "float": float(ff.mean()),
                                  "int8": float(fq.mean()),
@@ -235,7 +228,7 @@ def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None =
     pipeline.fit(data.X, np.full(len(data.X), ""))
     name = name or data.summary.get("problem") or Path(data.source).stem
     model, sess, latency = _model_and_latency(pipeline, data, name, version)
-    (cluster,) = run_outputs(sess, data.X, ["cluster"])
+    (cluster,) = sessions.run_outputs(sess, data.X, ["cluster"])
     net = pipeline.network_
     sizes = np.bincount(cluster, minlength=n_clusters)
     report: dict[str, Any] = {
@@ -260,113 +253,13 @@ def fit_clusters(data: Dataset, *, n_clusters: int, features: list[str] | None =
                 str(k) or "(unlabelled)": int(c) for k, c in zip(labels, counts, strict=True)}
     F = pipeline.transform(data.X)
     report["total_time_s"] = round(time.perf_counter() - t_start, 3)
-    png = _cluster_png(F, cluster, net.kmeans_.cluster_centers_, data.y,
+    png = cluster_png(F, cluster, net.kmeans_.cluster_centers_, data.y,
                        title=f"{name}: k-means, k={n_clusters}, {', '.join(features)}")
     return {"pipeline": pipeline, "model": model, "report": report, "png": png}
 
 
 def write(out_dir, result: dict[str, Any]) -> dict[str, Path]:
     """Write ``model.onnx``, ``report.json`` and ``report.png`` (temp files + renames)."""
-    from trainer.fit import _json_default, write_files
-
-    report = json.dumps(result["report"], indent=2, default=_json_default) + "\n"
     return write_files(out_dir, {"model.onnx": result["model"].SerializeToString(),
-                                 "report.json": report.encode(), "report.png": result["png"]})
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def _anomaly_png(loss_curve, calibration, test_scores, test_y, threshold, normal,
-                 title, cluster_sizes=None) -> bytes:
-    plt = _pyplot()
-    fig, (ax_loss, ax_hist) = plt.subplots(1, 2, figsize=(11, 4.5))
-    try:
-        if len(loss_curve):
-            ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
-            ax_loss.set_yscale("log")
-            ax_loss.set_title("autoencoder loss (mean squared reconstruction error / 2)")
-            ax_loss.set_xlabel("epoch")
-        elif cluster_sizes:
-            ax_loss.bar(np.arange(len(cluster_sizes)), cluster_sizes)
-            ax_loss.set_xlabel("k-means centroid")
-            ax_loss.set_ylabel("training windows")
-            ax_loss.set_title("normal windows per centroid")
-        ax_loss.grid(alpha=0.3)
-        groups = [("normal (training, out-of-fold)", calibration)]
-        if test_scores is not None:
-            for label in sorted(set(test_y.tolist()) - {""}):
-                groups.append((f"test: {label}", test_scores[test_y == label]))
-        everything = np.concatenate([g for _, g in groups])
-        low = max(everything.min(), 1e-6)
-        bins = np.geomspace(low, max(everything.max(), threshold) * 1.05, 50)
-        for label, values in groups:
-            ax_hist.hist(np.maximum(values, low), bins=bins, histtype="step", density=True,
-                         label=label, lw=1.5)
-        ax_hist.axvline(threshold, color="k", ls="--", label="anomaly_threshold")
-        ax_hist.set_xscale("log")
-        ax_hist.set_xlabel("anomaly_score")
-        ax_hist.set_title("scores (normal = " + normal + ")")
-        ax_hist.legend(fontsize=7)
-        fig.suptitle(title)
-        fig.tight_layout()
-        return _png(fig)
-    finally:
-        plt.close(fig)
-
-
-def projection(F: np.ndarray, n: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Principal components of ``F``: the ``[n_features, n]`` basis and the mean."""
-    mean = F.mean(axis=0)
-    _, _, vt = np.linalg.svd(F - mean, full_matrices=False)
-    return vt[:n].T, mean
-
-
-def _cluster_png(F, cluster, centers, y, title) -> bytes:
-    plt = _pyplot()
-    basis, mean = projection(F)
-    P = (F - mean) @ basis
-    C = (centers - mean) @ basis
-    has_labels = (y != "").any()
-    fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(11 if has_labels else 6, 5),
-                             squeeze=False)
-    try:
-        ax = axes[0, 0]
-        cmap = plt.get_cmap("tab10" if len(centers) <= 10 else "tab20")
-        for i in range(len(centers)):
-            rows = cluster == i
-            ax.scatter(P[rows, 0], P[rows, 1], s=8, color=cmap(i % cmap.N), alpha=0.6,
-                       label=f"cluster_{i} ({rows.sum()})")
-            ax.annotate(f"cluster_{i}", C[i], fontsize=9, weight="bold")
-        ax.scatter(C[:, 0], C[:, 1], marker="x", color="k", s=60)
-        ax.set_xlabel("principal component 1 (scaled features)")
-        ax.set_ylabel("principal component 2")
-        ax.set_title("windows coloured by cluster")
-        ax.legend(fontsize=7, markerscale=2)
-        if has_labels:
-            ax = axes[0, 1]
-            labels = sorted(set(y.tolist()))
-            for j, label in enumerate(labels):
-                rows = y == label
-                ax.scatter(P[rows, 0], P[rows, 1], s=8, alpha=0.6, color=cmap(j % cmap.N),
-                           label=label or "(unlabelled)")
-            ax.set_xlabel("principal component 1")
-            ax.set_title("the same windows coloured by their label in the file")
-            ax.legend(fontsize=7, markerscale=2)
-        fig.suptitle(title)
-        fig.tight_layout()
-        return _png(fig)
-    finally:
-        plt.close(fig)
+                                 "report.json": report_json(result["report"]),
+                                 "report.png": result["png"]})

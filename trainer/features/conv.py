@@ -37,20 +37,14 @@ each kernel followed by its biases.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto
 
+from trainer.features.kernels import KERNEL_LENGTH, KERNELS, N_KERNELS
+from trainer.features.kernels import taps as _taps
 from trainer.graph import GraphBuilder
-
-KERNEL_LENGTH = 9
-# The 84 kernels: three positions of 2, six of -1.
-TWO_POSITIONS = np.array(list(itertools.combinations(range(KERNEL_LENGTH), 3)))
-N_KERNELS = len(TWO_POSITIONS)
-KERNELS = np.full((N_KERNELS, KERNEL_LENGTH), -1.0, dtype=np.float32)
-KERNELS[np.arange(N_KERNELS)[:, None], TWO_POSITIONS] = 2.0
 
 # 84 x 12 = 1008 features: within half a point of 10,000 on the probe, ~10x cheaper on a Pi.
 DEFAULT_N_FEATURES = 1008
@@ -152,15 +146,6 @@ def nudged_quantiles(outputs: np.ndarray, quantiles: np.ndarray, tol: np.ndarray
     inside = s[rows, g] + GAP_SPLIT * (s[rows, g + 1] - s[rows, g])
     flat = s[:, :1] + np.where(q >= 0.5, 1.0, -1.0) * tol[:, None]
     return np.where(has_gap, inside, flat)
-
-
-def _taps(x: np.ndarray, dilation: int) -> np.ndarray:
-    """Zero-padded dilated taps ``[N, W, C, 9]``: ``taps[n, t, c, j] = x[n, t + (j-4)d, c]``."""
-    n, w, c = x.shape
-    pad = (KERNEL_LENGTH // 2) * dilation
-    xp = np.zeros((n, w + 2 * pad, c), dtype=x.dtype)
-    xp[:, pad : pad + w] = x
-    return np.stack([xp[:, j * dilation : j * dilation + w] for j in range(KERNEL_LENGTH)], axis=-1)
 
 
 class KernelBank:

@@ -34,6 +34,7 @@ import numpy as np
 from onnx import TensorProto
 
 from trainer.features import pruning
+from trainer.features.kernels import KERNEL_LENGTH, KERNELS, taps
 from trainer.graph import GraphBuilder
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ class PrunedConv:
     """
 
     def __init__(self, banks: dict, kept: np.ndarray, window: int):
-        from trainer.features.conv import KERNEL_LENGTH
-
         self.banks, self.window = banks, int(window)
         self.kept = np.asarray(kept, np.int64)
         c = next(iter(banks.values())).channel_mask.shape[2]
@@ -100,8 +99,6 @@ class PrunedConv:
         self.plan: list[tuple[int, np.ndarray]] = []  # (dilation, [R, C', 9] weights)
         rows = np.empty(len(self.kept), np.int64)
         offset = 0
-        from trainer.features.conv import KERNELS
-
         for d in np.unique(dil):
             sel = np.flatnonzero(dil == d)
             key = np.concatenate([self.bank_of[sel, None], ker[sel, None], cmask[sel]], axis=1)
@@ -139,11 +136,9 @@ class PrunedConv:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Kept PPV features ``[N, k]`` of windows ``[N, W, C]`` float32."""
-        from trainer.features.conv import _taps
-
         s = self.stacked(x)
         n, w, _ = s.shape
-        convs = [_taps(s, d).reshape(n, w, -1)
+        convs = [taps(s, d).reshape(n, w, -1)
                  @ np.ascontiguousarray(weights.reshape(len(weights), -1).T)
                  for d, weights in self.plan]  # [N, T, R_d] each
         out = convs[0] if len(convs) == 1 else np.concatenate(convs, axis=2)
@@ -156,8 +151,6 @@ class PrunedConv:
 
     def to_onnx(self, g: GraphBuilder, window: str, prefix: str = "conv") -> str:
         """Emit the kept features of ``window`` ``[batch, W, C]``; return ``[batch, k]``."""
-        from trainer.features.conv import KERNEL_LENGTH
-
         c, w = self.n_channels, self.window
         center = self.banks["conv"].center
         centred = window
@@ -234,8 +227,6 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     validation features of that fold's own kept set at the chosen size, for the
     selection's cross-validation of the network on top).
     """
-    from trainer.features.conv import ConvFeatures
-
     if y is None:
         raise ValueError("conv:pool=... chooses its features with the labels: "
                          "fit(windows, y) (the pipeline passes them)")
@@ -247,8 +238,8 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     seed = 0 if family.random_state is None else int(family.random_state)
     keep = family.keep
 
-    def pool_family() -> ConvFeatures:
-        return ConvFeatures(n_features=int(family.pool), diff=family.diff,
+    def pool_family():
+        return type(family)(n_features=int(family.pool), diff=family.diff,
                             max_dilations_per_kernel=family.max_dilations_per_kernel,
                             random_state=seed)
 
@@ -329,7 +320,7 @@ def _set_kept(family, kept: np.ndarray) -> None:
 
 def features_latency_us(family, window: np.ndarray) -> float:
     """Batch-1 thread CPU time (us) of the family's own exported graph."""
-    from trainer import quantize
+    from trainer import sessions
     from trainer.graph import float_input
 
     g = GraphBuilder("conv_latency_probe")
@@ -338,7 +329,7 @@ def features_latency_us(family, window: np.ndarray) -> float:
                     [float_input(out, ["batch", family.n_features_out_])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize.cpu_latency_us(quantize.session(model), window, calls=30, repeats=5)
+        return sessions.cpu_latency_us(sessions.session(model), window, calls=30, repeats=5)
 
 
 def _first_within_budget(family, window, removed, sizes, budget: float,

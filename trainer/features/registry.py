@@ -75,8 +75,8 @@ def known_families() -> list[str]:
 
     import trainer.features as package
 
-    skip = {"base", "common", "diff", "registry", *(m.split(".")[2].split(":")[0]
-                                                   for m in FAMILIES.values())}
+    helpers = {"base", "common", "diff", "registry", "kernels", "pruning", "pruned_conv"}
+    skip = helpers | {m.split(".")[2].split(":")[0] for m in FAMILIES.values()}
     names = list(FAMILIES) + sorted(m.name for m in pkgutil.iter_modules(package.__path__)
                                     if m.name not in skip)
     return names + [DIFF_PREFIX + n for n in names]

@@ -1,0 +1,132 @@
+"""onnxruntime on the workstation: open a model, run it over many windows, time it.
+
+The one place the trainer (quantize, fit, fit-anomaly, cluster, evaluate) and the
+benchmarks get an onnxruntime session and measure one. Sessions are opened by
+:func:`edge.contract.open_session`, so a model is measured the way the daemon runs it.
+
+Timing notes: with one intra-op thread onnxruntime runs in the calling thread, so the
+thread's CPU time counts only the graph's own work even while other processes load the
+machine (where wall time can double); the wall figures are kept beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from edge import contract
+
+
+def session(model, threads: int = 1):
+    """An onnxruntime session for ``model`` (``onnx.ModelProto``, bytes or a path)."""
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    return contract.open_session(model if isinstance(model, bytes) else str(model), threads)
+
+
+def load(path):
+    """An onnxruntime session (1 thread) for the file ``path`` and its checked metadata.
+
+    Returns
+    -------
+    (session, edge.contract.ModelInfo)
+
+    Raises
+    ------
+    FileNotFoundError, edge.contract.ContractError
+        No such file; onnxruntime cannot load it, or it breaks the contract.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        sess = session(path)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise contract.ContractError(f"{path}: onnxruntime cannot load it: {exc}") from None
+    info = contract.decode_metadata(sess.get_modelmeta().custom_metadata_map)
+    contract.check_session(sess, info)
+    return sess, info
+
+
+def run_outputs(sess, X: np.ndarray, names: list[str], batch: int = 256) -> list[np.ndarray]:
+    """The outputs ``names`` of ``sess`` over windows ``X``, ``batch`` windows per call."""
+    parts = [sess.run(names, {contract.INPUT_NAME: X[i:i + batch]})
+             for i in range(0, len(X), batch)]
+    if not parts:
+        return [np.empty((0, 0), np.float32) for _ in names]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
+
+
+def run(sess, X: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Probabilities for windows ``X``, ``batch`` windows per call."""
+    return run_outputs(sess, X, [contract.OUTPUT_NAME], batch)[0]
+
+
+class Timing(NamedTuple):
+    """Seconds per ``sess.run`` call over ``repeats`` blocks of calls."""
+
+    wall_median: float
+    wall_best: float
+    cpu_median: float
+
+
+def timing(sess, x: np.ndarray, *, min_time: float = 0.1, repeats: int = 5,
+           warmup: int = 20, calls: int | None = None) -> Timing:
+    """Time ``sess`` on the batch ``x``: ``repeats`` blocks of ``calls`` calls each.
+
+    Without ``calls``, as many as fit in ``min_time / repeats`` seconds.
+    """
+    feed = {contract.INPUT_NAME: np.ascontiguousarray(x, np.float32)}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    n = calls or 0
+    t0 = time.perf_counter()
+    while not calls and time.perf_counter() - t0 < min_time / repeats:
+        sess.run(None, feed)
+        n += 1
+    n = max(n, 1)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.thread_time()
+        for _ in range(n):
+            sess.run(None, feed)
+        wall.append((time.perf_counter() - t) / n)
+        cpu.append((time.thread_time() - c) / n)
+    return Timing(float(np.median(wall)), float(np.min(wall)), float(np.median(cpu)))
+
+
+def latency_us(sess, window: np.ndarray, batch: int, *, min_time: float = 0.1,
+               repeats: int = 5) -> float:
+    """Median over ``repeats`` of the mean wall time per call (microseconds) at ``batch``."""
+    x = np.repeat(window[None], batch, axis=0)
+    return timing(sess, x, min_time=min_time, repeats=repeats).wall_median * 1e6
+
+
+def cpu_latency_us(sess, window: np.ndarray, *, calls: int = 50, repeats: int = 5) -> float:
+    """Thread CPU time per batch-1 call (microseconds), the best of ``repeats`` blocks.
+
+    Decisions taken on it (the selection's latency budget) stay reproducible on a loaded
+    machine.
+    """
+    feed = {contract.INPUT_NAME: np.ascontiguousarray(window[None], np.float32)}
+    for _ in range(10):
+        sess.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.thread_time_ns()
+        for _ in range(calls):
+            sess.run(None, feed)
+        best = min(best, (time.thread_time_ns() - t) / calls / 1000)
+    return best
+
+
+def batch_independent(sess, X: np.ndarray, n: int = 16) -> bool:
+    """True if each of the first ``n`` windows gives bit-identical output alone and in a batch."""
+    X = X[:n]
+    together = sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X})[0]
+    alone = np.concatenate([sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + 1]})[0]
+                            for i in range(len(X))])
+    return bool(np.array_equal(together, alone))
