@@ -171,8 +171,8 @@ def select(
             if latency is not None:
                 row["batch1_latency_us"] = latency
             if pruning:
-                row["pruning"] = [{k: p[k] for k in ("pool", "kept", "validation_accuracy")
-                                   if k in p} for p in pruning]
+                row["pruning"] = [{k: p[k] for k in ("pool", "kept", "validation_accuracy",
+                                                     "fit_cpu_s") if k in p} for p in pruning]
             log.info("candidate %s: validation accuracy %.4f", row, row["validation_accuracy"])
             table.append(row)
     eligible = table

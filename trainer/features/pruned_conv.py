@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -230,6 +231,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     if y is None:
         raise ValueError("conv:pool=... chooses its features with the labels: "
                          "fit(windows, y) (the pipeline passes them)")
+    cpu0 = time.process_time()
     y = np.asarray(y)
     if len(y) != len(x):
         raise ValueError(f"got {len(x)} windows but {len(y)} labels")
@@ -311,6 +313,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
         family.pruning_["validation_accuracy"] = round(float(curve[step]), 4)
     family.pruning_["batch1_latency_us"] = round(
         latencies[step] if step in latencies else features_latency_us(family, x[0]), 1)
+    family.pruning_["fit_cpu_s"] = round(time.process_time() - cpu0, 2)
 
 
 def _set_kept(family, kept: np.ndarray) -> None:
