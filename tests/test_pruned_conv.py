@@ -17,6 +17,7 @@ from trainer.fit import FitOptions, fit
 from trainer.pipeline import Pipeline
 from trainer.selection import with_budget
 
+from . import standin
 from .test_features_conv import MAX_FLIPPED_FRACTION, flipped_fraction, graph_features
 
 LABELS = ("normal", "imbalance", "misalignment", "bearing_fault")
@@ -127,7 +128,7 @@ def test_budget_stops_pruning_at_a_size_that_fits(data, monkeypatch):
     Xtr, ytr, _, _ = data
     # A cost model instead of a clock (pure logic): 1 us per kept feature.
     monkeypatch.setattr(pruned_conv, "features_latency_us",
-                        lambda family, window: float(family.n_features_out_))
+                        lambda family, window, n_classes: float(family.n_features_out_))
     fam = ConvFeatures(pool=840, keep="auto", budget_us=50, tolerance=0.99,
                        random_state=3).fit(Xtr, ytr)
     p = fam.pruning_
@@ -155,7 +156,7 @@ def test_spec_and_budget_reach_the_family():
     assert any(s.startswith("conv:pool=") for c in DEFAULT_CANDIDATES for s in c)
     sets = with_budget([["stats"], ["conv:pool=840:keep=auto"], ["conv:pool=84:budget_us=7"]],
                        100)
-    assert sets == [["stats"], ["conv:pool=840:keep=auto:budget_us=80"],
+    assert sets == [["stats"], ["conv:pool=840:keep=auto:budget_us=85"],
                     ["conv:pool=84:budget_us=7"]]
     assert with_budget([["conv:pool=840"]], 0) == [["conv:pool=840"]]
 
@@ -185,20 +186,21 @@ def test_fit_reports_the_pruning(data):
     Xtr, ytr, Xte, yte = data
     train = Dataset(Xtr, ytr, ("x", "y", "z"), 48, 48, None, "mem", {"cases": len(ytr)})
     test = Dataset(Xte, yte, ("x", "y", "z"), 48, 48, None, "mem", {"cases": len(yte)})
-    result = fit(train, test, FitOptions(features=["conv:pool=420:keep=auto"],
+    result = fit(train, test, FitOptions(features=["conv:pool=252:keep=auto"],
+                                         network_factory=standin.factory,
                                          quantization_variants=["static_qop_tensor_net"]))
     report = result.report
     (p,) = report["pruning"]
-    assert p["pool"] == 420 and p["kept"] == report["parameters"]["n_features"]
+    assert p["pool"] == 252 and p["kept"] == report["parameters"]["n_features"]
     assert all("validation_accuracy" in s for s in p["steps"])
-    assert p["budget_us"] == 80.0 and p["batch1_latency_us"] > 0
+    assert p["budget_us"] == 85.0 and p["batch1_latency_us"] > 0
     # The selection between the two networks validated on per-fold features.
     cands = report["parameters"]["selection"]["candidates"]
     assert cands[0]["pruning"][0]["kept"] == p["kept"]
     assert report["metrics"]["int8"]["test"]["accuracy"] >= 0.9
     assert result.png[:4] == b"\x89PNG"
     meta = {m.key: m.value for m in result.int8_model.metadata_props}
-    assert '"pool": 420' in meta["features"]
+    assert '"pool": 252' in meta["features"]
 
 
 def _graph(family):

@@ -280,7 +280,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     first_allowed = 0
     if family.budget_us:
         first_allowed = _first_within_budget(family, x[0], removed, sizes,
-                                             float(family.budget_us), latencies)
+                                             float(family.budget_us), latencies, n_classes)
     if curve is None:
         step = len(sizes) - 1
     else:
@@ -312,7 +312,8 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     if curve is not None:
         family.pruning_["validation_accuracy"] = round(float(curve[step]), 4)
     family.pruning_["batch1_latency_us"] = round(
-        latencies[step] if step in latencies else features_latency_us(family, x[0]), 1)
+        latencies[step] if step in latencies
+        else features_latency_us(family, x[0], n_classes), 1)
     family.pruning_["fit_cpu_s"] = round(time.process_time() - cpu0, 2)
 
 
@@ -321,22 +322,34 @@ def _set_kept(family, kept: np.ndarray) -> None:
     family.pruned_ = PrunedConv(family.banks_, family.kept_, family.window_)
 
 
-def features_latency_us(family, window: np.ndarray) -> float:
-    """Batch-1 thread CPU time (us) of the family's own exported graph."""
+def features_latency_us(family, window: np.ndarray, n_classes: int = 2) -> float:
+    """Batch-1 thread CPU time (us) of a model made of the family and a linear head.
+
+    The family's graph, then what an exported model puts after it (scaling ``Sub``/``Mul``,
+    ``MatMul``, ``Add``, ``Softmax``; zero weights: they do not change the time), so the
+    size the pruning stops at fits the budget as a whole model, not just as features.
+    """
     from trainer import sessions
     from trainer.graph import float_input
 
+    k = family.n_features_out_
     g = GraphBuilder("conv_latency_probe")
-    out = g.rename(family.to_onnx(g, "window"), "features")
+    feats = family.to_onnx(g, "window")
+    x = g.op("Sub", [feats, g.const("probe_mean", np.zeros(k, np.float32))], name="probe_centre")
+    x = g.op("Mul", [x, g.const("probe_scale", np.ones(k, np.float32))], name="probe_scale")
+    x = g.op("MatMul", [x, g.const("probe_w", np.zeros((k, n_classes), np.float32))],
+             name="probe_matmul")
+    x = g.op("Add", [x, g.const("probe_b", np.zeros(n_classes, np.float32))], name="probe_add")
+    out = g.rename(g.op("Softmax", [x], name="probe_softmax", axis=-1), "probabilities")
     model = g.model([float_input("window", ["batch", family.window_, family.channels_])],
-                    [float_input(out, ["batch", family.n_features_out_])])
+                    [float_input(out, ["batch", n_classes])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sessions.cpu_latency_us(sessions.session(model), window, calls=30, repeats=5)
 
 
 def _first_within_budget(family, window, removed, sizes, budget: float,
-                         latencies: dict[int, float]) -> int:
+                         latencies: dict[int, float], n_classes: int) -> int:
     """The first step (largest size) whose graph fits ``budget``: a binary search.
 
     Cost grows with the features kept, so the steps that fit form a tail of the schedule.
@@ -347,7 +360,7 @@ def _first_within_budget(family, window, removed, sizes, budget: float,
     def latency(step: int) -> float:
         if step not in latencies:
             _set_kept(probe, np.flatnonzero(removed > step))
-            latencies[step] = features_latency_us(probe, window)
+            latencies[step] = features_latency_us(probe, window, n_classes)
         return latencies[step]
 
     lo, hi = 0, len(sizes) - 1
