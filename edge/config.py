@@ -134,6 +134,9 @@ class Config:
     min_confidence: float = 0.0
     on_change: bool = False
     only_anomalies: bool = False
+    # Stream-level anomaly rule: alarm when K of a device's last N windows are anomalous.
+    anomaly_min_windows: int = 0  # K; 0 = off (every anomalous window is an alarm)
+    anomaly_window_count: int = 0  # N; 0 = K (K anomalous windows in a row)
     # Home Assistant MQTT discovery (edge/homeassistant.py).
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
@@ -183,7 +186,8 @@ class Config:
         return topics.node_topic(topics.MODEL, self.node)
 
 
-_POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change", "only_anomalies")
+_POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change", "only_anomalies",
+                     "anomaly_min_windows", "anomaly_window_count")
 _INTERNAL = ("sources", "password")
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name not in _INTERNAL}
 
@@ -438,6 +442,15 @@ def validate(cfg: Config) -> Config:
         raise _fail(cfg, "stats_interval", f"must be positive seconds, got {cfg.stats_interval}")
     if cfg.smoothing < 1:
         raise _fail(cfg, "smoothing", f"must be at least 1 (1 = off), got {cfg.smoothing}")
+    if cfg.anomaly_min_windows < 0:
+        raise _fail(cfg, "anomaly_min_windows", "must be 0 (off) or the K of 'K of the last N "
+                    f"windows', got {cfg.anomaly_min_windows}")
+    if cfg.anomaly_window_count and not cfg.anomaly_min_windows:
+        raise _fail(cfg, "anomaly_window_count", "needs anomaly_min_windows (the K of 'K of "
+                    "the last N windows')")
+    if cfg.anomaly_window_count and cfg.anomaly_window_count < cfg.anomaly_min_windows:
+        raise _fail(cfg, "anomaly_window_count", "must be at least anomaly_min_windows "
+                    f"({cfg.anomaly_min_windows}), got {cfg.anomaly_window_count}")
     if not 0.0 <= cfg.min_confidence <= 1.0:
         raise _fail(cfg, "min_confidence", f"must be between 0 and 1, got {cfg.min_confidence}")
     if cfg.gap_periods <= 0:

@@ -38,12 +38,14 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
     Raises
     ------
     ModelError
-        If the mapping names channels the model does not have, or ``only_anomalies`` is
-        set and the model has no ``anomaly_score`` output.
+        If the mapping names channels the model does not have, or ``only_anomalies`` or
+        ``anomaly_min_windows`` is set and the model has no ``anomaly_score`` output.
     """
-    if cfg.only_anomalies and model.anomaly_threshold is None:
-        raise ModelError(f"{model.source}: --only-anomalies needs a model with an "
-                         "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly)")
+    for key, wanted in (("only-anomalies", cfg.only_anomalies),
+                        ("anomaly-min-windows", cfg.anomaly_min_windows)):
+        if wanted and model.anomaly_threshold is None:
+            raise ModelError(f"{model.source}: --{key} needs a model with an 'anomaly_score' "
+                             "output (sigmoid-train fit-anomaly or fit --anomaly)")
     try:
         return PayloadParser(model.info.channels, cfg.channels,
                              max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
@@ -86,7 +88,8 @@ class Daemon:
             queue_size=cfg.queue_size, hop=cfg.hop, max_devices=cfg.max_devices,
             gap_periods=cfg.gap_periods, smoothing=cfg.smoothing,
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
-            only_anomalies=cfg.only_anomalies,
+            only_anomalies=cfg.only_anomalies, anomaly_min_windows=cfg.anomaly_min_windows,
+            anomaly_window_count=cfg.anomaly_window_count,
             shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)

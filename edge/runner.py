@@ -9,6 +9,9 @@ of the last ``smoothing`` probability vectors per device, a ``min_confidence`` b
 the label is ``uncertain``, and an ``on_change`` mode that publishes only label changes.
 A model with an ``anomaly_score`` output adds ``anomaly_score`` and ``anomaly`` (score above
 the model's ``anomaly_threshold``) to each output; ``only_anomalies`` publishes only those.
+With ``anomaly_min_windows`` K (and ``anomaly_window_count`` N), ``anomaly`` is a stream-level
+alarm instead: K of the device's last N windows were anomalous (``anomaly_window`` keeps the
+window's own flag), so one odd window is not an alarm.
 """
 
 from __future__ import annotations
@@ -67,17 +70,56 @@ class PostProcess:
         Publish only when a device's label differs from the last one published.
     max_devices : int
         Devices whose history is kept (least recently used forgotten).
+    anomaly_min_windows, anomaly_window_count : int
+        K and N of the anomaly alarm rule "K of the device's last N windows are anomalous"
+        (K = 0: every anomalous window is an alarm; N = 0: N = K).
     """
 
     def __init__(self, labels, *, smoothing: int = 1, min_confidence: float = 0.0,
-                 on_change: bool = False, max_devices: int = 1000):
+                 on_change: bool = False, max_devices: int = 1000,
+                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0):
         self.labels = tuple(labels)
         self.smoothing = smoothing
         self.min_confidence = min_confidence
         self.on_change = on_change
         self.max_devices = max_devices
+        self.anomaly_min_windows = anomaly_min_windows
+        self.anomaly_window_count = anomaly_window_count or anomaly_min_windows
         self._history: OrderedDict[str, deque] = OrderedDict()
         self._last: OrderedDict[str, str] = OrderedDict()
+        # device -> (last N window flags, alarm on after the last window)
+        self._flags: OrderedDict[str, list] = OrderedDict()
+
+    def anomalies(self, devices: list[str], scores: list[float], threshold: float):
+        """Window flags and alarms of one batch (in order, per device).
+
+        Returns
+        -------
+        flags : list of bool
+            Score above ``threshold``.
+        alarms : list of bool
+            The flags themselves, or with ``anomaly_min_windows`` K: at least K of the
+            device's last N flags (this window's included) are set.
+        onsets : int
+            Alarms that started in this batch (a device's alarm going from off to on).
+        """
+        flags = [s > threshold for s in scores]
+        k, n = max(self.anomaly_min_windows, 1), max(self.anomaly_window_count, 1)
+        state, alarms, onsets = self._flags, [], 0
+        for device, flag in zip(devices, flags, strict=True):
+            entry = state.get(device)
+            if entry is None:
+                entry = state[device] = [deque(maxlen=n), False]
+                if len(state) > self.max_devices:
+                    state.popitem(last=False)
+            else:
+                state.move_to_end(device)
+            entry[0].append(flag)
+            alarm = sum(entry[0]) >= k
+            onsets += alarm and not entry[1]
+            entry[1] = alarm
+            alarms.append(alarm)
+        return flags, alarms, onsets
 
     def __call__(self, devices: list[str], probs: np.ndarray):
         """Post-process one batch.
@@ -139,7 +181,10 @@ class Runner:
     smoothing, min_confidence, on_change :
         For :class:`PostProcess`.
     only_anomalies : bool
-        Publish only windows the model's anomaly score flags (after ``on_change``).
+        Publish only windows the model's anomaly score flags (after ``on_change``); with
+        ``anomaly_min_windows``, only windows in alarm.
+    anomaly_min_windows, anomaly_window_count :
+        For :class:`PostProcess`: the K-of-N anomaly alarm rule.
     max_pending, pending :
         With QoS > 0 outputs, publish only while ``pending()`` (outputs the broker has not
         acknowledged yet) is below ``max_pending`` (0 = no bound); the rest are counted in
@@ -151,7 +196,8 @@ class Runner:
                  hop: int = 0, max_devices: int = 1000, gap_periods: float = 5.0,
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
-                 pending: Callable[[], int] | None = None, shared: bool = False):
+                 pending: Callable[[], int] | None = None, shared: bool = False,
+                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0):
         self.slot = slot
         self.publish = publish
         self.stats = stats
@@ -166,7 +212,9 @@ class Runner:
         self.gap_periods = gap_periods
         self.shared = shared
         self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
-                              on_change=on_change, max_devices=max_devices)
+                              on_change=on_change, max_devices=max_devices,
+                              anomaly_min_windows=anomaly_min_windows,
+                              anomaly_window_count=anomaly_window_count)
         self.queue: deque = deque(maxlen=queue_size)
         self.queue_size = queue_size
         stats.queue_depth = self.queue.__len__
@@ -430,15 +478,20 @@ class Runner:
         room = self.max_pending - self.pending() if qos and self.max_pending else len(keep)
         if scores is not None:
             scores = scores.tolist()
-            flags = [s > model.anomaly_threshold for s in scores]
+            flags, alarms, onsets = self.post.anomalies(devices, scores, model.anomaly_threshold)
+            stats.anomalous_windows += sum(flags)
+            stats.anomaly_alarms += onsets
+            rule = self.post.anomaly_min_windows > 0
         # Formatted by hand: json.dumps of a dict per window cost more than the inference.
         for i, label, conf in keep:
             anomaly = ""
             if scores is not None:
-                if self.only_anomalies and not flags[i]:
+                if self.only_anomalies and not alarms[i]:
                     continue
                 anomaly = (f'"anomaly_score": {scores[i]:.6g}, '
-                           f'"anomaly": {"true" if flags[i] else "false"}, ')
+                           f'"anomaly": {"true" if alarms[i] else "false"}, ')
+                if rule:
+                    anomaly += f'"anomaly_window": {"true" if flags[i] else "false"}, '
             if published >= room:
                 dropped += 1
                 continue

@@ -49,6 +49,10 @@ class Stats:
         classifications published (after ``on_change``).
     model_swaps, model_rejects : int
         Accepted and refused model reloads or pushes.
+    anomalous_windows, anomaly_alarms : int
+        Anomaly models: windows whose score is above the threshold, and alarms raised (a
+        device's alarm turning on: its first anomalous window, or with
+        ``anomaly_min_windows`` K the window completing K of the last N).
     """
 
     def __init__(self, latency_window: int = 4096):
@@ -68,6 +72,8 @@ class Stats:
         self.interleaved_devices = 0  # shared subscription: devices seen arriving with holes
         self.model_swaps = 0
         self.model_rejects = 0
+        self.anomalous_windows = 0
+        self.anomaly_alarms = 0
         self.batch_max = 0
         # Seconds from a window's last message arriving to its classification being handed
         # to the MQTT client; the last `latency_window` of them.
@@ -107,6 +113,8 @@ class Stats:
             "batch_max": self.batch_max,
             "model_swaps": self.model_swaps,
             "model_rejects": self.model_rejects,
+            "anomalous_windows": self.anomalous_windows,
+            "anomaly_alarms": self.anomaly_alarms,
             "latency_ms": self.latency_ms(),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }

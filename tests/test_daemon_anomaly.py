@@ -116,3 +116,67 @@ def test_anomaly_output_without_threshold_is_rejected(tmp_path):
     with pytest.raises(ContractError):
         contract.check_session(ort.InferenceSession(model.SerializeToString()),
                                contract.decode_metadata(contract.encode_metadata(meta)))
+
+
+def stream_with_spikes(windows=(1, 4, 5), n=8):
+    """``n`` windows of normal running with one large spike in each of ``windows``."""
+    x = synthetic.signal("normal", n * W, np.random.default_rng(5))
+    for k in windows:
+        x[k * W + 10, 0] += 6.0
+    return x
+
+
+def test_k_of_n_rule_alarms_only_on_repeated_anomalous_windows(broker, anomaly_model):
+    x = stream_with_spikes()
+    with running(broker, anomaly_model, anomaly_min_windows=2,
+                 anomaly_window_count=3) as daemon, Collector(broker, OUT) as out, \
+            Collector(broker, "sigmoid-edge/+/stats") as stats_out:
+        publish_samples(out, "sensors/pump/acc", x)
+        docs = classifications(out, 8)
+        wait_for(lambda: daemon.stats.published == 8)
+        daemon.publish_stats()
+        published = json.loads(stats_out.get().payload)
+    sess = ort.InferenceSession(str(anomaly_model), providers=["CPUExecutionProvider"])
+    scores = sess.run(["anomaly_score"], {"window": x.reshape(8, W, 3)})[0]
+    flags = (scores > daemon.slot.current.anomaly_threshold).tolist()
+    assert flags == [False, True, False, False, True, True, False, False]
+    assert [d["anomaly_window"] for d in docs] == flags
+    # 2 of the last 3: the lone spike of window 1 is no alarm; windows 4 and 5 are
+    assert [d["anomaly"] for d in docs] == [False] * 5 + [True, True, False]
+    assert (published["anomalous_windows"], published["anomaly_alarms"]) == (3, 1)
+
+
+def test_k_of_n_rule_keeps_devices_apart():
+    from edge.runner import PostProcess
+
+    post = PostProcess(("normal", "anomaly"), anomaly_min_windows=2)  # N defaults to K
+    # a and b interleaved: a has two anomalous windows in a row, b alternates
+    devices = ["a", "b", "a", "b", "a", "b"]
+    scores = [3.0, 3.0, 3.0, 0.0, 0.0, 3.0]
+    flags, alarms, onsets = post.anomalies(devices, scores, threshold=1.0)
+    assert flags == [True, True, True, False, False, True]
+    assert alarms == [False, False, True, False, False, False]
+    assert onsets == 1
+    # the rule off: every anomalous window is an alarm, onsets counted per device
+    flags, alarms, onsets = PostProcess(("n", "a")).anomalies(devices, scores, 1.0)
+    assert alarms == flags and onsets == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--anomaly-min-windows", "3/2"], "K/N needs 0 < K <= N, got '3/2'"),
+    (["--anomaly-min-windows", "3", "--anomaly-window-count", "2"],
+     "anomaly_window_count (--anomaly-window-count): must be at least anomaly_min_windows "
+     "(3), got 2"),
+    (["--anomaly-min-windows", "two"], "expected K or K/N"),
+    (["--anomaly-window-count", "5"], "anomaly_window_count (--anomaly-window-count): needs "
+                                      "anomaly_min_windows"),
+    (["--anomaly-min-windows", "2"], "--anomaly-min-windows needs a model with an "
+                                     "'anomaly_score' output"),
+])
+def test_k_of_n_settings_are_checked(broker, tmp_path, args, message):
+    model = mean_model(tmp_path / "m.onnx")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--model", str(model), "--broker", broker.url,
+         *args, "--check-config"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr

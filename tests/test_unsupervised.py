@@ -125,12 +125,19 @@ def test_fit_anomaly_command(recordings, tmp_path):
     out = tmp_path / "m"
     proc = trainer("fit-anomaly", str(recordings / "normal.csv"), "--window", str(W),
                    "--hop", "64", "--test", str(recordings / "test.csv"), "--detector", "kmeans",
-                   "--out", str(out))
+                   "--target-false-alarms", "20/h", "--out", str(out))
     assert "anomaly_threshold" in proc.stdout and "auc" in proc.stdout
+    assert "expected false alarms on later normal data" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "report.json", "report.png"]
     r = json.loads((out / "report.json").read_text())
     assert r["kind"] == "anomaly" and r["parameters"]["detector"] == "kmeans"
     assert r["anomaly"]["calibration_windows"] == r["data"]["train"]["windows"] == 139
+    # 20 alarms per hour at 100 Hz and hop 64 (5625 windows per hour), calibrated on time
+    assert r["parameters"]["target_false_alarms"] == pytest.approx(20 / 5625)
+    assert r["anomaly"]["calibration"] == "blocked"
+    assert 0 <= r["expected_false_alarm_rate"] <= 1
+    assert "blocks in time" in r["expected_false_alarm_rate_method"]
+    assert len(r["anomaly"]["held_out_false_alarms"]) == 5
     # windows at a segment border are labelled by majority, so "normal" ones may hold part
     # of a fault: the false-alarm goal is measured on clean windows above, not here
     assert r["test"]["auc"] >= 0.95
@@ -153,6 +160,10 @@ def test_fit_anomaly_errors_are_clear(recordings, tmp_path):
     assert proc.returncode == 1
     assert "at least 20 normal windows, got 8" in proc.stderr
     assert not (tmp_path / "m" / "model.onnx").exists()
+    proc = trainer("fit-anomaly", str(recordings / "short.csv"), "--window", str(W),
+                   "--target-false-alarms", "1.5", "--out", str(tmp_path / "m"), check=False)
+    assert proc.returncode == 2
+    assert "a share of windows in (0, 1) like 0.01, or alarms per hour like 2/h" in proc.stderr
     proc = trainer("cluster", str(recordings / "short.csv"), "--window", str(W), "--k", "6",
                    "--out", str(tmp_path / "c"), check=False)
     assert proc.returncode == 1 and "too few for 6 clusters" in proc.stderr

@@ -56,6 +56,7 @@ def test_recording_windows_per_device_and_segment():
     np.testing.assert_array_equal(X[3], values[5:8])  # device b starts its own windows
     # Majority among the labelled samples; "" only when none of them is labelled.
     assert y.tolist() == ["x", "y", "y", "z", ""]
+    assert info.pop("window_devices").tolist() == ["a", "a", "a", "b", "b"]
     assert info == {"segments": 2, "devices": 2, "sample_rate_hz": 1.0}
 
 

@@ -15,13 +15,14 @@ data are optimistic (an autoencoder reconstructs what it has seen better than wh
 not), so a threshold taken from them lets through more false alarms on new normal data;
 out-of-fold scores behave like scores of new data.
 
-The threshold is the :data:`DEFAULT_QUANTILE` (99.9%) quantile of a log-normal
-distribution fitted to those scores (``exp(mean + z * std)`` of the log-scores,
-``z = 3.09``), rather than their empirical 99.9th percentile: with a few hundred windows
-the empirical tail is a handful of points, and measured on new normal windows it let
-through 1 to 2% false alarms in some runs; the fitted tail stayed below 0.5% in every run
-at 150 to 1000 training windows for both detectors (``bench/bench_anomaly.py``).
-``threshold_rule="empirical"`` uses the plain empirical quantile instead.
+The folds are contiguous blocks in time (``calibration="blocked"``, the default; see
+:mod:`trainer.calibration`), so every calibration score is that of a stretch of time the
+detector has not seen, drift included. By default the threshold is set for a target
+false-alarm rate per window (``target_false_alarms``, 1%); with ``quantile`` it is that
+quantile of a log-normal fitted to the out-of-fold scores (``exp(mean + z * std)`` of the
+log-scores; ``threshold_rule="empirical"``: their plain empirical quantile), the rule
+before time-blocked calibration. Either way the false-alarm rate to expect on later data
+is estimated from held-out blocks and reported (``expected_false_alarm_rate_``).
 
 Besides the score, the graph gives a probability of "anomaly" as a two-column
 ``probabilities`` output ``[normal, anomaly]`` so a daemon that knows only classifiers
@@ -33,15 +34,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from edge import contract
+from trainer import calibration
+from trainer.calibration import CALIBRATIONS, DEFAULT_TARGET_FALSE_ALARMS
 from trainer.graph import GraphBuilder, float_input
 
 DETECTORS = ("autoencoder", "kmeans")
+# The rule before time-blocked calibration (``--quantile``): 99.9% of a log-normal.
 DEFAULT_QUANTILE = 0.999
 THRESHOLD_RULES = ("lognormal", "empirical")
 N_FOLDS = 5
@@ -73,14 +76,9 @@ def make_detector(name: str, n_samples: int, n_features: int, random_state: int 
 
 def threshold(scores: np.ndarray, quantile: float, rule: str = "lognormal") -> float:
     """The ``quantile`` of ``scores``: of a log-normal fitted to them, or empirical."""
-    scores = np.asarray(scores, np.float64)
     if rule == "empirical":
-        return float(np.quantile(scores, quantile))
-    # Scores are >= 0; a zero (a window exactly on a centroid) must not give log(0).
-    floor = max(float(np.median(scores)) * 1e-6, 1e-12)
-    logs = np.log(np.maximum(scores, floor))
-    z = NormalDist().inv_cdf(quantile)
-    return float(np.exp(logs.mean() + z * logs.std(ddof=1)))
+        return float(np.quantile(np.asarray(scores, np.float64), quantile))
+    return calibration.lognormal_quantile(scores, quantile)
 
 
 class AnomalyDetector:
@@ -90,11 +88,17 @@ class AnomalyDetector:
     ----------
     detector : {"autoencoder", "kmeans"}
         Which detector to train.
-    quantile : float
-        Quantile of the out-of-fold normal scores used as the threshold.
+    target_false_alarms : float
+        Share of normal windows of unseen time the threshold should flag (default 0.01);
+        ignored when ``quantile`` is given.
+    quantile : float, optional
+        Instead of a target rate: the threshold is this quantile of the out-of-fold normal
+        scores (of a log-normal fitted to them, or empirical: ``threshold_rule``).
     threshold_rule : {"lognormal", "empirical"}
-        Take the quantile of a log-normal fitted to the out-of-fold scores, or of the
-        scores themselves.
+        With ``quantile``: take the quantile of a log-normal fitted to the out-of-fold
+        scores, or of the scores themselves.
+    calibration : {"blocked", "shuffled"}
+        Folds of contiguous blocks in time (per group), or of shuffled windows.
     n_folds : int
         Folds for the out-of-fold scores.
     random_state : int or None
@@ -110,37 +114,47 @@ class AnomalyDetector:
         A score above it is an anomaly.
     calibration_scores_ : ndarray
         The out-of-fold scores the threshold came from.
+    folds_ : ndarray of int
+        The fold of each calibration window.
+    held_out_false_alarms_ : list of float
+        Per fold, the share of its windows above a threshold computed without it.
+    expected_false_alarm_rate_ : float
+        Their mean: the false-alarm rate per window to expect on later normal data.
     width_ : float
         Scale of the anomaly probability around the threshold.
     """
 
-    def __init__(self, *, detector: str = "autoencoder", quantile: float = DEFAULT_QUANTILE,
-                 threshold_rule: str = "lognormal", n_folds: int = N_FOLDS,
+    def __init__(self, *, detector: str = "autoencoder",
+                 target_false_alarms: float = DEFAULT_TARGET_FALSE_ALARMS,
+                 quantile: float | None = None, threshold_rule: str = "lognormal",
+                 calibration: str = "blocked", n_folds: int = N_FOLDS,
                  random_state: int | None = 0, params: dict[str, Any] | None = None):
         self.detector = detector
+        self.target_false_alarms = target_false_alarms
         self.quantile = quantile
         self.threshold_rule = threshold_rule
+        self.calibration = calibration
         self.n_folds = n_folds
         self.random_state = random_state
         self.params = params
 
-    def fit(self, F, y=None) -> AnomalyDetector:
+    def fit(self, F, y=None, groups=None) -> AnomalyDetector:
         """Calibrate the threshold out-of-fold, then train the detector on all of ``F``.
+
+        Parameters
+        ----------
+        F : ndarray, shape (n, n_features)
+            Scaled features of normal windows, in time order (within each group).
+        y : ignored
+        groups : array-like, optional
+            Device (or file) of each window, for blocks in time per device.
 
         Raises
         ------
         ValueError
-            On an unknown detector, a quantile outside (0, 1], or too little data.
+            On an unknown detector, a quantile or target outside (0, 1), or too little data.
         """
-        if self.detector not in DETECTORS:
-            raise ValueError(f"unknown detector {self.detector!r}; choose one of {DETECTORS}")
-        if not 0 < self.quantile < 1:
-            raise ValueError(f"quantile must be in (0, 1), got {self.quantile!r}")
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got "
-                             f"{self.threshold_rule!r}")
-        if int(self.n_folds) < 2:
-            raise ValueError(f"n_folds must be >= 2, got {self.n_folds!r}")
+        self._check_settings()
         F = np.asarray(F, np.float32)
         if F.ndim != 2 or not np.isfinite(F).all():
             raise ValueError(f"features must be a finite 2-D array, got shape {F.shape}")
@@ -151,8 +165,8 @@ class AnomalyDetector:
             )
         from trainer.network import ConvergenceWarning
 
-        rng = np.random.default_rng(self.random_state)
-        fold = rng.permutation(len(F)) % int(self.n_folds)
+        fold = calibration.folds(len(F), int(self.n_folds), calibration=self.calibration,
+                                 groups=groups, random_state=self.random_state)
         scores = np.empty(len(F))
         with warnings.catch_warnings():
             # An autoencoder stopped by max_epochs is still a usable detector: its
@@ -164,13 +178,40 @@ class AnomalyDetector:
                 scores[~train] = model.score_samples(F[~train])
             self.detector_ = self._new(F).fit(F)
         self.calibration_scores_ = scores
-        self.threshold_ = threshold(scores, self.quantile, self.threshold_rule)
+        self.folds_ = fold
+        self.threshold_ = self._rule(scores, fold)
+        self.held_out_false_alarms_ = calibration.held_out_false_alarms(scores, fold,
+                                                                        self._rule)
+        self.expected_false_alarm_rate_ = float(np.mean(self.held_out_false_alarms_))
         median = float(np.median(scores))
         # 0.5 at the threshold, 0.01 at the median normal score.
         self.width_ = max(self.threshold_ - median, 1e-6 * max(abs(self.threshold_), 1.0)) / \
             math.log(99.0)
         self.n_features_in_ = F.shape[1]
         return self
+
+    def _check_settings(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}; choose one of {DETECTORS}")
+        if self.quantile is not None and not 0 < self.quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile!r}")
+        if self.quantile is None and not 0 < self.target_false_alarms < 1:
+            raise ValueError("target false-alarm rate must be in (0, 1) (a share of windows, "
+                             f"e.g. 0.01), got {self.target_false_alarms!r}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got "
+                             f"{self.threshold_rule!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got "
+                             f"{self.calibration!r}")
+        if int(self.n_folds) < 2:
+            raise ValueError(f"n_folds must be >= 2, got {self.n_folds!r}")
+
+    def _rule(self, scores: np.ndarray, fold: np.ndarray) -> float:
+        """The threshold from out-of-fold ``scores`` (with their folds)."""
+        if self.quantile is not None:
+            return threshold(scores, self.quantile, self.threshold_rule)
+        return calibration.target_threshold(scores, fold, self.target_false_alarms)
 
     def _new(self, F):
         return make_detector(self.detector, len(F), F.shape[1], self.random_state,
@@ -228,11 +269,18 @@ class AnomalyDetector:
                       if self.detector == "autoencoder"
                       else "distance to the nearest k-means centroid (scaled features)"),
             "threshold": self.threshold_,
-            "threshold_rule": (f"quantile {self.quantile} of a log-normal fitted to the "
-                               if self.threshold_rule == "lognormal" else
-                               f"empirical quantile {self.quantile} of the ")
-                              + f"{self.n_folds}-fold out-of-fold scores of the normal "
-                                "training windows",
+            "threshold_rule": self._rule_text(),
+            "calibration": self.calibration,
+            "target_false_alarms": None if self.quantile is not None
+            else self.target_false_alarms,
+            "expected_false_alarm_rate": self.expected_false_alarm_rate_,
+            "expected_false_alarm_rate_method": (
+                f"mean over the {self.n_folds} "
+                + ("blocks in time" if self.calibration == "blocked" else "shuffled folds")
+                + " of the share of a fold's out-of-fold scores above the threshold the same "
+                "rule gives from the other folds' scores alone"),
+            "held_out_false_alarms": self.held_out_false_alarms_,
+            "later_false_alarm_rate": self.held_out_false_alarms_[-1],
             "calibration_windows": int(len(scores)),
             "calibration_median": float(np.median(scores)),
             "probability": "sigmoid((score - threshold) / width): 0.5 at the threshold, "
@@ -245,6 +293,19 @@ class AnomalyDetector:
             out["hidden_layers"] = list(self.detector_.hidden_layers)
             out["epochs"] = int(self.detector_.n_iter_)
         return out
+
+    def _rule_text(self) -> str:
+        folds = (f"{self.n_folds}-fold out-of-fold scores of the normal training windows ("
+                 + ("contiguous blocks in time per device)" if self.calibration == "blocked"
+                    else "shuffled folds)"))
+        if self.quantile is None:
+            t = self.target_false_alarms
+            return (f"target false-alarm rate {t} per window: the larger of the "
+                    f"{1 - t / calibration.TAIL_MARGIN:g} quantile of a log-normal fitted to "
+                    "the " + folds + f" and the largest per-fold empirical {1 - t:g} quantile")
+        return (f"quantile {self.quantile} of a log-normal fitted to the "
+                if self.threshold_rule == "lognormal" else
+                f"empirical quantile {self.quantile} of the ") + folds
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "detector_"):
@@ -267,17 +328,23 @@ class AnomalyNetwork:
     hidden_layers : tuple of int
         Autoencoder hidden layers (``()``: the default bottleneck); ignored by k-means.
     random_state : int or None
-    detector, quantile, n_clusters
+    detector, target_false_alarms, quantile, calibration, n_clusters
         See :class:`AnomalyDetector` (``n_clusters`` for k-means).
+    groups : array-like, optional
+        Device of each training window (blocks in time per device).
     """
 
     def __init__(self, hidden_layers=(), random_state=0, *, detector="autoencoder",
-                 quantile=DEFAULT_QUANTILE, n_clusters=None):
+                 target_false_alarms=DEFAULT_TARGET_FALSE_ALARMS, quantile=None,
+                 calibration="blocked", n_clusters=None, groups=None):
         self.hidden_layers = tuple(hidden_layers)
         self.random_state = random_state
         self.detector = detector
+        self.target_false_alarms = target_false_alarms
         self.quantile = quantile
+        self.calibration = calibration
         self.n_clusters = n_clusters
+        self.groups = groups
 
     def fit(self, F, y=None, unlabelled=None) -> AnomalyNetwork:
         """Train on normal feature vectors only (``y`` is ignored)."""
@@ -286,9 +353,14 @@ class AnomalyNetwork:
             params["hidden_layers"] = self.hidden_layers
         if self.detector == "kmeans" and self.n_clusters:
             params["n_clusters"] = int(self.n_clusters)
-        F = F if unlabelled is None else np.concatenate([F, unlabelled])
-        self.detector_ = AnomalyDetector(detector=self.detector, quantile=self.quantile,
-                                         random_state=self.random_state, params=params).fit(F)
+        groups = self.groups
+        if unlabelled is not None:
+            F = np.concatenate([F, unlabelled])
+            groups = None
+        self.detector_ = AnomalyDetector(
+            detector=self.detector, target_false_alarms=self.target_false_alarms,
+            quantile=self.quantile, calibration=self.calibration,
+            random_state=self.random_state, params=params).fit(F, groups=groups)
         self.classes_ = np.array(ANOMALY_LABELS)
         return self
 
@@ -325,15 +397,17 @@ class WithAnomaly:
     ----------
     hidden_layers, random_state, **network_params
         For the classifier, made by ``base_factory`` (default: the sigmoid network).
-    detector, quantile
+    detector, target_false_alarms, quantile
         For the :class:`AnomalyDetector`.
     """
 
     def __init__(self, hidden_layers=(), random_state=0, *, detector="autoencoder",
-                 quantile=DEFAULT_QUANTILE, base_factory=None, **network_params):
+                 target_false_alarms=DEFAULT_TARGET_FALSE_ALARMS, quantile=None,
+                 base_factory=None, **network_params):
         from trainer.pipeline import default_network
 
         self.detector = detector
+        self.target_false_alarms = target_false_alarms
         self.quantile = quantile
         self.random_state = random_state
         self.classifier = (base_factory or default_network)(hidden_layers, random_state,
@@ -343,6 +417,7 @@ class WithAnomaly:
         self.classifier.fit(F, y, **fit_params)
         self.classes_ = np.asarray(self.classifier.classes_)
         self.detector_ = AnomalyDetector(detector=self.detector, quantile=self.quantile,
+                                         target_false_alarms=self.target_false_alarms,
                                          random_state=self.random_state).fit(F)
         return self
 
@@ -375,13 +450,15 @@ class ClusterNetwork:
     """
 
     def __init__(self, hidden_layers=(), random_state=0, *, n_clusters=4,
-                 quantile=DEFAULT_QUANTILE):
+                 target_false_alarms=DEFAULT_TARGET_FALSE_ALARMS, quantile=None):
         self.random_state = random_state
         self.n_clusters = n_clusters
+        self.target_false_alarms = target_false_alarms
         self.quantile = quantile
 
     def fit(self, F, y=None) -> ClusterNetwork:
         self.detector_ = AnomalyDetector(detector="kmeans", quantile=self.quantile,
+                                         target_false_alarms=self.target_false_alarms,
                                          random_state=self.random_state,
                                          params={"n_clusters": int(self.n_clusters)}).fit(F)
         self.kmeans_ = self.detector_.detector_

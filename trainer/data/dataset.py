@@ -31,6 +31,9 @@ class Dataset:
         The file.
     summary : dict
         JSON-able description: format, cases, lengths, resampling, class counts, ...
+    groups : ndarray of str or None
+        CSV logs: the device of each window (windows are in time order per device), for
+        calibration on blocks in time per device; ``None`` for ``.ts`` cases.
     """
 
     X: np.ndarray
@@ -41,6 +44,7 @@ class Dataset:
     sample_rate_hz: float | None
     source: str
     summary: dict = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -144,7 +148,7 @@ def _load_csv(path: Path, window, hop, channels, labelled: bool = True) -> Datas
     dropped = int((~keep).sum())
     if dropped:
         log.info("%s: dropped %d windows without any labelled sample", path.name, dropped)
-    X, y = X[keep], y[keep]
+    X, y, groups = X[keep], y[keep], info["window_devices"][keep]
     if len(y) == 0:
         raise ValueError(f"{path}: no {'labelled ' if labelled else ''}window of {window} "
                          "samples; "
@@ -165,7 +169,7 @@ def _load_csv(path: Path, window, hop, channels, labelled: bool = True) -> Datas
         "class_counts": _counts(y),
     }
     return Dataset(X, y, rec.channels, int(window), hop, info["sample_rate_hz"], str(path),
-                   summary)
+                   summary, groups)
 
 
 def _counts(y: np.ndarray) -> dict[str, int]:

@@ -119,7 +119,8 @@ def recording_windows(
     y : ndarray of str or None
         Majority label per window ("" when no sample of the window is labelled).
     info : dict
-        ``segments``, ``devices`` and ``sample_rate_hz`` (from the median time step).
+        ``segments``, ``devices``, ``sample_rate_hz`` (from the median time step) and
+        ``window_devices`` (the device of each window; windows are in time order per device).
     """
     if window < 1 or hop < 1:
         raise ValueError(f"window and hop must be >= 1, got window={window}, hop={hop}")
@@ -130,7 +131,7 @@ def recording_windows(
     if label is not None:
         lookup = {name: k for k, name in enumerate(label_names)}
         codes = np.array([lookup.get(v, -1) for v in label.tolist()])
-    xs, ys, n_segments, steps = [], [], 0, []
+    xs, ys, n_segments, steps, owners = [], [], 0, [], []
     for name in names:
         rows = np.flatnonzero(devices == name)
         rows = rows[np.argsort(ts[rows], kind="stable")]
@@ -142,6 +143,7 @@ def recording_windows(
             if r.size < window:
                 continue
             xs.append(sliding_windows(fill_missing(values[r]), window, hop).astype(np.float32))
+            owners.append(np.full(len(xs[-1]), name))
             if codes is not None:
                 ys.append(majority(sliding_windows(codes[r], window, hop), len(label_names)))
     channels = values.shape[1]
@@ -154,4 +156,6 @@ def recording_windows(
     all_steps = np.concatenate(steps) if steps else np.empty(0)
     all_steps = all_steps[all_steps > 0]
     rate = float(f"{1.0 / np.median(all_steps):.6g}") if all_steps.size else None
-    return X, y, {"segments": n_segments, "devices": len(names), "sample_rate_hz": rate}
+    window_devices = np.concatenate(owners) if owners else np.empty(0, str)
+    return X, y, {"segments": n_segments, "devices": len(names), "sample_rate_hz": rate,
+                  "window_devices": window_devices}
