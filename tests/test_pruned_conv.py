@@ -84,7 +84,7 @@ def test_pruned_family_records_the_curve_and_keeps_few(pruned, data):
     assert chosen["smoothed_accuracy"] >= best - p["tolerance"] - 1e-9
     # Every smaller size (above the floor) was worse than the tolerance allows.
     assert all(s["smoothed_accuracy"] < best - p["tolerance"]
-               for s in steps[p["chosen_step"] + 1:] if s["n_features"] >= 84)
+               for s in steps[p["chosen_step"] + 1:] if s["n_features"] >= 9)
     assert len(pruned.feature_names(["x", "y", "z"])) == p["kept"]
     # Per fold: features chosen without the validation windows, at the kept size.
     assert len(pruned.fold_features_) == p["folds"] == 5
