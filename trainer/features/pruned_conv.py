@@ -278,7 +278,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
 
     latencies: dict[int, float] = {}
     first_allowed = 0
-    if family.budget_us:
+    if family.budget_us and curve is not None:  # keep=N keeps N, budget or not
         first_allowed = _first_within_budget(family, x[0], removed, sizes,
                                              float(family.budget_us), latencies, n_classes)
     if curve is None:
