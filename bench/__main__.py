@@ -33,6 +33,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from edge.atomic import write_file
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN_MD = "<!-- begin markdown -->"
 END_MD = "<!-- end markdown -->"
@@ -147,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             doc = args.file.read_text() if args.file.exists() else ""
             new = update(doc, script.name, block(script.name, command, when, where,
                                                  markdown_of(stdout)))
-            tmp = args.file.with_suffix(".md.tmp")
-            tmp.write_text(new)
-            os.replace(tmp, args.file)  # a failed run never leaves half a file
+            # Atomic: a failed run never leaves half a file.
+            write_file(args.file, new.encode(), mode=0o644)
     if write:
         print(f"recorded {len(scripts) - len(failed)} benchmark(s) in {args.file}")
     if failed:

@@ -11,6 +11,9 @@
    daemon's own work costs on top of the same receive path.
 2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``), as installed and
    with the standard library's json only. Goal: >= 500k/s.
+6. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
+   Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
+   binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 3. p99 publish-to-classification latency at 1k msg/s spread over 100 devices, daemon as a
    real ``sigmoid-edge run`` process; each sample's ``ts`` is its publish time, so
    ``window_end`` of a classification is the publish time of the message that completed
@@ -64,13 +67,14 @@ BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages
                "set_tcp_nodelay true\n")
 
 
-def pub_files(workdir: Path, n: int, devices: int, payload) -> list[tuple[str, Path]]:
+def pub_files(workdir: Path, n: int, devices: int, payload, topic: str = "sensors/dev{d}/a",
+              encoding: str = "utf-8") -> list[tuple[str, Path]]:
     per = n // devices
     out = []
     for d in range(devices):
         path = workdir / f"dev{d}.txt"
-        path.write_text("\n".join(payload(i) for i in range(per)) + "\n")
-        out.append((f"sensors/dev{d}/a", path))
+        path.write_text("\n".join(payload(i) for i in range(per)) + "\n", encoding=encoding)
+        out.append((topic.format(d=d), path))
     return out
 
 
@@ -137,16 +141,24 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
-                      fast_json: bool | None = None) -> tuple:
-    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json."""
+                      fast_json: bool | None = None, payload: str = "json",
+                      before=None, timeout: float = 180.0, blast_with=None) -> tuple:
+    """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
+
+    ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`.
+    """
     from edge.config import load_config
     from edge.daemon import Daemon
+    from edge.formats import Decoder
     from edge.payload import PayloadParser
 
     cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000}, env={})
+                       "queue_size": 200000, "payload": payload}, env={})
     d = Daemon(cfg)
-    d.parser = PayloadParser(d.slot.current.info.channels, fast_json=fast_json)
+    if fast_json is not None:
+        d.parser = Decoder("json", PayloadParser(d.slot.current.info.channels,
+                                                 fast_json=fast_json))
     first = []
     handler = d.on_input
 
@@ -158,9 +170,11 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
-    blast(broker, files, qos)
+    if before is not None:
+        before()
+    (blast_with or blast)(broker, files, qos)
     total = n * samples_per_msg
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     while d.stats.samples < total and time.monotonic() < deadline:
         time.sleep(0.002)
     # Every sample buffered and every window classified and handed to paho.
@@ -222,6 +236,140 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                                                     fast_json=False)[:2])
     return {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
             "inferences": stats["inferences"], "batch_max": stats["batch_max"], **medians(runs)}
+
+
+FORMATS = ("json", "binary", "cbor", "sparkplug")
+
+
+def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, bytes]]:
+    """One message of ``per_msg`` samples x 3 channels in every format.
+
+    Sparkplug B: metrics by alias (after a DBIRTH), no seq and no timestamps, like the JSON
+    and binary forms.
+    """
+    import cbor2
+
+    from edge import sparkplug
+    from edge.payload_binary import encode_block
+
+    block = np.random.default_rng(seed).normal(0, 1, (per_msg, 3)).round(4).astype(np.float32)
+    return block, {
+        "json": json.dumps({"samples": block.tolist()}).encode(),
+        "binary": encode_block(block),
+        "cbor": cbor2.dumps({"samples": block.tolist()}),
+        "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
+
+
+class PahoBlast:
+    """Publishers for payloads ``mosquitto_pub -l`` cannot send (NUL and newline bytes).
+
+    ``procs`` child processes (this script with ``--publish``) each connect one paho client,
+    read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
+    PUBACK round trips to wait for) and exit once all of it is written. Every format of [6]
+    goes through them.
+    """
+
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
+                 procs: int = 2):
+        import pickle
+
+        self.procs = []
+        for k in range(procs):
+            path = workdir / f"blast{k}.pickle"
+            path.write_bytes(pickle.dumps(messages[k::procs]))
+            self.procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--publish", broker.host, str(broker.port),
+                 str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in self.procs:  # each says "ready" once connected
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a publisher did not connect")
+
+    def __call__(self, *_args) -> None:
+        for p in self.procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in self.procs:
+            if p.wait(120) != 0:
+                raise RuntimeError("a publisher failed")
+
+
+def publish_main(host: str, port: str, path: str) -> int:
+    """``--publish``: the child side of :class:`PahoBlast`."""
+    import pickle
+
+    messages = pickle.loads(Path(path).read_bytes())
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.max_inflight_messages_set(100)
+    client.connect(host, int(port))
+    client.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    infos = [client.publish(topic, payload, qos=0) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+    return 0
+
+
+def decode_rate(fmt: str, payload: bytes, model: Path, seconds: float = 1.0) -> float:
+    """Samples/s of the network thread's decoding alone (the daemon's own decoder)."""
+    from edge.config import load_config
+    from edge.daemon import make_parser
+    from edge.models import load_model
+
+    cfg = load_config({"model": str(model), "payload": fmt}, env={})
+    parser = make_parser(load_model(str(model)), cfg)
+    if fmt == "sparkplug":
+        from edge import sparkplug
+
+        parser.handle("spBv1.0/b/DBIRTH/n/d", sparkplug.birth("xyz", {"x": 1, "y": 2, "z": 3}))
+        call, args = parser.handle, ("spBv1.0/b/DDATA/n/d", payload)
+    else:
+        call, args = parser.parse, (payload,)
+    n, samples = 0, len(call(*args)[-1][1]) if fmt == "sparkplug" else len(call(*args)[0])
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        for _ in range(100):
+            call(*args)
+        n += 100
+    return n * samples / (time.process_time() - start)
+
+
+def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
+    """Samples/s of batch messages in each payload format, alternating rounds, one broker."""
+    from edge import sparkplug
+
+    _, payloads = format_payloads(per_msg)
+    devices = 10
+    topics = {"sparkplug": "spBv1.0/bench/DDATA/node{d}/dev{d}"}
+    runs = {fmt: [] for fmt in FORMATS}
+    stats = {}
+
+    def births():
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        birth = sparkplug.birth("xyz", {"x": 1, "y": 2, "z": 3})
+        for info in [client.publish(f"spBv1.0/bench/DBIRTH/node{d}/dev{d}", birth, qos=1)
+                     for d in range(devices)]:
+            info.wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+
+    for _ in range(rounds):
+        for fmt in FORMATS:
+            topic = topics.get(fmt, "sensors/dev{d}/a")
+            messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
+            blaster = PahoBlast(broker, workdir, messages)
+            rate, cpu, stats[fmt] = run_daemon_inproc(
+                broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
+                before=births if fmt == "sparkplug" else None, blast_with=blaster)
+            runs[fmt].append((rate, cpu))
+    decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
+    return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
+            "bytes": {fmt: len(p) for fmt, p in payloads.items()},
+            "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -399,11 +547,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
-    ap.add_argument("--only", choices=("throughput", "batches", "startup", "latency", "shards"),
+    ap.add_argument("--only", choices=("throughput", "batches", "formats", "startup", "latency",
+                                        "shards"),
                     action="append", help="run only these parts (repeatable)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
     args = ap.parse_args()
-    parts = set(args.only or ("throughput", "batches", "startup", "latency"))
+    parts = set(args.only or ("throughput", "batches", "formats", "startup", "latency"))
     quick = args.quick
     import onnxruntime
 
@@ -470,6 +619,23 @@ def main() -> int:
                       "us; share of each shard daemon's CPU on them (goal < 10%): "
                       + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"]),
                       flush=True)
+            f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
+                if "formats" in parts else None
+            results["formats"] = f
+            if f:
+                json_rate = f["json"]["wall"]
+                print(f"[7] payload formats, {f['per_msg']} samples x 3 channels a message, "
+                      f"{f['messages']} msgs, 10 devices, median of {rounds} alternating rounds "
+                      f"(goals: binary >= 3M samples/s and >= 4x json; sparkplug >= json)",
+                      flush=True)
+                for fmt in FORMATS:
+                    v = f[fmt]
+                    dec = f["decode"][fmt]
+                    print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
+                          f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
+                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}; "
+                          f"decoding alone {dec:11,.0f} samples per CPU-s "
+                          f"({dec / f['decode']['json']:.2f}x json)", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
@@ -491,4 +657,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--publish"]:
+        raise SystemExit(publish_main(*sys.argv[2:5]))
     raise SystemExit(main())

@@ -100,6 +100,9 @@ def _add_run(sub) -> None:
     p.add_argument("--node", help="name under sigmoid-edge/<node>/ (default: host name)")
     p.add_argument("--input-topic", metavar="TEMPLATE",
                    help="input topic with {device} as one level (default sensors/{device}/#)")
+    p.add_argument("--payload", choices=("json", "binary", "cbor", "sparkplug"),
+                   help="input payload format (default json, which also reads binary sample "
+                        "blocks; cbor and sparkplug need their extras; docs/payloads.md)")
     p.add_argument("--output-topic", metavar="TEMPLATE",
                    help="output topic (default edge/{device}/classification)")
     p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="protocol (default 5)")
@@ -149,6 +152,7 @@ def _add_run(sub) -> None:
 
 RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
+    "payload",
     "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca", "tls_cert",
     "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
     "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
@@ -197,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     from edge.updates import verify_startup
 
     try:
-        model = load_model(cfg.model, threads=cfg.threads)
+        model = load_model(cfg.model, threads=cfg.threads, extra_ops=cfg.extra_ops)
         make_parser(model, cfg)
         verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:
@@ -238,12 +242,9 @@ def add_client_args(p: argparse.ArgumentParser, *, broker_required: bool = True,
 
 def client_kwargs(args: argparse.Namespace) -> dict:
     """Connection keyword arguments from :func:`add_client_args` options."""
-    import os
+    from edge.credentials import read_password
 
-    password = os.environ.get("SIGMOID_EDGE_PASSWORD")
-    if args.password_file:
-        with open(args.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
+    password = read_password(args.password_file)
     return {"mqtt_version": args.mqtt_version, "username": args.username or "",
             "password": password or "", "tls_ca": args.tls_ca or "",
             "tls_cert": args.tls_cert or "", "tls_key": args.tls_key or ""}
@@ -288,18 +289,21 @@ def _add_simulate(sub) -> None:
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="simulated devices (default: 1; a CSV with a device column brings "
                         "its own)")
-    p.add_argument("--format", choices=("object", "array", "batch"), default="object",
-                   help="payload: one JSON object or array per sample, or batches "
-                        "(default: object)")
+    p.add_argument("--format", choices=("object", "array", "batch", "binary", "cbor",
+                                        "sparkplug"), default="object",
+                   help="payload: one JSON object or array per sample, or batches as JSON, "
+                        "binary sample blocks, CBOR or Sparkplug B DDATA (default: object; "
+                        "docs/payloads.md)")
     p.add_argument("--batch-seconds", type=float, default=0.1, metavar="S",
-                   help="with --format batch, one message per device this often (default 0.1)")
+                   help="with a batch format, one message per device this often (default 0.1)")
     p.add_argument("--loop", action="store_true", help="start again when the data ends")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of --synthetic (default 0)")
     p.add_argument("--qos", type=int, choices=(0, 1, 2), default=0,
                    help="QoS of sample messages (labels always use 1; default 0)")
-    p.add_argument("--topic", default="sensors/{device}/data",
-                   help="topic template of samples (default: sensors/{device}/data)")
+    p.add_argument("--topic",
+                   help="topic template of samples (default: sensors/{device}/data; "
+                        "sparkplug: spBv1.0/sim/DDATA/simulator/{device})")
     p.add_argument("--label-topic", default="sim/{device}/label",
                    help="topic template of the true labels (default: sim/{device}/label)")
     p.set_defaults(func=_simulate)
@@ -322,10 +326,13 @@ def _simulate(args: argparse.Namespace) -> int:
     except (ValueError, MqttError) as exc:
         return _fail("simulate", exc)
     try:
+        if args.topic is None:
+            args.topic = (simulate.SPARKPLUG_TOPIC if args.format == "sparkplug"
+                          else simulate.SENSOR_TOPIC)
         sim = simulate.Simulator(client, source, devices=args.devices, rate_hz=args.rate,
                                  fmt=args.format, batch_seconds=args.batch_seconds,
                                  topic=args.topic, label_topic=args.label_topic, qos=args.qos)
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         client.disconnect()
         client.loop_stop()
         return _fail("simulate", exc)
@@ -355,9 +362,13 @@ def _add_record(sub) -> None:
         "--out run1.csv --label-topic 'sim/{device}/label'",
     )
     add_client_args(p)
-    p.add_argument("--topic", default="sensors/#",
+    p.add_argument("--topic",
                    help="sensor topics; the device is the level of '{device}' or of the first "
-                        "wildcard (default: sensors/#)")
+                        "wildcard (default: sensors/#; sparkplug: "
+                        "spBv1.0/{group}/DDATA/{edge_node}/{device})")
+    p.add_argument("--payload", choices=("json", "binary", "cbor", "sparkplug"), default="json",
+                   help="payload format, as the daemon's --payload (default json, which also "
+                        "reads binary sample blocks)")
     p.add_argument("--out", required=True, metavar="FILE.csv",
                    help="CSV file to write (appended to if it exists); larger recordings go "
                         "on in FILE.1.csv, FILE.2.csv, ...")
@@ -392,15 +403,16 @@ def _record(args: argparse.Namespace) -> int:
     try:
         rec = record.Recorder(client, args.out, topic=args.topic, label=args.label,
                               label_topic=args.label_topic, channels=channels, qos=args.qos,
-                              max_bytes=int(args.max_mb * 1024 * 1024), rate_hz=args.rate)
-    except ValueError as exc:
+                              max_bytes=int(args.max_mb * 1024 * 1024), rate_hz=args.rate,
+                              payload=args.payload)
+    except (ValueError, ImportError) as exc:
         client.disconnect()
         client.loop_stop()
         return _fail("record", exc)
     # The client connected before the recorder set its callbacks: subscribe now too.
     rec.subscribe()
     stop = stop_on_signals()
-    logging.getLogger("edge.tools.record").info("recording %s into %s", args.topic, args.out)
+    logging.getLogger("edge.tools.record").info("recording %s into %s", rec.filter, args.out)
     try:
         stats = rec.run(stop, duration=args.duration)
     finally:

@@ -12,10 +12,12 @@ names the key, where the value came from, what it was and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +25,34 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge import topics
+from edge.credentials import PasswordFileError, read_password
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
 # NUL and control characters).
 _UNSAFE_LEVEL = re.compile(r"[+#/\x00-\x1f\x7f]")
-# Device names also come from the network: besides the above, refuse C1 controls and the
-# invisible format characters (bidi overrides, zero-width, BOM) that could make a device
-# look like another in logs and dashboards ("Trojan Source"), and absurd lengths.
-_UNSAFE_DEVICE = re.compile(
-    "[+#/\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# Device names also come from the network. Besides MQTT's wildcards and separator, refuse
+# by Unicode general category (not by a hand list, which always misses some): controls
+# (Cc), format characters such as bidi overrides and zero-width joiners (Cf), line and
+# paragraph separators (Zl, Zp), surrogates (Cs), private use (Co) and unassigned (Cn), and
+# every Default_Ignorable_Code_Point (Hangul fillers, variation selectors, tag characters):
+# all of them can make a device look like another in logs and dashboards ("Trojan Source").
+_UNSAFE_DEVICE = re.compile("[+#/]")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Default_Ignorable_Code_Point from Unicode's DerivedCoreProperties.txt (Unicode 15.1; the
+# property has been stable since 5.2 apart from additions inside these ranges).
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_IGNORABLE_RE = re.compile("[" + "".join(
+    f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _DEFAULT_IGNORABLE) + "]")
 MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class ConfigError(ValueError):
@@ -66,7 +84,11 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ConfigError(
             f"broker must be a URL like mqtt://HOST:1883 or mqtts://HOST:8883, got {url!r}"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for mqtt://[::1
+        raise ConfigError(f"broker URL {url!r} is not a valid URL ({e}); an IPv6 host is "
+                          "written mqtt://[::1]:1883") from None
     scheme = parts.scheme.lower()
     if scheme not in ("mqtt", "mqtts"):
         raise ConfigError(
@@ -113,6 +135,9 @@ class Config:
     output_qos: int = 1
     node: str = ""
     input_topic: str = topics.INPUT
+    # What input payloads are: json (also reads binary blocks by their magic), binary, cbor
+    # or sparkplug (edge/formats.py, edge/sparkplug.py).
+    payload: str = "json"
     output_topic: str = topics.OUTPUT
     mqtt_version: str = "5"
     # Many daemons, one site: "K/N" keeps only devices whose crc32(name) % N == K.
@@ -150,6 +175,13 @@ class Config:
     reconnect_max: float = 60.0
     auth_retry: float = 60.0
     session_expiry: int = 7 * 24 * 3600
+    # Hostile sensors and models (README "Reliability and security").
+    allow_ops: list[str] = field(default_factory=list)
+    model_check_timeout: float = 20.0
+    input_range_margin: float = 0.5
+    journal: str = ""
+    journal_fsync: bool = False
+    journal_max_bytes: int = 16 * 2**20
     password: str = field(default="", repr=False)
     # Where each value came from ("default", "file", "env", "cli"), for error messages.
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -168,6 +200,27 @@ class Config:
         acknowledges a message only once it is in its buffers.
         """
         return self.qos > 0 and self.sources.get("client_id", "default") != "default"
+
+    @property
+    def extra_ops(self) -> frozenset[tuple[str, str]]:
+        """``allow_ops`` as (domain, op_type) pairs."""
+        from edge.contract import parse_op_name
+
+        return frozenset(parse_op_name(name) for name in self.allow_ops)
+
+    @property
+    def journal_path(self) -> Path | None:
+        """Where the samples of partial windows are journaled (None: no journal).
+
+        Only with a persistent session; by default ``.<client_id>.journal`` beside the
+        model file (a directory a pushed model is written to anyway).
+        """
+        if not self.persistent_session or self.journal.lower() == "off":
+            return None
+        if self.journal:
+            return Path(self.journal)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", self.client_id)[:100]
+        return Path(self.model).resolve().parent / f".{safe}.journal"
 
     @property
     def status_topic(self) -> str:
@@ -255,6 +308,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it "
+                          "as UTF-8") from None
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key == "channels":
@@ -300,8 +356,8 @@ def _from_env(key: str, raw: str, where: str) -> Any:
                 )
             out[name.strip()] = path.strip()
         return out
-    if key == "trusted_keys":
-        return [p for p in raw.split(",") if p]
+    if key in ("trusted_keys", "allow_ops"):
+        return [p.strip() for p in raw.split(",") if p.strip()]
     return raw
 
 
@@ -328,11 +384,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                 f"got {value!r}"
             )
         return dict(value)
-    if key == "trusted_keys":
+    if key in ("trusted_keys", "allow_ops"):
         if isinstance(value, str):
             value = [value]
+        what = "file paths" if key == "trusted_keys" else "ONNX operator names"
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"trusted_keys ({where}) must be a list of file paths, got {value!r}")
+            raise ConfigError(f"{key} ({where}) must be a list of {what}, got {value!r}")
         return list(value)
     if isinstance(default, bool):
         if isinstance(value, bool):
@@ -355,29 +412,22 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key} ({where}) must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} ({where}) must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} ({where}) must be a finite number, got {value!r}")
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{key} ({where}) must be a string, got {value!r}")
     return value
 
 
 def _read_password(cfg: Config, env: Mapping[str, str]) -> str:
-    secret = env.get(ENV_PREFIX + "PASSWORD", "")
-    if secret:
-        return secret
-    if cfg.password_file:
-        try:
-            text = Path(cfg.password_file).read_text()
-        except OSError as e:
-            raise ConfigError(
-                f"password_file ({cfg.sources.get('password_file')}) cannot be read: "
-                f"{cfg.password_file}: {e.strerror}"
-            ) from None
-        # One line; a trailing newline from `echo secret > file` is not part of it.
-        return text.rstrip("\r\n")
-    return ""
+    try:
+        return read_password(cfg.password_file, env)
+    except PasswordFileError as e:
+        raise ConfigError(f"password_file ({cfg.sources.get('password_file')}): {e}") from None
 
 
 def _where(cfg: Config, key: str) -> str:
@@ -410,10 +460,8 @@ def validate(cfg: Config) -> Config:
             raise _fail(cfg, key, f"must be 0, 1 or 2, got {getattr(cfg, key)}")
     if not cfg.node:
         cfg.node = _default_node()
-    if _UNSAFE_LEVEL.search(cfg.node):
-        raise _fail(
-            cfg, "node", f"must not contain '+', '#', '/' or control characters, got {cfg.node!r}"
-        )
+    if not check_node_name(cfg.node):
+        raise _fail(cfg, "node", f"{NODE_NAME_RULE}, got {cfg.node!r}")
     if not cfg.client_id:
         cfg.client_id = f"sigmoid-edge-{cfg.node}"
     if len(cfg.client_id.encode()) > 65535:
@@ -422,6 +470,7 @@ def validate(cfg: Config) -> Config:
                                 for lv in cfg.ha_prefix.split("/")):
         raise _fail(cfg, "ha_prefix", "must be Home Assistant's discovery prefix (default "
                     f"homeassistant): no wildcards or empty levels, got {cfg.ha_prefix!r}")
+    _check_payload(cfg)
     _check_template(cfg, "input_topic", subscribe=True)
     if topics.split_share(cfg.input_topic)[0] and cfg.mqtt_version != "5":
         raise _fail(cfg, "input_topic", "a shared subscription ($share/GROUP/...) needs MQTT 5; "
@@ -458,6 +507,18 @@ def validate(cfg: Config) -> Config:
     if not 0 < cfg.reconnect_min <= cfg.reconnect_max:
         raise _fail(cfg, "reconnect_min", "must be positive and at most reconnect_max, got "
                     f"{cfg.reconnect_min} (reconnect_max {cfg.reconnect_max})")
+    if cfg.model_check_timeout < 0:
+        raise _fail(cfg, "model_check_timeout", "must be seconds, 0 to check in-process with "
+                    f"no limit, got {cfg.model_check_timeout}")
+    if cfg.input_range_margin < 0:
+        raise _fail(cfg, "input_range_margin", f"must be >= 0, got {cfg.input_range_margin}")
+    if cfg.journal_max_bytes < 4096:
+        raise _fail(cfg, "journal_max_bytes", f"must be at least 4096, got "
+                    f"{cfg.journal_max_bytes}")
+    for name in cfg.allow_ops:
+        if not name or not name.rpartition(":")[2] or any(c.isspace() for c in name):
+            raise _fail(cfg, "allow_ops", f"{name!r} is not an operator name like Loop or "
+                        "com.microsoft:QGemm")
     if cfg.auth_retry <= 0:
         raise _fail(cfg, "auth_retry", f"must be positive seconds, got {cfg.auth_retry}")
     if not 0 <= cfg.session_expiry <= 0xFFFFFFFF:
@@ -491,6 +552,29 @@ def validate(cfg: Config) -> Config:
         if not Path(key_path).is_file():
             raise _fail(cfg, "trusted_keys", f"key file {key_path} does not exist")
     return cfg
+
+
+def _check_payload(cfg: Config) -> None:
+    """``payload`` is a known format whose extra is installed; Sparkplug has its own topic."""
+    from edge import formats
+
+    if cfg.payload not in formats.FORMATS:
+        raise _fail(cfg, "payload", f"must be one of {', '.join(formats.FORMATS)}, got "
+                    f"{cfg.payload!r}")
+    try:
+        formats.check_available(cfg.payload)
+    except ImportError as e:
+        raise _fail(cfg, "payload", str(e)) from None
+    if cfg.payload != "sparkplug":
+        return
+    from edge import sparkplug
+
+    if _where(cfg, "input_topic") == "default":
+        cfg.input_topic = sparkplug.DEFAULT_TOPIC
+    try:
+        sparkplug.parse_template(cfg.input_topic)
+    except ValueError as e:
+        raise _fail(cfg, "input_topic", f"with payload sparkplug: {e}") from None
 
 
 def shard_of(text: str) -> tuple[int, int]:
@@ -527,8 +611,11 @@ def _check_template(cfg: Config, key: str, subscribe: bool) -> None:
     for i, level in enumerate(levels):
         if level == "{device}":
             continue
+        if subscribe and _PLACEHOLDER.fullmatch(level):
+            continue  # {group}, {edge_node}...: any value, like '+'
         if "{" in level or "}" in level:
-            raise _fail(cfg, key, f"only {{device}} may be used as a placeholder, got {template!r}")
+            raise _fail(cfg, key, "placeholders must be whole levels like {device} (or "
+                        f"{{group}} in an input topic), got {template!r}")
         if subscribe:
             if "#" in level and (level != "#" or i != len(levels) - 1):
                 raise _fail(cfg, key, f"'#' must be the last level on its own, got {template!r}")
@@ -546,8 +633,26 @@ def _default_node() -> str:
 def check_device_name(name: str) -> bool:
     """True when ``name`` is safe to put into a topic level.
 
-    No wildcards, ``/``, control characters (C0 and C1), invisible format characters
-    (bidi overrides, zero-width), and at most :data:`MAX_DEVICE_NAME` characters.
+    At most :data:`MAX_DEVICE_NAME` characters; no ``+``, ``#``, ``/``; no character of
+    the Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp; no default-ignorable code point.
     """
-    return (bool(name) and len(name) <= MAX_DEVICE_NAME
-            and _UNSAFE_DEVICE.search(name) is None)
+    if not name or len(name) > MAX_DEVICE_NAME or _UNSAFE_DEVICE.search(name):
+        return False
+    if name.isascii():  # the common case: printable ASCII has no such characters
+        return name.isprintable()
+    category = unicodedata.category
+    return (_IGNORABLE_RE.search(name) is None
+            and not any(category(c) in _UNSAFE_CATEGORIES for c in name))
+
+
+NODE_NAME_RULE = (f"must be one topic level of 1 to {MAX_DEVICE_NAME} characters without '+', "
+                  "'#', '/', control or invisible characters")
+
+
+def check_node_name(name: str) -> bool:
+    """True when ``name`` can be the node in ``sigmoid-edge/{node}/...`` (see NODE_NAME_RULE).
+
+    The daemon (``node``) and ``sigmoid-train push --node`` check with this, so a push never
+    goes to a topic no daemon can have; the rule is :func:`check_device_name`'s.
+    """
+    return check_device_name(name)

@@ -13,6 +13,7 @@ See ``ARCHITECTURE.md``: input ``window`` float32 ``[batch, window, channels]``,
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,10 @@ FEATURES = "features"
 TRAINING = "training"
 QUANTIZATION = "quantization"
 ANOMALY_THRESHOLD = "anomaly_threshold"
+# {"min": [per channel], "max": [per channel]}: the raw sample values the model was trained
+# on. Optional; the daemon uses it to tell a broken model from hostile input (README,
+# "Reliability and security").
+INPUT_RANGE = "input_range"
 
 REQUIRED_KEYS = (LABELS, CHANNELS, WINDOW, HOP, NAME, VERSION)
 # Keys whose values are plain strings; every other value is JSON-encoded.
@@ -40,6 +45,166 @@ STRING_KEYS = frozenset({NAME, VERSION})
 
 class ContractError(ValueError):
     """A model file does not follow the trainer/edge contract."""
+
+
+# The operators the trainer's exporter and quantizer emit, across every feature family,
+# the anomaly and cluster heads and every int8 variant (dynamic, static QOperator and QDQ,
+# weight-only), as (domain, op_type) with "" for the default ONNX domain. The daemon loads
+# no model with another operator unless the operator allows it (``allow_ops``), so a
+# signed graph with a Loop of 1e12 iterations never runs; a numpy runtime implements
+# exactly these. tests/test_contract.py checks the trainer emits nothing outside it.
+SUPPORTED_OPS: frozenset[tuple[str, str]] = frozenset(
+    [("", op) for op in (
+        "Add", "ArgMin", "Cast", "Concat", "Conv", "ConvInteger", "DequantizeLinear", "Div",
+        "DynamicQuantizeLinear", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
+        "Mul", "Pad", "QLinearMatMul", "QuantizeLinear", "ReduceMax", "ReduceMean",
+        "ReduceMin", "ReduceSum", "Reshape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Sub",
+        "Transpose", "Unsqueeze",
+    )]
+    + [("com.microsoft", op) for op in (
+        "QLinearAdd", "QLinearConcat", "QLinearMul", "QLinearSigmoid", "QLinearSoftmax",
+    )]
+)
+
+
+def op_name(domain: str, op_type: str) -> str:
+    """``"Loop"`` or ``"com.microsoft:QGemm"``: how messages and ``allow_ops`` name an op."""
+    return f"{domain}:{op_type}" if domain else op_type
+
+
+def parse_op_name(name: str) -> tuple[str, str]:
+    """The inverse of :func:`op_name` (``"ai.onnx"`` is the default domain)."""
+    domain, _, op_type = name.rpartition(":")
+    return ("" if domain == "ai.onnx" else domain), op_type
+
+
+def model_ops(data: bytes) -> set[tuple[str, str]]:
+    """Every (domain, op_type) in a serialized ONNX model, subgraphs and functions included.
+
+    Reads the protobuf wire format directly (no ``onnx`` package on a Pi), skipping
+    initializers by their length, so it costs microseconds per node.
+
+    Raises
+    ------
+    ContractError
+        If the bytes are not a well-formed ONNX ModelProto.
+    """
+    ops: set[tuple[str, str]] = set()
+    buf = memoryview(data)
+    try:
+        for number, span in _fields(buf, 0, len(buf)):
+            if number == 7 and span:  # ModelProto.graph
+                _graph_ops(buf, span, ops, 0)
+            elif number == 25 and span:  # ModelProto.functions
+                for f, sub in _fields(buf, *span):
+                    if f == 7 and sub:  # FunctionProto.node
+                        _node_ops(buf, sub, ops, 0)
+    except (IndexError, ValueError) as e:
+        raise ContractError(f"not a loadable ONNX model: not a well-formed ONNX file ({e})") \
+            from None
+    return ops
+
+
+def check_ops(data: bytes, extra: frozenset[tuple[str, str]] = frozenset()) -> None:
+    """Refuse a model that uses an operator outside :data:`SUPPORTED_OPS` (plus ``extra``).
+
+    Raises
+    ------
+    ContractError
+        Naming the operators and the setting that allows them.
+    """
+    unknown = sorted(model_ops(data) - SUPPORTED_OPS - extra)
+    if unknown:
+        names = ", ".join(op_name(*op) for op in unknown)
+        raise ContractError(
+            f"the model uses operators the trainer never emits: {names}; if you trust this "
+            "model, allow them with allow_ops in the daemon config"
+        )
+
+
+_MAX_GRAPH_DEPTH = 16
+
+
+def _varint(buf, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf, start: int, end: int):
+    """``(field number, (start, end) or None)`` for each field of one message."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+            yield key >> 3, None
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > end:
+                raise ValueError("field runs past its message")
+            yield key >> 3, (i, i + n)
+            i += n
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    if i != end:
+        raise ValueError("truncated message")
+
+
+def _graph_ops(buf, span, ops: set, depth: int) -> None:
+    if depth > _MAX_GRAPH_DEPTH:
+        raise ValueError("subgraphs nested too deep")
+    for number, sub in _fields(buf, *span):
+        if number == 1 and sub:  # GraphProto.node
+            _node_ops(buf, sub, ops, depth)
+
+
+def _node_ops(buf, span, ops: set, depth: int) -> None:
+    op_type = domain = ""
+    for number, sub in _fields(buf, *span):
+        if sub is None:
+            continue
+        if number == 4:  # NodeProto.op_type
+            op_type = bytes(buf[sub[0]:sub[1]]).decode("utf-8", "replace")
+        elif number == 7:  # NodeProto.domain
+            domain = bytes(buf[sub[0]:sub[1]]).decode("utf-8", "replace")
+        elif number == 5:  # NodeProto.attribute: its graphs (Loop, If, Scan bodies)
+            for f, g in _fields(buf, *sub):
+                if f in (6, 11) and g:  # AttributeProto.g, AttributeProto.graphs
+                    _graph_ops(buf, g, ops, depth + 1)
+    ops.add(("" if domain == "ai.onnx" else domain, op_type))
+
+
+def input_bounds(info: ModelInfo, margin: float):
+    """``(low, high)`` per channel: the training range widened by ``margin`` x its span.
+
+    None when the model carries no usable :data:`INPUT_RANGE` (older models keep working).
+    """
+    value = info.extra.get(INPUT_RANGE)
+    if not isinstance(value, dict):
+        return None
+    low, high = value.get("min"), value.get("max")
+    n = len(info.channels)
+    if not (isinstance(low, list) and isinstance(high, list) and len(low) == len(high) == n):
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+               for v in low + high):
+        return None
+    span = [max(h - lo, abs(h), abs(lo), 1e-6) for lo, h in zip(low, high, strict=True)]
+    return ([lo - margin * s for lo, s in zip(low, span, strict=True)],
+            [h + margin * s for h, s in zip(high, span, strict=True)])
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ drops, and reloads the model on SIGHUP.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -19,11 +18,13 @@ from collections import deque
 
 from edge import topics
 from edge.config import Config, check_device_name, shard_of
+from edge.formats import Decoder
+from edge.journal import Journal
 from edge.models import LoadedModel, ModelError, ModelSlot
 from edge.mqtt import MqttLink
 from edge.payload import PayloadParser, Rejected
 from edge.runner import Runner
-from edge.stats import RateLimit, Stats
+from edge.stats import RateLimit, Stats, to_json
 from edge.updates import ModelUpdates, verify_startup
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,11 @@ TICK = 0.25  # main loop period (s): signal handling, reloads
 DROP_LOG_INTERVAL = 10.0  # at most one "queue full" log line per this many seconds
 
 
-def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
-    """The payload parser for a model's channels and the configured channel mapping.
+def make_parser(model: LoadedModel, cfg: Config):
+    """The payload decoder for a model's channels, ``payload`` and the channel mapping.
+
+    A :class:`edge.formats.Decoder` (JSON, binary blocks, CBOR), or a
+    :class:`edge.sparkplug.SparkplugDecoder` with ``payload = "sparkplug"``.
 
     Raises
     ------
@@ -47,10 +51,20 @@ def make_parser(model: LoadedModel, cfg: Config) -> PayloadParser:
             raise ModelError(f"{model.source}: --{key} needs a model with an 'anomaly_score' "
                              "output (sigmoid-train fit-anomaly or fit --anomaly)")
     try:
-        return PayloadParser(model.info.channels, cfg.channels,
-                             max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
+        parser = PayloadParser(model.info.channels, cfg.channels,
+                               max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
     except ValueError as e:
         raise ModelError(f"{model.source}: {e}") from None
+    if cfg.payload == "sparkplug":
+        from edge.sparkplug import SparkplugDecoder
+
+        # Under --shard or a shared subscription this daemon sees only some of a node's
+        # messages, so its sequence numbers always look like gaps: not checked then.
+        return SparkplugDecoder(model.info.channels, cfg.input_topic,
+                                max_bytes=cfg.max_payload_bytes, max_devices=cfg.max_devices,
+                                check_seq=not (cfg.shard or topics.split_share(
+                                    cfg.input_topic)[0]))
+    return Decoder(cfg.payload, parser)
 
 
 class Daemon:
@@ -74,7 +88,7 @@ class Daemon:
         # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
         keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
-        self.slot = ModelSlot(model, threads=cfg.threads)
+        self.slot = ModelSlot(model, threads=cfg.threads, extra_ops=cfg.extra_ops)
         # Checked on every new model before it replaces the current one.
         self.slot.checks.append(lambda new: make_parser(new, cfg))
         self.slot.listeners.append(self._on_swap)
@@ -90,9 +104,15 @@ class Daemon:
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies, anomaly_min_windows=cfg.anomaly_min_windows,
             anomaly_window_count=cfg.anomaly_window_count,
+            input_range_margin=cfg.input_range_margin,
             shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
+        self.runner.on_window_rejected = self._window_rejected
+        self._window_errors_limit = RateLimit(per_second=1.0, burst=5)  # worker thread only
         self.filter, self._device_level = topics.to_filter(cfg.input_topic)
+        self.sparkplug = cfg.payload == "sparkplug"
+        if self.sparkplug:  # births, deaths and sequence numbers too, not only data
+            self.filter = self.parser.filter
         self._known_devices: set[str] = set()
         # --shard K/N: every daemon gets every message and keeps its own devices.
         self._shard = shard_of(cfg.shard) if cfg.shard else None
@@ -114,6 +134,18 @@ class Daemon:
         self._ack_lock = threading.Lock()
         if self._manual_ack:
             self.runner.after_cycle.append(self.flush_acks)
+        self.journal = None
+        if cfg.journal_path is not None:
+            try:
+                self.journal = Journal(cfg.journal_path, fsync=cfg.journal_fsync,
+                                       max_bytes=cfg.journal_max_bytes)
+                self.journal.replay(self.runner.buffers)
+            except OSError as e:
+                log.error("journal %s unusable (%s): partial windows are not protected "
+                          "across a crash; set journal = \"PATH\" to a writable file",
+                          cfg.journal_path, e.strerror)
+                self.journal = None
+            self.runner.journal = self.journal
         self.updates = ModelUpdates(cfg, self.slot, self.link.publish, keys, verified,
                                     stats=self.stats)
         self.runner.on_model_failure = self.updates.on_model_failure
@@ -135,6 +167,9 @@ class Daemon:
         stats.messages_in += 1
         if not self._accepting:
             return
+        if self.sparkplug:
+            self._on_sparkplug(msg)
+            return
         device = "?"
         try:
             device = msg.topic.split("/")[self._device_level]
@@ -143,21 +178,10 @@ class Daemon:
                 self._handled(msg)
                 return
             if device not in self._known_devices:
-                if not check_device_name(device):
-                    raise Rejected("bad_device", f"device name {device!r} is not allowed in a "
-                                                 "topic")
-                if len(self._known_devices) > 4 * self.cfg.max_devices:
-                    self._known_devices.clear()
-                self._known_devices.add(device)
-            values, ts = self.parser.parse(msg.payload)
-        except Rejected as r:
-            self._reject(r.reason, r.detail, device, msg)
-            self._handled(msg, flush=True)
-            return
+                self._check_device(device)
+            values, ts = self.parser.parse_message(msg)
         except Exception as e:  # a bug must cost one message, not the daemon
-            log.debug("internal error on a message", exc_info=True)
-            self._reject("internal_error", f"{type(e).__name__}: {e}", device, msg)
-            self._handled(msg, flush=True)
+            self._refuse(e, device, msg)
             return
         if self.ha is not None:
             self.ha.seen(device)
@@ -165,6 +189,48 @@ class Daemon:
         if self._manual_ack:
             self._submitted += 1
             self._handled(msg)
+
+    def _check_device(self, device: str) -> None:
+        """Remember a new device name, or raise Rejected (bad_device) for an unsafe one."""
+        if not check_device_name(device):
+            raise Rejected("bad_device", f"device name {device!r} is not allowed in a topic")
+        if len(self._known_devices) > 4 * self.cfg.max_devices:
+            self._known_devices.clear()
+        self._known_devices.add(device)
+
+    def _refuse(self, exc: Exception, device: str, msg) -> None:
+        """Count and report a message that was rejected (or hit a bug), and acknowledge it."""
+        if isinstance(exc, Rejected):
+            self._reject(exc.reason, exc.detail, device, msg)
+        else:
+            log.debug("internal error on a message", exc_info=True)
+            self._reject("internal_error", f"{type(exc).__name__}: {exc}", device, msg)
+        self._handled(msg, flush=True)
+
+    def _on_sparkplug(self, msg) -> None:
+        """One Sparkplug B message: samples, or window restarts on births, deaths and gaps."""
+        device = "?"
+        try:
+            events = self.parser.handle(msg.topic, msg.payload)
+            for device, _, _ in events:
+                if device not in self._known_devices:
+                    self._check_device(device)
+        except Exception as e:
+            self._refuse(e, device, msg)
+            return
+        if self._shard is not None:
+            events = [e for e in events if self._owns(e[0])]
+        now = time.time()
+        for device, values, ts in events:
+            if values is None:
+                self.runner.restart(device, now)
+            else:
+                if self.ha is not None:
+                    self.ha.seen(device)
+                self.runner.submit(device, values, ts, now)
+        if self._manual_ack:
+            self._submitted += len(events)
+        self._handled(msg, flush=not events)
 
     def _owns(self, device: str) -> bool:
         """Whether ``device`` is this daemon's under ``--shard K/N`` (memoised per name).
@@ -239,15 +305,29 @@ class Daemon:
             suppressed = self._errors_limit.suppressed
             self._errors_limit.suppressed = 0
             log.warning("rejected a message on %r: %s: %s", topic, reason, detail)
-            self.link.publish(self.cfg.errors_topic, json.dumps({
+            self.link.publish(self.cfg.errors_topic, to_json({
                 "reason": reason, "detail": detail, "device": device if
                 check_device_name(device) else None, "topic": topic,
                 "suppressed_since_last": suppressed, "time": round(time.time(), 3),
             }), qos=1)
 
+    def _window_rejected(self, reason: str, detail: str, device: str) -> None:
+        """Windows of ``device`` the model gave no usable output for (worker thread)."""
+        limit = self._window_errors_limit
+        if limit.allow():
+            suppressed, limit.suppressed = limit.suppressed, 0
+            log.warning("no classification for device %r: %s: %s", device, reason, detail)
+            self.link.publish(self.cfg.errors_topic, to_json({
+                "reason": reason, "detail": detail, "device": device,
+                "model": self.slot.current.identity, "suppressed_since_last": suppressed,
+                "time": round(time.time(), 3)}), qos=1)
+
     # model swaps
     def _on_swap(self, old: LoadedModel, new: LoadedModel) -> None:
-        self.parser = make_parser(new, self.cfg)
+        parser = make_parser(new, self.cfg)
+        if self.sparkplug:  # keep the alias tables and sequence numbers of every node
+            parser.adopt(self.parser)
+        self.parser = parser
         self.stats.model_swaps += 1
 
     def reload(self, origin: str = "SIGHUP") -> bool:
@@ -282,7 +362,10 @@ class Daemon:
                               "persistent_session": self._manual_ack,
                               "unacked": len(self._acks)}
         snap["model_updates"] = self.updates.snapshot()
-        self.link.publish(self.cfg.stats_topic, json.dumps(snap), qos=1)
+        if self.journal is not None:
+            snap["journal"] = {"bytes": self.journal.size, "commits": self.journal.commits,
+                               "compactions": self.journal.compactions}
+        self.link.publish(self.cfg.stats_topic, to_json(snap), qos=1)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the model. Returns the exit code."""
@@ -301,9 +384,9 @@ class Daemon:
         next_stats = time.monotonic() + self.cfg.stats_interval
         next_drop_log, drops_logged = 0.0, 0
         while not self.stop_event.wait(TICK):
-            if self.reload_event.is_set():
+            if self.reload_event.is_set():  # loaded and checked on the update thread
                 self.reload_event.clear()
-                self.reload()
+                self.updates.request_reload("SIGHUP")
             now = time.monotonic()
             if self.stats.drops > drops_logged and now >= next_drop_log:
                 log.warning("queue full: dropped %d oldest messages (total %d); the worker "
@@ -328,6 +411,8 @@ class Daemon:
         self.updates.stop()
         if self._manual_ack:
             self.flush_acks()  # what is still queued stays unacknowledged: sent again later
+        if self.journal is not None:
+            self.journal.close()
         self.publish_stats()
         self.link.stop(timeout)
         log.info("stopped")

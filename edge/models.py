@@ -27,11 +27,14 @@ import numpy as np
 from edge.contract import (
     ANOMALY_OUTPUT,
     INPUT_NAME,
+    INPUT_RANGE,
     OUTPUT_NAME,
     ContractError,
     ModelInfo,
     anomaly_threshold,
+    check_ops,
     check_session,
+    input_bounds,
     open_session,
 )
 from edge.contract import decode_metadata as _decode
@@ -42,7 +45,24 @@ Verifier = Callable[[bytes, "bytes | None", str], None]
 
 
 class ModelError(ValueError):
-    """A model file cannot be used; the message says why and what to do."""
+    """A model file cannot be used; the message says why and what to do.
+
+    ``cause`` is the short reason reported on the errors topic.
+    """
+
+    cause = "invalid_model"
+
+
+class UnsupportedOps(ModelError):
+    """The model uses operators outside :data:`edge.contract.SUPPORTED_OPS`."""
+
+    cause = "unsupported_op"
+
+
+class ModelTimeout(ModelError):
+    """The model's self-test did not finish within the time limit."""
+
+    cause = "timeout"
 
 
 @dataclass(frozen=True)
@@ -102,7 +122,8 @@ def read_source(source, origin: str | None, default: str) -> tuple[bytes, str]:
         raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
 
 def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
-               origin: str | None = None) -> LoadedModel:
+               origin: str | None = None,
+               extra_ops: frozenset[tuple[str, str]] = frozenset()) -> LoadedModel:
     """Load, validate and self-test a model.
 
     Parameters
@@ -113,15 +134,23 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         onnxruntime intra-op threads (1 suits a Pi running other services).
     origin : str, optional
         A label for messages; the path by default.
+    extra_ops : set of (domain, op_type)
+        Operators allowed beyond :data:`edge.contract.SUPPORTED_OPS` (``allow_ops``).
 
     Raises
     ------
     ModelError
-        If the file cannot be read, is not ONNX, breaks the contract or fails the self-test.
+        If the file cannot be read, is not ONNX, breaks the contract, uses an operator
+        that is not allowed (:class:`UnsupportedOps`) or fails the self-test.
     """
     data, origin = read_source(source, origin, "model bytes")
     if not data:
         raise ModelError(f"{origin}: the model file is empty")
+    try:
+        check_ops(data, extra_ops)
+    except ContractError as e:
+        cls = UnsupportedOps if "operators" in str(e) else ModelError
+        raise cls(f"{origin}: {e}") from None
     try:
         session = open_session(data, threads)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
@@ -138,8 +167,23 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
     return model
 
 
+def self_test_windows(info: ModelInfo) -> np.ndarray:
+    """The windows a model must handle: all zeros and, when the metadata has its
+    :data:`~edge.contract.INPUT_RANGE`, constant windows at the training minimum, middle
+    and maximum of every channel."""
+    shape = (info.window, len(info.channels))
+    windows = [np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+    bounds = input_bounds(info, 0.0)
+    if bounds is not None:
+        low, high = (np.array(b, np.float32) for b in bounds)
+        for level in (low, (low + high) / 2, high):
+            windows.append(np.broadcast_to(level, shape))
+    return np.stack(windows).astype(np.float32)
+
+
 def self_test(model: LoadedModel) -> None:
-    """Run the model on an all-zero window and check the output is a probability vector.
+    """Run the model on :func:`self_test_windows`; check the outputs are probability vectors
+    (and finite anomaly scores).
 
     Raises
     ------
@@ -147,12 +191,15 @@ def self_test(model: LoadedModel) -> None:
         If it fails to run, or the output has the wrong shape or is not a distribution.
     """
     info = model.info
-    zeros = np.zeros((2, info.window, len(info.channels)), dtype=np.float32)
+    windows = self_test_windows(info)
     try:
-        probs = model.predict(zeros)
+        probs, scores = model.predict_scored(windows)
     except Exception as e:
-        raise ModelError(f"{model.source}: self-test on a zero window failed: {e}") from None
-    expected = (2, len(info.labels))
+        raise ModelError(f"{model.source}: self-test failed to run: {e}") from None
+    if scores is not None and not np.isfinite(scores).all():
+        raise ModelError(f"{model.source}: self-test gives non-finite anomaly scores "
+                         f"{scores.tolist()} on windows within its {INPUT_RANGE}")
+    expected = (len(windows), len(info.labels))
     if probs.shape != expected:
         raise ModelError(
             f"{model.source}: self-test output has shape {list(probs.shape)}, expected "
@@ -181,10 +228,17 @@ class ModelSlot:
     """
 
     def __init__(self, model: LoadedModel, *, threads: int = 1,
-                 verifiers: list[Verifier] | None = None):
+                 verifiers: list[Verifier] | None = None,
+                 extra_ops: frozenset[tuple[str, str]] = frozenset()):
         self.current = model
         self.previous: LoadedModel | None = None
         self.threads = threads
+        self.extra_ops = extra_ops
+        # Called as precheck(data, label) after the verifiers, before the model is loaded
+        # here; raise ModelError to refuse it (e.g. edge.modelcheck: load and self-test in
+        # a child process with a time limit, so a model that hangs onnxruntime costs a
+        # process, not this thread).
+        self.prechecks: list[Callable[[bytes, str], None]] = []
         self.verifiers: list[Verifier] = list(verifiers or [])
         # Called with a loaded, self-tested model before it becomes current; raise
         # ModelError (or ValueError) to refuse it (e.g. the channel mapping does not fit).
@@ -220,7 +274,9 @@ class ModelSlot:
         data, label = read_source(source, origin, "pushed model")
         for verify in self.verifiers:
             verify(data, signature, label)
-        new = load_model(data, threads=self.threads, origin=label)
+        for precheck in self.prechecks:
+            precheck(data, label)
+        new = load_model(data, threads=self.threads, origin=label, extra_ops=self.extra_ops)
         for check in self.checks:
             try:
                 check(new)

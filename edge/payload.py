@@ -42,7 +42,13 @@ REASONS = {
     "out_of_range": "a channel value does not fit in float32",
     "bad_ts": "ts is not a finite number (seconds) or a list of them",
     "bad_device": "device name is empty, longer than 128 characters, or has '+', '#', '/', "
-                  "control or invisible format characters",
+                  "or a control, format, separator, private-use, unassigned or "
+                  "default-ignorable character",
+    "bad_block": "a binary sample block with a bad header or length (docs/payloads.md)",
+    "invalid_cbor": "payload is not valid CBOR",
+    "invalid_sparkplug": "payload is not a Sparkplug B protobuf, or its topic is not spBv1.0/...",
+    "unknown_alias": "a Sparkplug metric alias no NBIRTH/DBIRTH of the device defined",
+    "unsupported_format": "the MQTT 5 content type names a format this install cannot read",
     "internal_error": "an unexpected error while handling the message (a bug: please report)",
 }
 
@@ -105,6 +111,7 @@ class PayloadParser:
         self.width = len(self.channels)
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self._maybe_bool = False
 
     def parse(self, payload: bytes):
         """Parse one payload; see the class notes for what comes back.
@@ -121,10 +128,21 @@ class PayloadParser:
             depth = _bracket_depth(payload)  # the same verdict, unless brackets are unpaired
             if depth > self.max_depth:
                 raise Rejected("too_deep", f"nesting depth {depth} > max_depth {self.max_depth}")
+        self._maybe_bool = b"true" in payload or b"false" in payload
         try:
             doc = self._loads(payload)
         except Exception:  # orjson refuses NaN, 1e400, deep nesting: ask the standard parser
             doc = _std_loads(payload)
+        return self.parse_document(doc)
+
+    def parse_document(self, doc):
+        """Samples from an already decoded document (JSON, or CBOR with the same shapes).
+
+        Raises
+        ------
+        Rejected
+            As :meth:`parse`.
+        """
         kind = type(doc)
         if kind is dict:
             if "samples" in doc:
@@ -149,7 +167,7 @@ class PayloadParser:
             row = [doc]
             _check_row(row, 1)
             return row, None
-        raise Rejected("bad_type", f"expected a JSON object, array or number, got {kind.__name__}")
+        raise Rejected("bad_type", f"expected an object, array or number, got {kind.__name__}")
 
     def _values(self, obj: dict) -> list:
         keys = self.flat_keys
@@ -199,6 +217,10 @@ class PayloadParser:
                 raise Rejected("bad_ts", "either every object of a batch has 'ts' or none does")
         else:
             values = _number_array(samples, self.width)
+            # numpy turns true/false mixed with numbers into 1.0/0.0; a single row refuses
+            # them (_check_row), so must a batch. Scan only when a boolean may be there.
+            if self._maybe_bool and any(type(v) is bool for row in samples for v in row):
+                raise Rejected("not_a_number", "a batch value is true/false, not a number")
         n = len(values)
         if ts is not None:
             if type(ts) is list:
@@ -206,8 +228,9 @@ class PayloadParser:
                     raise Rejected("bad_ts", f"{len(ts)} times for {n} samples")
                 try:
                     times = np.asarray(ts, dtype=np.float64)
-                except (TypeError, ValueError):
-                    raise Rejected("bad_ts", "'ts' list has non-numbers") from None
+                except (TypeError, ValueError, OverflowError):
+                    raise Rejected("bad_ts", "'ts' list has non-numbers or numbers too large "
+                                             "for seconds") from None
                 if times.ndim != 1 or not np.isfinite(times).all() or any(
                     type(t) is bool for t in ts
                 ):
@@ -274,9 +297,14 @@ def _number_array(rows: list, width: int) -> np.ndarray:
 
 def _check_ts(ts) -> float:
     t = type(ts)
-    if (t is not float and t is not int) or not math.isfinite(ts):
-        raise Rejected("bad_ts", f"ts must be a finite number of seconds, got {ts!r:.40}")
-    return float(ts)
+    try:  # a huge JSON integer overflows float: that is a bad ts too, not a crash
+        if (t is not float and t is not int) or not math.isfinite(ts):
+            raise OverflowError
+        return float(ts)
+    except OverflowError:
+        text = repr(ts) if t is not int else f"an integer of {len(str(abs(ts)))} digits"
+        raise Rejected("bad_ts", f"ts must be a finite number of seconds, got {text:.40}") \
+            from None
 
 
 # Keeps only the brackets of a payload, as "[" and "]".

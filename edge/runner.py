@@ -12,6 +12,10 @@ the model's ``anomaly_threshold``) to each output; ``only_anomalies`` publishes 
 With ``anomaly_min_windows`` K (and ``anomaly_window_count`` N), ``anomaly`` is a stream-level
 alarm instead: K of the device's last N windows were anomalous (``anomaly_window`` keeps the
 window's own flag), so one odd window is not an alarm.
+
+Inference failures are per window: a window whose probabilities or anomaly score are not
+finite gets no output, is counted (``stats.window_rejects``) and reported with its device;
+only failures on in-range windows of several devices blame the model (``_model_at_fault``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge.contract import input_bounds
 from edge.models import LoadedModel, ModelSlot
 from edge.stats import Stats
 from edge.windows import WindowBuffers
@@ -40,6 +45,10 @@ MAX_BATCH = 4096  # windows per onnxruntime call (bounds the batch's memory)
 # adds at most this much latency; an idle worker wakes at once on the first message.
 LINGER_S = 0.002
 LINGER_ITEMS = 256
+# A model is rolled back only when most of a batch's in-range windows fail and in-range
+# windows of this many devices failed within ROLLBACK_MEMORY_S (one device never suffices).
+ROLLBACK_DEVICES = 2
+ROLLBACK_MEMORY_S = 60.0
 INTERLEAVED_LOG_MAX = 10  # devices named in "arrive with holes" warnings, then only counted
 OUTPUT_DROP_LOG_S = 10.0  # at most one "not published" warning per this many seconds
 
@@ -189,6 +198,10 @@ class Runner:
         With QoS > 0 outputs, publish only while ``pending()`` (outputs the broker has not
         acknowledged yet) is below ``max_pending`` (0 = no bound); the rest are counted in
         ``stats.output_drops``.
+    input_range_margin : float
+        A window is "in the training range" when every value lies within the model's
+        ``input_range`` widened by this many times the range's size on each side; only
+        failures on such windows can roll a model back.
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
@@ -197,7 +210,8 @@ class Runner:
                  smoothing: int = 1, min_confidence: float = 0.0, on_change: bool = False,
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
                  pending: Callable[[], int] | None = None, shared: bool = False,
-                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0):
+                 anomaly_min_windows: int = 0, anomaly_window_count: int = 0,
+                 input_range_margin: float = 0.5):
         self.slot = slot
         self.publish = publish
         self.stats = stats
@@ -227,12 +241,23 @@ class Runner:
         # Items the worker took off the queue (worker thread only); with ``stats.drops`` it
         # tells the network thread how far the queue has been consumed (manual acks).
         self.taken = 0
+        # With a persistent session: the samples of partial windows, journaled after each
+        # cycle before its acknowledgements (edge/journal.py).
+        self.journal = None
         # Called on the worker thread after every cycle (e.g. to acknowledge messages).
         self.after_cycle: list[Callable[[], None]] = []
         # Called as hook(model, error) when inference fails; True means another model now
         # serves (a rollback) and the batch is run again.
         self.on_model_failure: Callable[[LoadedModel, Exception], bool] | None = None
+        # Called as hook(reason, detail, device) for each device whose windows the model
+        # gave no usable output for (the daemon reports them on the errors topic).
+        self.on_window_rejected: Callable[[str, str, str], None] = lambda *_: None
+        self.input_range_margin = input_range_margin
+        self._bounds = None
         self._model: LoadedModel | None = None
+        # Restart markers (values None) submitted (network thread) and handled (worker).
+        self.restarts = 0
+        self._restarts_done = 0
         self.buffers: WindowBuffers | None = None
         self.post: PostProcess | None = None
         self._use(slot.current)
@@ -246,6 +271,14 @@ class Runner:
         q.append((device, values, ts, received))
         if self._idle:
             self._wake.set()
+
+    def restart(self, device: str, received: float) -> None:
+        """Enqueue "restart this device's window" behind what it sent so far (never blocks).
+
+        For inputs that know when a stream breaks (a Sparkplug rebirth or sequence gap).
+        """
+        self.restarts += 1  # before the item: the worker never sees one it did not count
+        self.submit(device, None, None, received)
 
     # lifecycle
     def start(self) -> None:
@@ -288,7 +321,11 @@ class Runner:
         self._probs_format = ", ".join(
             json.dumps(k).replace("{", "{{").replace("}", "}}") + ": {:.6f}" for k in info.labels)
         self._period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else 0.0
+        bounds = input_bounds(info, self.input_range_margin)
+        self._bounds = None if bounds is None else (
+            np.array(bounds[0], np.float32), np.array(bounds[1], np.float32))
         self._step_cache: dict[int, np.ndarray] = {}
+        self._blamed: dict[str, float] = {}  # device -> when its in-range windows failed
 
     def _loop(self) -> None:
         q = self.queue
@@ -310,6 +347,12 @@ class Runner:
             except Exception:  # never let the worker die; the next cycle starts clean
                 log.exception("worker cycle failed")
                 time.sleep(0.05)
+            if self.journal is not None:  # before the acknowledgements (after_cycle)
+                try:
+                    self.journal.commit(self.buffers)
+                except OSError as e:
+                    log.error("journal %s not written (%s): a crash now would lose the "
+                              "samples of partial windows", self.journal.path, e.strerror)
             for hook in self.after_cycle:
                 hook()
             if len(q) < LINGER_ITEMS and not self._stop.is_set():
@@ -336,18 +379,38 @@ class Runner:
         width = buffers.channels
         newest: dict[str, float] = {}
         gaps_before = buffers.gaps
-        for device, items in groups.items():
+        lags = self.stats.input_lags
+        journal = self.journal
+        now = time.time()
+        if self.restarts != self._restarts_done:
+            segments = self._split_restarts(groups)
+        else:
+            segments = [(device, items, False) for device, items in groups.items()]
+        for device, items, restarted in segments:
+            if restarted:  # a restart marker (Sparkplug rebirth, sequence gap) came first
+                buffers.forget(device)
+                if journal is not None:
+                    journal.forget(device)
+            if not items:
+                continue
+            own = False
             for restart, part in (self._by_message(items, buffers.window) if self.shared
                                   else ((False, items),)):
                 if restart:
                     buffers.forget(device)
+                    if journal is not None:
+                        journal.forget(device)
                 chunk = self._chunk(part, width)
                 if chunk is None:
                     continue
                 values, times, own = chunk
                 self.stats.samples += len(values)
                 buffers.push(device, values, times, own)
+                if journal is not None:
+                    journal.record(device, values, times, own)
             newest[device] = items[-1][3]
+            if own:  # the sample's own time: how long it waited (in the broker, too)
+                lags.append(now - float(times[-1]))
         self.stats.gaps += buffers.gaps - gaps_before
         if buffers.interleaved:
             self._interleaved(buffers.interleaved)
@@ -360,6 +423,25 @@ class Runner:
             self._classify(windows[lo:lo + MAX_BATCH], devices[lo:lo + MAX_BATCH],
                            starts[lo:lo + MAX_BATCH], ends[lo:lo + MAX_BATCH], newest)
         return len(devices)
+
+    def _split_restarts(self, groups: dict) -> list:
+        """Cut each device's items at its restart markers (only when some were queued).
+
+        Returns ``(device, items, restart)``: ``restart`` True means "forget the device's
+        window, then push ``items``".
+        """
+        out = []
+        for device, items in groups.items():
+            part: list = []
+            out.append((device, part, False))
+            for item in items:
+                if item[1] is None:
+                    self._restarts_done += 1
+                    part = []
+                    out.append((device, part, True))
+                else:
+                    part.append(item)
+        return out
 
     @staticmethod
     def _by_message(items: list, window: int):
@@ -442,25 +524,97 @@ class Runner:
             steps = self._step_cache[n] = np.arange(n) * self._period
         return steps
 
-    def _classify(self, windows, devices, starts, ends, newest) -> None:
-        model = self._model
+    def _infer(self, model: LoadedModel, windows: np.ndarray):
+        """Run a batch: ``(probs, scores, failed, error)``.
+
+        ``failed`` is None when every window gave finite outputs, else a bool mask of the
+        windows that did not (non-finite outputs, or the runtime raised on that window
+        alone when run on its own), and ``error`` describes the first failure.
+        """
         try:
             probs, scores = model.predict_scored(windows)
-            if not np.isfinite(probs).all():
-                raise FloatingPointError("the model returned non-finite probabilities")
-        except Exception as e:
-            # A model that passed its self-test can still fail on real windows: let the
-            # daemon roll back, then run the same windows through the model now serving.
-            hook = self.on_model_failure
-            if hook is not None and hook(model, e):
-                new = self.slot.current
-                self._use(new)
-                if (new is not model and new.info.window == windows.shape[1]
-                        and len(new.info.channels) == windows.shape[2]):
-                    self._classify(windows, devices, starts, ends, newest)
-                    return
-            log.exception("inference failed on a batch of %d windows", len(windows))
-            return
+        except Exception as e:  # find the windows the runtime refuses, one at a time
+            n = len(windows)
+            probs = np.full((n, len(model.info.labels)), np.nan, np.float32)
+            scores = None if model.anomaly_threshold is None else np.full(n, np.nan, np.float32)
+            for i in range(n):
+                try:
+                    p, sc = model.predict_scored(windows[i:i + 1])
+                except Exception:
+                    continue
+                probs[i] = p[0]
+                if scores is not None:
+                    scores[i] = sc[0]
+            error: Exception = e
+        else:
+            error = FloatingPointError("the model returned non-finite outputs")
+        failed = ~np.isfinite(probs).all(axis=1)
+        if scores is not None:
+            failed |= ~np.isfinite(scores)
+        if not failed.any():
+            return probs, scores, None, None
+        return probs, scores, failed, error
+
+    def _model_at_fault(self, windows: np.ndarray, devices: list[str],
+                        failed: np.ndarray) -> bool:
+        """Whether failures indict the model rather than the data (see :meth:`_classify`).
+
+        True when the model has a training range, most of this batch's in-range windows
+        failed, and in-range windows of at least :data:`ROLLBACK_DEVICES` devices failed
+        within :data:`ROLLBACK_MEMORY_S` seconds.
+        """
+        bounds = self._bounds
+        if bounds is None:
+            return False  # no training range: a failure may always be the data's fault
+        inside = ((windows >= bounds[0]) & (windows <= bounds[1])).all(axis=(1, 2))
+        blamed = failed & inside
+        if not blamed.any() or blamed.sum() * 2 <= inside.sum():
+            return False
+        now = time.monotonic()
+        recent = self._blamed
+        for i in np.flatnonzero(blamed).tolist():
+            recent[devices[i]] = now
+        for device in [d for d, t in recent.items() if now - t > ROLLBACK_MEMORY_S]:
+            del recent[device]
+        return len(recent) >= ROLLBACK_DEVICES
+
+    def _reject_windows(self, failed: np.ndarray, devices: list[str], error) -> None:
+        """Count (and report, rate-limited) each window the model gave no usable output for."""
+        idx = np.flatnonzero(failed).tolist()
+        self.stats.window_rejects["inference_failed"] += len(idx)
+        per_device: dict[str, int] = {}
+        for i in idx:
+            per_device[devices[i]] = per_device.get(devices[i], 0) + 1
+        for device, n in per_device.items():
+            self.on_window_rejected("inference_failed",
+                                    f"{n} window(s): {type(error).__name__}: {error}"[:300],
+                                    device)
+
+    def _classify(self, windows, devices, starts, ends, newest) -> None:
+        model = self._model
+        probs, scores, failed, error = self._infer(model, windows)
+        if failed is not None:
+            # Failures are per window. The model is blamed (rolled back, the batch re-run)
+            # only when it fails on windows that are valid and inside its training range,
+            # most of the batch, from more than one device (_model_at_fault): hostile or
+            # broken data from one sensor can never undo a validly signed model.
+            if self._model_at_fault(windows, devices, failed):
+                hook = self.on_model_failure
+                if hook is not None and hook(model, error):
+                    new = self.slot.current
+                    self._use(new)
+                    if (new is not model and new.info.window == windows.shape[1]
+                            and len(new.info.channels) == windows.shape[2]):
+                        self._classify(windows, devices, starts, ends, newest)
+                        return
+            self._reject_windows(failed, devices, error)
+            ok = ~failed
+            if not ok.any():
+                return
+            windows, probs = windows[ok], probs[ok]
+            scores = None if scores is None else scores[ok]
+            devices = [d for d, good in zip(devices, ok.tolist(), strict=True) if good]
+            starts, ends = starts[ok], ends[ok]
         stats = self.stats
         stats.inferences += 1
         stats.classifications += len(devices)

@@ -8,6 +8,8 @@ network thread counts ``messages_in``, ``rejected`` and ``drops``; the worker co
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import resource
 import time
@@ -49,6 +51,13 @@ class Stats:
         classifications published (after ``on_change``).
     model_swaps, model_rejects : int
         Accepted and refused model reloads or pushes.
+    window_rejects : collections.Counter
+        Windows the model gave no usable output for, by reason (``inference_failed``:
+        non-finite probabilities or anomaly score, or the runtime raised); the worker's own
+        counter, apart from ``rejected`` (messages, counted on the network thread).
+    input_lags : deque of float
+        Seconds from a sample's own time (``ts``) to the worker taking it, newest sample per
+        device and cycle: a backlog in the broker shows here, not in ``latencies``.
     anomalous_windows, anomaly_alarms : int
         Anomaly models: windows whose score is above the threshold, and alarms raised (a
         device's alarm turning on: its first anomalous window, or with
@@ -78,17 +87,21 @@ class Stats:
         # Seconds from a window's last message arriving to its classification being handed
         # to the MQTT client; the last `latency_window` of them.
         self.latencies: deque[float] = deque(maxlen=latency_window)
+        self.window_rejects: Counter[str] = Counter()
+        self.input_lags: deque[float] = deque(maxlen=latency_window)
         self.queue_depth = lambda: 0  # replaced by the daemon with the real queue's length
         self.pending_outputs = lambda: 0  # replaced by the daemon: QoS > 0 not yet acknowledged
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
 
-    def latency_ms(self) -> dict[str, float | None]:
-        if not self.latencies:
+    def latency_ms(self, values=None) -> dict[str, float | None]:
+        """p50 and p99 of ``values`` (the latencies by default) in milliseconds."""
+        values = self.latencies if values is None else values
+        if not values:
             return {"p50": None, "p99": None}
-        p50, p99 = np.percentile(np.fromiter(self.latencies, float), [50, 99]) * 1000.0
-        return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+        p50, p99 = np.percentile(np.fromiter(values, float), [50, 99]) * 1000.0
+        return {"p50": finite(round(float(p50), 3)), "p99": finite(round(float(p99), 3))}
 
     def snapshot(self) -> dict:
         """Everything as one JSON-ready dict (what goes on the stats topic)."""
@@ -116,8 +129,40 @@ class Stats:
             "anomalous_windows": self.anomalous_windows,
             "anomaly_alarms": self.anomaly_alarms,
             "latency_ms": self.latency_ms(),
+            "input_lag_ms": self.latency_ms(self.input_lags),
+            "window_rejects": dict(self.window_rejects),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
+
+
+def finite(value):
+    """``value`` if it is a finite float (or not a float), else None: strict JSON has no
+    NaN or Infinity."""
+    if type(value) is float and not math.isfinite(value):
+        return None
+    return value
+
+
+def _strict(value):
+    if type(value) is float:
+        return finite(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def to_json(doc) -> str:
+    """``json.dumps`` for every message the daemon publishes: strict JSON, always.
+
+    A non-finite float anywhere becomes ``null`` instead of the ``NaN``/``Infinity`` that
+    strict parsers (browsers, Go, Home Assistant templates) refuse.
+    """
+    try:
+        return json.dumps(doc, allow_nan=False)
+    except ValueError:
+        return json.dumps(_strict(doc), allow_nan=False)
 
 
 class RateLimit:

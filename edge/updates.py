@@ -15,16 +15,18 @@ untouched:
    so a restart serves it and still knows when it was signed.
 
 A SIGHUP reload goes through the same steps, reading ``MODEL`` and ``MODEL.sig`` from disk
-when keys are trusted. The previous model is kept: if the new one fails on real windows
-(inference raises or returns non-finite probabilities) the worker rolls back to it, writes
-it back to disk and re-runs the batch, so no window is lost. Refusals, rollbacks and
-accepted pushes are published on ``sigmoid-edge/{node}/errors``; everything is counted in
-``stats`` (``model_updates``).
+when keys are trusted. Pushes, reloads and the storing of a rolled-back model all run on
+this module's own thread, never on the threads that serve data and signals; the self-test
+of a candidate runs in a child process with a time limit (:mod:`edge.modelcheck`). The
+previous model is kept (in :class:`edge.models.ModelSlot`, its one owner): if the new one
+fails on real, in-range windows (see :mod:`edge.runner`) the worker rolls back to it and
+re-runs the batch, and this thread writes it back to disk. Refusals, rollbacks and accepted
+pushes are published on ``sigmoid-edge/{node}/errors``; everything is counted in ``stats``
+(``model_updates``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -32,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from edge.modelcheck import Check
 from edge.models import LoadedModel, ModelError, ModelSlot, load_model
 from edge.signing import (
     MAX_MODEL_BYTES,
@@ -42,9 +45,11 @@ from edge.signing import (
     verify_push,
     write_verified,
 )
-from edge.stats import RateLimit
+from edge.stats import RateLimit, to_json
 
 log = logging.getLogger(__name__)
+
+MAX_WAITING_PUSHES = 2  # more pushes while these wait are refused as "busy"
 
 Publish = Callable[..., object]
 
@@ -67,7 +72,8 @@ def verify_startup(cfg, model: LoadedModel | None = None):
         signed by an untrusted key.
     """
     if not cfg.trusted_keys:
-        return [], None, model or load_model(cfg.model, threads=cfg.threads)
+        return [], None, model or load_model(cfg.model, threads=cfg.threads,
+                                             extra_ops=cfg.extra_ops)
     try:
         keys = load_trusted_keys(cfg.trusted_keys)
         verified = verify_file(cfg.model, None, keys)
@@ -75,7 +81,8 @@ def verify_startup(cfg, model: LoadedModel | None = None):
         raise ModelError(f"{e} (with --trusted-key the model file needs a valid MODEL.sig)") \
             from None
     if model is None or model.sha256 != verified.sha256:
-        model = load_model(verified.model, threads=cfg.threads, origin=cfg.model)
+        model = load_model(verified.model, threads=cfg.threads, origin=cfg.model,
+                           extra_ops=cfg.extra_ops)
     return keys, verified, model
 
 
@@ -111,52 +118,111 @@ class ModelUpdates:
         self.slot = slot
         self.publish = publish
         self.keys = list(keys)
+        # The signed bytes of the serving model and of the one before it, by sha256; which
+        # model is current or previous is the slot's to say (one owner).
+        self._verified: dict[str, VerifiedModel] = {}
         self.current = verified
-        self.previous: VerifiedModel | None = None
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self._bad: set[str] = set()  # sha256 of models rolled back in this run
-        self._pending: queue.Queue = queue.Queue(maxsize=2)
-        self._lock = threading.Lock()  # one update at a time (push thread, SIGHUP, worker)
+        # Jobs for the update thread: push payloads (bytes), "reload", ("store", verified),
+        # None (stop). Pushes waiting are bounded by MAX_WAITING_PUSHES.
+        self._pending: queue.Queue = queue.Queue()
+        self._pushes_waiting = 0
+        self._stopping = False
+        self._lock = threading.Lock()  # one update at a time (update thread, worker)
+        self._lock_waiting = threading.Lock()
         self._report_limit = RateLimit(per_second=1.0, burst=10)
         self._thread = threading.Thread(target=self._loop, name="sigmoid-edge-updates",
                                         daemon=True)
+        self._checker: Check | None = None  # the model check running now, for stop()
+        if cfg.model_check_timeout > 0:
+            slot.prechecks.append(self._check_in_child)
 
     @property
     def push_enabled(self) -> bool:
         return bool(self.keys)
 
+    @property
+    def current(self) -> VerifiedModel | None:
+        """The serving model's verified bytes and signature (None without keys)."""
+        return self._verified.get(self.slot.current.sha256) if self.keys else None
+
+    @current.setter
+    def current(self, verified: VerifiedModel | None) -> None:
+        if verified is not None:
+            keep = {verified.sha256, self.slot.current.sha256}
+            if self.slot.previous is not None:
+                keep.add(self.slot.previous.sha256)
+            self._verified = {k: v for k, v in self._verified.items() if k in keep}
+            self._verified[verified.sha256] = verified
+
     # lifecycle
     def start(self) -> None:
-        if self.push_enabled:
-            self._thread.start()
+        self._thread.start()
 
     def stop(self) -> None:
+        """Stop the update thread; a model check in progress is killed."""
+        self._stopping = True
+        checker = self._checker
+        if checker is not None:
+            checker.kill()
         if self._thread.is_alive():
             self._pending.put(None)
-            self._thread.join(5)
+            self._thread.join(3)
 
-    # network thread: copy and hand off, nothing else
+    def _check_in_child(self, data: bytes, label: str) -> None:
+        """Load and self-test a candidate in a child process, with the time limit."""
+        if self._stopping:
+            raise ModelError(f"{label}: not checked, the daemon is stopping")
+        self._checker = Check(data, label, timeout=self.cfg.model_check_timeout,
+                              threads=self.cfg.threads, extra_ops=self.cfg.extra_ops)
+        try:
+            self._checker.run()
+        finally:
+            self._checker = None
+
+    # network and main threads: hand off, nothing else
     def on_push(self, msg) -> None:
         """A message on ``sigmoid-edge/{node}/model`` (paho's network thread)."""
         payload = msg.payload
         if not payload:
             return  # an empty retained message clears an old push; nothing to do
-        try:
-            self._pending.put_nowait(bytes(payload))
-        except queue.Full:
+        with self._lock_waiting:
+            if self._pushes_waiting >= MAX_WAITING_PUSHES:
+                busy = True
+            else:
+                busy = False
+                self._pushes_waiting += 1
+        if busy:
             self._rejected("busy", "another model update is still being checked; push again "
                                    "later", "push")
+            return
+        self._pending.put(bytes(payload))
+
+    def request_reload(self, origin: str = "SIGHUP") -> None:
+        """Reload the model file on the update thread (the main thread only asks)."""
+        self._pending.put(("reload", origin))
 
     def _loop(self) -> None:
         while True:
-            payload = self._pending.get()
-            if payload is None:
+            job = self._pending.get()
+            if job is None:
                 return
             try:
-                self.apply_push(payload)
+                if isinstance(job, bytes):
+                    with self._lock_waiting:
+                        self._pushes_waiting -= 1
+                    self.apply_push(job)
+                elif job[0] == "reload":
+                    if self.reload_file(job[1]) in ("accepted", "unchanged"):
+                        new = self.slot.current
+                        log.info("reloaded model %s %s (sha256 %s)", new.info.name,
+                                 new.info.version, new.sha256)
+                elif job[0] == "store":
+                    self._store(job[1], "rolled-back")
             except Exception:  # a bug must not end model updates for the daemon's life
-                log.exception("model push failed unexpectedly")
+                log.exception("model update failed unexpectedly")
 
     # the steps
     def apply_push(self, payload: bytes) -> str:
@@ -176,7 +242,7 @@ class ModelUpdates:
                     old = self.slot.current
                     new = self.slot.swap(self.cfg.model, origin=f"{self.cfg.model} ({origin})")
                 except ModelError as e:
-                    return self._rejected("invalid_model", str(e), origin)
+                    return self._rejected(e.cause, str(e), origin)
             if new.sha256 == old.sha256:
                 self.counts["unchanged"] += 1
                 return "unchanged"
@@ -207,17 +273,21 @@ class ModelUpdates:
             try:
                 new = self.slot.swap(verified.model, origin=label)
             except ModelError as e:
-                return self._rejected("invalid_model", str(e), origin)
-            self.previous, self.current = self.current, verified
+                return self._rejected(e.cause, str(e), origin)
+            self.current = verified
         if persist:
-            try:
-                write_verified(verified, self.cfg.model)
-            except OSError as e:
-                log.error("accepted model could not be stored as %s (%s): a restart will serve "
-                          "the old file", self.cfg.model, e.strerror)
-                self._report({"event": "model_not_stored", "detail": f"{self.cfg.model}: "
-                              f"{e.strerror}", "model": new.identity})
+            self._store(verified, "accepted")
         return self._accepted(new, old, origin, verified)
+
+    def _store(self, verified: VerifiedModel, what: str) -> None:
+        """Write a model and its signature as the model file (update thread only)."""
+        try:
+            write_verified(verified, self.cfg.model)
+        except OSError as e:
+            log.error("%s model could not be stored as %s (%s): a restart will serve the old "
+                      "file", what, self.cfg.model, e.strerror)
+            self._report({"event": "model_not_stored", "detail": f"{self.cfg.model}: "
+                          f"{e.strerror}", "model": verified.sha256})
 
     # worker thread
     def on_model_failure(self, model: LoadedModel, error: Exception) -> bool:
@@ -231,17 +301,13 @@ class ModelUpdates:
                 return False
             self._bad.add(model.sha256)
             self.slot.rollback()
-            restored, self.current, self.previous = self.previous, self.previous, None
+            restored = self._verified.get(prev.sha256)
         self.counts["rolled_back"] += 1
         log.error("model %s %s (sha256 %.12s) failed on real windows (%s): rolled back to "
                   "%s %s", model.info.name, model.info.version, model.sha256, error,
                   prev.info.name, prev.info.version)
-        if restored is not None:
-            try:
-                write_verified(restored, self.cfg.model)
-            except OSError as e:
-                log.error("could not store the rolled-back model as %s: %s", self.cfg.model,
-                          e.strerror)
+        if restored is not None:  # written by the update thread: no disk I/O here
+            self._pending.put(("store", restored))
         self._report({"event": "model_rolled_back", "reason": "model_failed",
                       "detail": f"{type(error).__name__}: {error}"[:500],
                       "failed": model.identity, "model": prev.identity})
@@ -275,7 +341,7 @@ class ModelUpdates:
     def _report(self, doc: dict) -> None:
         if self._report_limit.allow():
             doc["time"] = round(time.time(), 3)
-            self.publish(self.cfg.errors_topic, json.dumps(doc), qos=1)
+            self.publish(self.cfg.errors_topic, to_json(doc), qos=1)
 
     def snapshot(self) -> dict:
         """For the stats topic."""

@@ -109,6 +109,14 @@ class WindowBuffers:
             self._devices.move_to_end(name)
         return dev
 
+    def pending(self):
+        """``(device, values, times, own_times)`` of the samples each device holds for its
+        next window (copies), oldest device first: what :mod:`edge.journal` snapshots."""
+        for name, dev in self._devices.items():
+            if dev.n > dev.start:
+                yield (name, dev.buf[dev.start:dev.n].copy(), dev.times[dev.start:dev.n].copy(),
+                       dev.last_ts is not None)
+
     def forget(self, device: str) -> None:
         """Drop a device's buffer (its next sample starts a fresh window)."""
         self._devices.pop(device, None)

@@ -53,6 +53,7 @@ def fitted_ts(ts_files):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_fit_writes_four_files_and_a_complete_report(fitted_ts):
     out, stdout = fitted_ts
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
@@ -75,6 +76,7 @@ def test_fit_writes_four_files_and_a_complete_report(fitted_ts):
     assert "test  accuracy float" in stdout
 
 
+@pytest.mark.slow
 def test_evaluate_runs_the_onnx_file(fitted_ts, ts_files):
     out, _ = fitted_ts
     report = json.loads((out / "report.json").read_text())
@@ -89,6 +91,7 @@ def test_evaluate_runs_the_onnx_file(fitted_ts, ts_files):
     assert "accuracy" in text and "confusion" in text
 
 
+@pytest.mark.slow
 def test_inspect_shows_metadata_ops_and_quantization(fitted_ts):
     out, _ = fitted_ts
     text = trainer("inspect", str(out / "model.int8.onnx")).stdout
@@ -101,6 +104,7 @@ def test_inspect_shows_metadata_ops_and_quantization(fitted_ts):
     assert info["size_bytes"] == (out / "model.int8.onnx").stat().st_size
 
 
+@pytest.mark.slow
 def test_fit_on_a_csv_recording(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "rec.csv"
@@ -133,6 +137,7 @@ def test_fit_on_a_csv_recording(tmp_path):
     assert result["n"] == r["data"]["train"]["windows"]
 
 
+@pytest.mark.slow
 def test_failed_fit_leaves_nothing_and_keeps_an_old_model(tmp_path, ts_files):
     bad = tmp_path / "bad.ts"
     bad.write_text("@classLabel true a b\n@data\n1,2,3:a\n1,2,oops:b\n")

@@ -81,6 +81,7 @@ def test_int8_variants_keep_conv_in_float(pipeline, data):
         assert agreement >= 0.97
 
 
+@pytest.mark.slow
 def test_cli_fit_with_conv_features(tmp_path, data):
     Xtr, ytr, Xte, yte = data
     write_ts(tmp_path / "v_TRAIN.ts", Xtr, ytr)

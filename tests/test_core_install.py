@@ -9,6 +9,7 @@ new import fails here before it fails on a Pi).
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -120,8 +121,13 @@ def requirement_names(requirements: list[str]) -> set[str]:
             for r in requirements}
 
 
+@functools.cache
+def _import_names() -> dict[str, list[str]]:
+    return packages_distributions()  # reads every installed distribution: once
+
+
 def distributions_of(module: str) -> set[str]:
-    return {d.lower().replace("_", "-") for d in packages_distributions().get(module, [])}
+    return {d.lower().replace("_", "-") for d in _import_names().get(module, [])}
 
 
 def test_the_core_dependencies_cover_what_the_core_imports():

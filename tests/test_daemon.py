@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -144,15 +145,27 @@ def test_replayed_windows_give_exactly_the_offline_labels(broker, tmp_path):
 
 def test_windows_from_many_devices_are_batched_into_one_inference(broker, model):
     with running(broker, model) as daemon, Collector(broker, OUT) as out:
-        payload = json.dumps({"samples": [[2, 2, 2]] * 8})
-        # Pause the worker's view of the queue by publishing faster than one cycle: all 20
-        # devices' windows usually land in few batches; at least one batch has > 1 window.
+        # Hold the worker after its first cycle, so the other devices' messages queue up
+        # meanwhile; released, it must classify all of them in one onnxruntime call.
+        gate, held = threading.Event(), threading.Event()
+
+        def hold_once():
+            if not held.is_set():
+                held.set()
+                gate.wait(10)
+
+        daemon.runner.after_cycle.append(hold_once)
+        payload = json.dumps({"samples": [[2, 2, 2]] * 8})  # one window per device
         publish_all(out, "sensors/d0/a", [payload])
+        assert held.wait(10), "the worker never finished its first cycle"
         for i in range(1, 20):
-            out.client.publish(f"sensors/d{i}/a", payload, qos=0)
+            out.client.publish(f"sensors/d{i}/a", payload, qos=1)
+        wait_for(lambda: len(daemon.runner.queue) == 19, what="19 messages queued")
+        gate.set()
         docs = classifications(out, 20)
         wait_for(lambda: daemon.stats.classifications == 20)
-        assert daemon.stats.inferences <= daemon.stats.classifications
+        assert daemon.stats.inferences == 2  # d0 alone, then d1..d19 together
+        assert daemon.stats.batch_max == 19
     assert sorted(d["device"] for d in docs) == sorted(f"d{i}" for i in range(20))
 
 

@@ -74,7 +74,11 @@ def test_bad_password_at_start_is_a_clear_error_without_retrying(sb, model, tmp_
 
 def test_hostile_device_names_never_reach_an_output_topic(broker, model):
     safe = ["pump 1", 'quote"d', "back\\slash", "Küche", "x" * 128]
-    hostile = ["rtl\u202eevil", "zero\u200bwidth", "bom\ufeff", "y" * 129]
+    hostile = ["rtl\u202eevil", "zero\u200bwidth", "bom\ufeff", "y" * 129,
+               # Refused by Unicode category and Default_Ignorable_Code_Point, not a list:
+               "alm\u061c", "soft\u00adhyphen", "line\u2028sep", "para\u2029sep",
+               "iss\u206a", "tag\U000e0041", "anchor\ufff9", "filler\u3164",
+               "vs\ufe0f", "private\ue000", "unassigned\U000e0200x\u0378"]
     with running(broker, model) as daemon, \
             Collector(broker, "edge/#", "sigmoid-edge/+/errors") as out:
         for name in safe + hostile:

@@ -31,16 +31,13 @@ def test_embedded_broker_carries_paho_traffic_in_order(embedded):
     n = 1000
     with Collector(embedded, "sensors/#", qos=1) as sub:
         pub = connect_client(embedded.url, mqtt_version="3.1.1")
-        t0 = time.perf_counter()
         for i in range(n):
             pub.publish(f"sensors/dev{i % 4}/data", json.dumps({"i": i}), qos=1)
         msgs = sub.take(n, timeout=30)
-        elapsed = time.perf_counter() - t0
         pub.disconnect()
         pub.loop_stop()
     assert [json.loads(m.payload)["i"] for m in msgs] == list(range(n))
-    # The demo streams about 400 msg/s in and as many out: the broker must keep up.
-    assert n / elapsed > 400
+    # Its speed (the demo needs well over 400 msg/s) is bench/bench_embedded_broker.py's job.
 
 
 def test_embedded_broker_keeps_retained_messages_and_last_wills(embedded):
@@ -115,7 +112,7 @@ def demo_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_demo_end_to_end_with_the_embedded_broker(demo_run):
-    proc, out, elapsed = demo_run
+    proc, out, _ = demo_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("demo: accuracy ")
@@ -130,7 +127,6 @@ def test_demo_end_to_end_with_the_embedded_broker(demo_run):
     assert len(lines) == summary["windows"]
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "sigmoid-train fit" in proc.stdout
-    assert elapsed < 60
 
 
 @pytest.mark.slow

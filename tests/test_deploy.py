@@ -35,7 +35,7 @@ SCHEMA_KEYS = {
     "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
-    "channels", "postprocess",
+    "channels", "postprocess", "payload",
 }
 POSTPROCESS_KEYS = {"smoothing", "min_confidence", "on_change"}
 
@@ -81,6 +81,10 @@ def test_installer_dry_run_changes_nothing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+# Tests on the staged install: its fixture runs pip, which takes minutes on a busy machine.
+STAGED = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     """The installer run for real into a staging root (DESTDIR): venv, config, unit."""
@@ -96,6 +100,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.mark.slow
+@STAGED
 def test_installer_creates_an_edge_only_venv_config_and_unit(staged):
     venv = staged / "opt/sigmoid-edge/venv"
     version = run([str(venv / "bin/sigmoid-edge"), "--version"])
@@ -129,6 +134,7 @@ def test_shipped_configs_follow_the_daemon_schema(path):
 
 
 @pytest.mark.slow
+@STAGED
 def test_installed_daemon_accepts_the_installed_config(staged, tmp_path):
     """The venv's own `sigmoid-edge run --check-config` on the config as installed; the model
     path comes from the environment (which overrides the file), as a user could do."""
@@ -155,6 +161,7 @@ def test_docker_config_passes_the_daemons_check_config(tmp_path):
 
 
 @pytest.mark.slow
+@STAGED
 def test_installer_is_idempotent_and_keeps_user_edits(staged):
     conf = staged / "etc/sigmoid-edge/config.toml"
     env = staged / "etc/sigmoid-edge/sigmoid-edge.env"
@@ -174,6 +181,7 @@ def test_installer_is_idempotent_and_keeps_user_edits(staged):
 
 
 @pytest.mark.slow
+@STAGED
 def test_uninstall_keeps_config_and_purge_removes_everything(staged, tmp_path):
     root = tmp_path / "root"
     # The venv's packages are not needed to remove it; copying them would take seconds.
@@ -215,6 +223,7 @@ def test_unit_has_the_hardening_and_commands_the_issue_asks_for():
 
 
 @pytest.mark.slow
+@STAGED
 def test_unit_passes_systemd_analyze_verify_and_security(staged, tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("systemd exists only on Linux")
@@ -239,6 +248,7 @@ def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                 *args], env={**os.environ, **(env or {})}, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_docker_compose_config_is_valid_with_profiles():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
@@ -253,6 +263,7 @@ def test_docker_compose_config_is_valid_with_profiles():
     assert re.search(r"profiles:\s*\n\s*- trainer", text)
 
 
+@pytest.mark.slow
 def test_docker_compose_shards_profile_runs_two_daemons_on_disjoint_shards():
     text = compose("--profile", "shards", "config").stdout
     services = compose("--profile", "shards", "config", "--services").stdout.split()

@@ -80,7 +80,7 @@ def test_channels_from_the_environment(model):
         ("[postprocess]\nsmooth = 2", r"unknown key postprocess.smooth"),
         ('broker = "tcp://x:1"', r"broker .*mqtt:// or mqtts://"),
         ('broker = "mqtt://u:p@x:1"', r"do not put credentials in the broker URL"),
-        ('node = "a/b"', r"node .*must not contain"),
+        ('node = "a/b"', r"node .*without '\+', '#', '/'"),
         ('output_topic = "edge/+/{device}"', r"output_topic .*must not contain wildcards"),
         ('input_topic = "s/{device}x/#"', r"input_topic .*exactly once as a whole topic level"),
         ('mqtt_version = "4"', r"mqtt_version .*must be 5 or 3.1.1"),

@@ -7,6 +7,7 @@ and a message that says what was wrong. ``FUZZ_EXAMPLES`` sets the examples per 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -32,7 +33,13 @@ pytestmark = pytest.mark.fuzz
 
 # ----------------------------------------------------------------------------- payloads
 
-numbers = st.one_of(st.integers(-10**40, 10**40), st.floats(allow_nan=True, allow_infinity=True))
+F32_MAX = float(np.finfo(np.float32).max)
+# Magnitudes anywhere up to float32's range (and a little past it), evenly by exponent: the
+# values that overflow a model's arithmetic (1e19 squared) are in there.
+magnitudes = st.builds(lambda m, e: m * 10.0 ** e, st.floats(-9.99, 9.99),
+                       st.integers(-45, 38)).filter(math.isfinite)
+numbers = st.one_of(st.integers(-10**40, 10**40), st.floats(allow_nan=True, allow_infinity=True),
+                    st.floats(-F32_MAX, F32_MAX, width=32), magnitudes)
 json_values = st.recursive(
     st.none() | st.booleans() | numbers | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
@@ -75,6 +82,64 @@ def test_payload_parser_structured(value, which):
 @given(st.binary(max_size=300), st.sampled_from(range(len(PARSERS))))
 def test_payload_parser_bytes(payload, which):
     parse_or_reject(PARSERS[which], payload)
+
+
+# ------------------------------------------------------------- model outputs and devices
+
+@functools.cache
+def _square_runner():
+    """One runner for every example (a session per example would take minutes)."""
+    from edge.models import ModelSlot, load_model
+    from edge.runner import Runner
+    from edge.stats import Stats
+    from tests.test_hostile import square_model_bytes
+
+    published: list[str] = []
+    runner = Runner(ModelSlot(load_model(square_model_bytes())),
+                    lambda topic, payload, qos: published.append(payload), Stats())
+    return runner, published
+
+
+@pytest.mark.timeout(600)  # onnxruntime per example: ~20 s of CPU for 1000, more when busy
+@FUZZ
+@given(st.lists(st.lists(st.one_of(magnitudes.filter(lambda v: abs(v) <= F32_MAX),
+                                   st.floats(-F32_MAX, F32_MAX, width=32)),
+                         min_size=12, max_size=12), min_size=1, max_size=8))
+def test_any_float32_window_is_classified_as_strict_json_or_counted(rows):
+    """Windows of any float32 magnitude: every output is strict JSON, or a counted rejection."""
+    from edge.stats import Stats
+    from tests.test_hostile import strict
+
+    runner, published = _square_runner()
+    runner.stats = Stats()
+    published.clear()
+    windows = np.array(rows, np.float32).reshape(-1, 4, 3)
+    n = len(windows)
+    runner._classify(windows, [f"d{i}" for i in range(n)], np.zeros(n), np.ones(n), {})
+    docs = [strict(p.encode()) for p in published]
+    assert len(docs) + runner.stats.window_rejects["inference_failed"] == n
+    assert all(math.isfinite(d["anomaly_score"]) for d in docs)
+
+
+# Every code point but surrogates (a topic is UTF-8, which cannot carry them).
+any_char = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=("Cs",))
+_BAD_CATEGORIES = {"Cc", "Cf", "Co", "Cn", "Zl", "Zp"}
+
+
+@FUZZ
+@given(st.text(any_char, min_size=1, max_size=12))
+def test_device_names_from_the_whole_unicode_range(name):
+    import json
+    import unicodedata
+
+    from edge.config import _DEFAULT_IGNORABLE, check_device_name
+
+    ok = check_device_name(name)
+    bad = any(unicodedata.category(c) in _BAD_CATEGORIES or c in "+#/"
+              or any(lo <= ord(c) <= hi for lo, hi in _DEFAULT_IGNORABLE) for c in name)
+    assert ok is not bad
+    if ok:  # what the daemon does with an accepted name
+        assert json.loads(json.dumps(name)) == name and name.encode("utf-8")
 
 
 # ----------------------------------------------------------------------------- config

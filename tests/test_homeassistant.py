@@ -51,7 +51,8 @@ def anomaly_model(path, threshold: float = THRESHOLD):
                           g.const("b", -2.0 * np.arange(k, dtype=np.float32) ** 2)],
                   name="logits")
     g.rename(g.op("Softmax", [logits], name="softmax", axis=-1), contract.OUTPUT_NAME)
-    score = g.op("ReduceMax", [g.op("Abs", ["window"], name="abs"),
+    squared = g.op("Mul", ["window", "window"], name="squared")  # |x| in the trainer's ops
+    score = g.op("ReduceMax", [g.op("Sqrt", [squared], name="abs"),
                                g.const("all", np.array([1, 2], np.int64))],
                  name="peak", keepdims=0)
     g.rename(score, contract.ANOMALY_OUTPUT)

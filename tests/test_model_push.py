@@ -76,19 +76,25 @@ def trusted(keys, signed_model, **values):
     return dict(trusted_keys=[str(keys["trusted"][1])], **values)
 
 
-def nan_on_negative_model(path, version="bad") -> bytes:
-    """Passes the zero-window self-test, returns NaN for windows with a negative mean."""
+def nan_on_varying_model(path, version="bad") -> bytes:
+    """Trained on [-2, 2] (its input_range); returns NaN for every window that is not
+    constant, so it passes the self-test (constant windows) and fails on real data."""
     g = GraphBuilder("test-mean")
-    mean = g.op("ReduceMean", [INPUT_NAME, g.const("time_axis", np.array([1], np.int64))],
-                name="mean_over_time", keepdims=0)
+    axis = g.const("time_axis", np.array([1], np.int64))
+    mean = g.op("ReduceMean", [INPUT_NAME, axis], name="mean_over_time", keepdims=0)
+    centred = g.op("Sub", [INPUT_NAME, g.op("ReduceMean", [INPUT_NAME, axis], name="m",
+                                            keepdims=1)], name="centred")
+    var = g.op("ReduceMean", [g.op("Mul", [centred, centred], name="sq"), axis],
+               name="var", keepdims=0)
+    poison = g.op("Sqrt", [g.op("Sub", [g.const("zero", np.zeros(3, np.float32)), var],
+                                name="neg_var")], name="poison")  # NaN unless var == 0
     logits = g.op("MatMul", [mean, g.const("w", np.ones((3, 3), np.float32))], name="dense")
-    poison = g.op("MatMul", [g.op("Sqrt", [mean], name="sqrt"),
-                             g.const("zeros", np.zeros((3, 3), np.float32))], name="poison")
     probs = g.op("Softmax", [g.op("Add", [logits, poison], name="logits")], name="softmax",
                  axis=-1)
     g.rename(probs, OUTPUT_NAME)
     meta = {"labels": ["low", "mid", "high"], "channels": ["x", "y", "z"], "window": 4,
-            "hop": 4, "name": "test-mean", "version": version, "sample_rate_hz": 100.0}
+            "hop": 4, "name": "test-mean", "version": version, "sample_rate_hz": 100.0,
+            "input_range": {"min": [-2, -2, -2], "max": [2, 2, 2]}}
     model = g.model([float_input(INPUT_NAME, [None, 4, 3])],
                     [float_input(OUTPUT_NAME, [None, 3])], encode_metadata(meta))
     onnx.save(model, path)
@@ -100,15 +106,18 @@ def test_a_good_push_switches_the_model_without_losing_a_window(broker, tmp_path
     v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
     v2_bytes = model_bytes(tmp_path, "2")
     v2 = hashlib.sha256(v2_bytes).hexdigest()
-    n_windows = 150
+    sent = []
     with running(broker, signed_model, **trusted(keys, signed_model)) as daemon, \
             Collector(broker, OUT, ERRORS) as out:
         assert MODEL_TOPIC in daemon.link.subscriptions
 
-        def stream():  # one window every 10 ms while the push lands
-            for _ in range(n_windows):
+        def stream():  # one window every 10 ms until 50 windows after the swap
+            after = 0
+            while after < 50 and len(sent) < 3000:
                 for _ in range(4):
                     out.client.publish("sensors/s1/a", "[0.1, 0.1, 0.1]", qos=1)
+                sent.append(1)
+                after += daemon.slot.current.sha256 == v2
                 time.sleep(0.01)
 
         t = threading.Thread(target=stream)
@@ -116,6 +125,7 @@ def test_a_good_push_switches_the_model_without_losing_a_window(broker, tmp_path
         time.sleep(0.3)
         publish(out, MODEL_TOPIC, push_payload(v2_bytes, keys["trusted"][0]))
         t.join()
+        n_windows = len(sent)
         msgs = out.take(n_windows + 1, timeout=20)
         daemon.publish_stats()
         stats_updates = daemon.updates.snapshot()
@@ -200,31 +210,50 @@ def test_without_a_trusted_key_remote_push_is_off(broker, tmp_path, keys, signed
     assert doc["model"]["sha256"] == v1 and daemon.updates.snapshot()["accepted"] == 0
 
 
-def test_a_model_failing_on_real_windows_is_rolled_back(broker, tmp_path, keys, signed_model):
+def test_a_model_failing_on_in_range_windows_of_two_devices_is_rolled_back(
+        broker, tmp_path, keys, signed_model, monkeypatch):
+    from edge import updates
+
+    writers = []  # which thread stores a model: never the worker (issue 15)
+
+    def write_verified(verified, path):
+        writers.append((threading.current_thread().name, verified.sha256))
+        return signing.write_verified(verified, path)
+
+    monkeypatch.setattr(updates, "write_verified", write_verified)
     key = keys["trusted"][0]
     v1 = hashlib.sha256(signed_model.read_bytes()).hexdigest()
-    bad = nan_on_negative_model(tmp_path / "bad.onnx")
-    with running(broker, signed_model, **trusted(keys, signed_model)), \
+    bad = nan_on_varying_model(tmp_path / "bad.onnx")
+    varying = json.dumps({"samples": [[-1, -1, -1], [0, 0, 0], [1, 1, 1], [-1, 0, 1]]})
+    with running(broker, signed_model, **trusted(keys, signed_model)) as daemon, \
             Collector(broker, OUT, ERRORS) as out:
         publish(out, MODEL_TOPIC, push_payload(bad, key))
         assert events(out, 1)[0]["event"] == "model_accepted"  # it passed the self-test
-        for _ in range(3):  # negative windows: the new model returns NaN
-            publish(out, "sensors/r1/a", json.dumps({"samples": [[-1, -1, -1]] * 4}))
-        msgs = out.take(4)
+        for i in range(3):  # one device alone, however often, never rolls a model back
+            publish(out, "sensors/r1/a", varying)
+            wait_for(lambda i=i: daemon.stats.window_rejects["inference_failed"] == i + 1)
+        alone = [json.loads(m.payload) for m in out.take(3)]
+        assert daemon.updates.counts["rolled_back"] == 0
+        publish(out, "sensors/r2/a", varying)  # a second device: the model is at fault
+        msgs = [json.loads(m.payload) for m in out.take(2)]
         publish(out, MODEL_TOPIC, push_payload(bad, key))  # the same model again
         again = events(out, 1)[0]
-    docs = [json.loads(m.payload) for m in msgs]
-    results = [d for d in docs if "label" in d]
-    rolled = next(d for d in docs if d.get("event") == "model_rolled_back")
-    assert len(results) == 3 and {r["model"]["sha256"] for r in results} == {v1}
-    assert all(r["label"] == "low" for r in results)  # v1's answer for a negative mean
+        wait_for(lambda: hashlib.sha256(signed_model.read_bytes()).hexdigest() == v1,
+                 what="the good model stored again")
+    assert [(d["reason"], d["device"]) for d in alone] == [("inference_failed", "r1")] * 3
+    result = next(d for d in msgs if "label" in d)
+    rolled = next(d for d in msgs if d.get("event") == "model_rolled_back")
+    assert result["device"] == "r2" and result["model"]["sha256"] == v1  # re-run on v1
     assert rolled["model"]["sha256"] == v1 and rolled["failed"]["version"] == "bad"
     assert "non-finite" in rolled["detail"]
     assert again["cause"] == "rolled_back"
-    # The good model is back on disk with its signature.
-    assert hashlib.sha256(signed_model.read_bytes()).hexdigest() == v1
+    # The good model is back on disk with its signature, written by the update thread.
     keyring = signing.load_trusted_keys([keys["trusted"][1]])
     assert signing.verify_file(signed_model, None, keyring).sha256 == v1
+    assert writers[-1] == ("sigmoid-edge-updates", v1)
+    assert {name for name, _ in writers} == {"sigmoid-edge-updates"}
+    # One owner of "the previous model": the slot (the updates keep only signed bytes).
+    assert not hasattr(daemon.updates, "previous")
 
 
 def test_a_replaced_file_needs_a_valid_signature(broker, tmp_path, keys, signed_model):

@@ -145,6 +145,7 @@ def test_weight_only_rejects_unknown_names_and_models_without_a_network(models):
         quantize.weight_only(bare)
 
 
+@pytest.mark.slow
 def test_choose_takes_weight_only_when_static_ranges_miss_the_evaluation_windows(models):
     """Calibrated on clean windows, evaluated on noisier ones: the static activation ranges
     clip the larger features (as on test sets outside the training ranges), weight-only

@@ -17,7 +17,8 @@ from edge.cli import main
 from edge.mqtt import connect_client
 from edge.tools import record
 from edge.tools.sensorfiles import read_csv
-from edge.tools.simulate import Simulator, SyntheticSource
+from edge.tools.simulate import SENSOR_TOPIC, SPARKPLUG_TOPIC, Simulator, SyntheticSource
+from tests.daemon_helpers import wait_for
 from tests.mqtt_helpers import mosquitto_pub
 from tests.test_simulate import expected_stream
 
@@ -39,6 +40,19 @@ def start_record(broker, out: Path, *args: str) -> subprocess.Popen:
     raise AssertionError(f"record did not subscribe: {proc.communicate()}")
 
 
+def wait_rows(out: Path, n: int, timeout: float = 15.0) -> None:
+    """Wait until ``out`` (and its rotated ``out.K.csv`` files) hold ``n`` complete rows.
+
+    The recorder writes every 0.5 s; stopping it before every message it was sent is
+    written would make the exact counts below race the broker.
+    """
+    def rows() -> int:
+        files = out.parent.glob(f"{out.stem}*{out.suffix}")
+        return sum(max(0, f.read_bytes().count(b"\n") - 1) for f in files)  # minus header
+
+    wait_for(lambda: rows() >= n, timeout, what=f"{n} rows in {out}")
+
+
 def stop(proc: subprocess.Popen, sig=signal.SIGINT) -> tuple[str, str]:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=15)
@@ -50,26 +64,31 @@ def simulate(broker, *, devices: int = 1, rate: float = 100, duration: float = 0
              fmt: str = "object") -> None:
     """Publish synthetic streams in this process (a real paho client, like the CLI's)."""
     client = connect_client(broker.url, mqtt_version="3.1.1")
+    topic = SPARKPLUG_TOPIC if fmt == "sparkplug" else SENSOR_TOPIC
     try:
         Simulator(client, SyntheticSource(rate_hz=rate), devices=devices,
-                  fmt=fmt).run(duration=duration)
+                  fmt=fmt, topic=topic).run(duration=duration)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-@pytest.mark.parametrize("fmt", ["object", "array", "batch"])
+@pytest.mark.parametrize("fmt", ["object", "array", "batch", "binary", "cbor", "sparkplug"])
 def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
     out = tmp_path / "run.csv"
     rate, duration, devices = 200, 1.0, 2
-    proc = start_record(broker, out, "--label-topic", "sim/{device}/label",
-                        *(["--channels", "x,y,z"] if fmt != "object" else []))
+    # Blocks are read by their magic under the default --payload json; channels of
+    # Sparkplug come from its births.
+    payload = ["--payload", fmt] if fmt in ("cbor", "sparkplug") else []
+    proc = start_record(broker, out, "--label-topic", "sim/{device}/label", *payload,
+                        *(["--channels", "x,y,z"] if fmt not in ("object", "sparkplug")
+                          else []))
     simulate(broker, devices=devices, rate=rate, duration=duration, fmt=fmt)
-    time.sleep(0.3)
+    n = int(rate * duration)
+    wait_rows(out, devices * n)
     stdout, _ = stop(proc)
     log = read_csv(out)
     assert log.channels == ("x", "y", "z")
-    n = int(rate * duration)
     assert f"record: {devices * n} rows from {devices} device(s)" in stdout
     for k in range(devices):
         rows = log.device == f"dev{k + 1}"
@@ -85,6 +104,7 @@ def test_records_every_sample_with_its_true_label(broker, tmp_path, fmt):
             assert agree > 0.9
 
 
+@pytest.mark.slow
 def test_sigint_mid_stream_leaves_a_complete_file(broker, tmp_path):
     out = tmp_path / "busy.csv"
     proc = start_record(broker, out, "--label", "normal")
@@ -115,7 +135,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
     out = tmp_path / "resume.csv"
     proc = start_record(broker, out, "--label", "a")
     simulate(broker)
-    time.sleep(0.3)
+    wait_rows(out, 50)
     stop(proc, signal.SIGTERM)
     first = len(read_csv(out).ts)
     assert first == 50
@@ -124,7 +144,7 @@ def test_sigterm_and_resume_append(broker, tmp_path):
         f.write(b"1795623190.1,dev1,a,0.5")
     proc = start_record(broker, out, "--label", "b")
     simulate(broker)
-    time.sleep(0.3)
+    wait_rows(out, 100)
     stop(proc)
     log = read_csv(out)
     assert log.label.tolist() == ["a"] * 50 + ["b"] * 50
@@ -134,7 +154,7 @@ def test_rotates_large_recordings_into_complete_files(broker, tmp_path):
     out = tmp_path / "big.csv"
     proc = start_record(broker, out, "--max-mb", str(20 / 1024))  # 20 KiB files
     simulate(broker, devices=2, rate=400, duration=2)
-    time.sleep(0.3)
+    wait_rows(out, 1600)
     stdout, _ = stop(proc)
     files = sorted(tmp_path.glob("big*.csv"))
     assert len(files) >= 3

@@ -88,6 +88,7 @@ def test_when_nothing_fits_the_budget_accuracy_decides_with_a_warning(caplog):
     assert "no candidate fits the latency budget of 100 us" in caplog.text
 
 
+@pytest.mark.slow
 def test_fit_times_each_feature_set_and_records_the_budget():
     X, y = synthetic.make_windows(n_per_class=8, window=32, seed=6)
     data = Dataset(X, y, ("x", "y", "z"), 32, 32, None, "mem", {"cases": len(y)})

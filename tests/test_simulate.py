@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from edge.cli import main
 from edge.tools import simulate, synthetic
-from tests.mqtt_helpers import Collector, free_port, mosquitto_sub
+from tests.mqtt_helpers import Collector, free_port
 
 RATE = 200
 DURATION = 1.0
@@ -93,22 +92,16 @@ def test_synthetic_streams_arrive_complete_in_order_and_labelled(broker, fmt):
 
 def test_label_topic_is_outside_the_daemon_input(broker):
     # The daemon subscribes to sensors/+/#: label messages must never match it.
-    with Collector(broker, "sensors/+/#", qos=1) as sensors:
-        got = {}
-
-        def sub_labels():
-            got["labels"] = mosquitto_sub(broker, "sim/+/label", 2, timeout=10)
-
-        t = threading.Thread(target=sub_labels)
-        t.start()
-        time.sleep(0.5)  # let mosquitto_sub subscribe
+    # Both collectors are subscribed (SUBACK received) before the simulator starts.
+    with Collector(broker, "sensors/+/#", qos=1) as sensors, \
+            Collector(broker, "sim/+/label", qos=1) as label_sub:
         proc = run_simulate(broker, "--synthetic", "--rate", "50", "--duration", "0.5")
-        t.join(15)
         assert proc.returncode == 0, proc.stderr
         topics = {m.topic for m in sensors.take(25, timeout=5)}
+        labels = label_sub.take(2, timeout=10)
     assert topics == {"sensors/dev1/data"}
-    assert [topic for topic, _ in got["labels"]] == ["sim/dev1/label"] * 2
-    assert json.loads(got["labels"][0][1])["label"] in synthetic.LABELS
+    assert [m.topic for m in labels] == ["sim/dev1/label"] * 2
+    assert json.loads(labels[0].payload)["label"] in synthetic.LABELS
 
 
 def test_device_stream_pauses_and_labels():

@@ -121,6 +121,7 @@ def recordings(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_fit_anomaly_command(recordings, tmp_path):
     out = tmp_path / "m"
     proc = trainer("fit-anomaly", str(recordings / "normal.csv"), "--window", str(W),
@@ -169,6 +170,7 @@ def test_fit_anomaly_errors_are_clear(recordings, tmp_path):
     assert proc.returncode == 1 and "too few for 6 clusters" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cluster_command(recordings, tmp_path):
     out = tmp_path / "c"
     proc = trainer("cluster", str(recordings / "test.csv"), "--window", "64", "--k", "3",
@@ -211,6 +213,7 @@ def test_classifier_with_anomaly_output(normal_and_faults):
     assert flagged["float"] == pytest.approx((score > threshold).mean())
 
 
+@pytest.mark.slow
 def test_fit_with_unlabelled_windows_pretrains(recordings, tmp_path):
     labelled = tmp_path / "labelled.csv"
     synthetic.write_recording(labelled, [("normal", 1500), ("drift", 1500)], seed=4)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.layers import SoftmaxCrossEntropy
-from trainer.network import BaseSigmoidNetwork, _rng
+from trainer.network import BaseSigmoidNetwork
 
 
 class MeanSquaredError:
@@ -79,10 +79,7 @@ class SigmoidAutoencoder(BaseSigmoidNetwork):
         """
         self._validate_params()
         X = self._check_X(X, fitting=True)
-        self._reset()
-        self.n_features_in_ = X.shape[1]
-        self._rng = _rng(self.random_state)
-        self._init_parameters(self._rng)
+        self._start(X.shape[1])
         w = self._check_sample_weight(sample_weight, len(X))
         self._train(X, X, w, epochs=self.max_epochs, val=None, stop=True)
         return self
@@ -93,10 +90,7 @@ class SigmoidAutoencoder(BaseSigmoidNetwork):
         fitted = hasattr(self, "coefs_")
         X = self._check_X(X, fitting=not fitted)
         if not fitted:
-            self._reset()
-            self.n_features_in_ = X.shape[1]
-            self._rng = _rng(self.random_state)
-            self._init_parameters(self._rng)
+            self._start(X.shape[1])
         w = self._check_sample_weight(sample_weight, len(X))
         self._train(X, X, w, epochs=1, val=None, stop=False)
         return self

@@ -223,14 +223,7 @@ def _fit(args) -> int:
 
     try:
         train = load_dataset(args.train, window=args.window, hop=args.hop)
-        test = None
-        if args.test:
-            test = load_dataset(args.test, window=train.window, hop=train.hop,
-                                channels=list(train.channels) if args.test.lower().endswith(
-                                    ".csv") else None)
-            if test.X.shape[2] != train.X.shape[2]:
-                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
-                                 f"training data has {train.X.shape[2]}")
+        test = _load_test(args.test, train)
         unlabelled = None
         if args.unlabelled:
             unlabelled = load_dataset(args.unlabelled, window=train.window, hop=train.hop,
@@ -268,6 +261,20 @@ CALIBRATION_CHOICES = ("blocked", "shuffled")  # trainer.calibration.CALIBRATION
 def _channels_for(path: str, train) -> list[str] | None:
     """CSV files are read with the training channels, in their order; .ts files by position."""
     return list(train.channels) if path.lower().endswith(".csv") else None
+
+
+def _load_test(path: str | None, train):
+    """The ``--test`` windows, cut and ordered like ``train`` (None without ``--test``)."""
+    from trainer.data import load_dataset
+
+    if not path:
+        return None
+    test = load_dataset(path, window=train.window, hop=train.hop,
+                        channels=_channels_for(path, train))
+    if test.X.shape[2] != train.X.shape[2]:
+        raise ValueError(f"{path}: {test.X.shape[2]} channel(s), but the "
+                         f"training data has {train.X.shape[2]}")
+    return test
 
 
 def _add_fit_anomaly(sub) -> None:
@@ -358,13 +365,7 @@ def _fit_anomaly(args) -> int:
 
     try:
         train = load_dataset(args.data, window=args.window, hop=args.hop, labelled=False)
-        test = None
-        if args.test:
-            test = load_dataset(args.test, window=train.window, hop=train.hop,
-                                channels=_channels_for(args.test, train))
-            if test.X.shape[2] != train.X.shape[2]:
-                raise ValueError(f"{args.test}: {test.X.shape[2]} channel(s), but the "
-                                 f"training data has {train.X.shape[2]}")
+        test = _load_test(args.test, train)
         target = per_window_rate(args.target_false_alarms or (DEFAULT_TARGET_FALSE_ALARMS,
                                                               "window"),
                                  train.hop, train.sample_rate_hz)

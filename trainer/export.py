@@ -82,6 +82,9 @@ def build_model(
     }
     if sample_rate_hz:
         meta[contract.SAMPLE_RATE_HZ] = float(sample_rate_hz)
+    if getattr(pipeline, "input_min_", None) is not None:
+        meta[contract.INPUT_RANGE] = {"min": [float(v) for v in pipeline.input_min_],
+                                      "max": [float(v) for v in pipeline.input_max_]}
     # A network may add outputs after `probabilities` (an anomaly score, a cluster index)
     # and the metadata that goes with them: it names them, it emitted them in to_onnx.
     network = getattr(pipeline, "network_", None)

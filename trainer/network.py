@@ -254,6 +254,16 @@ class BaseSigmoidNetwork:
         self.best_validation_score_ = None
         self.n_iter_ = 0
 
+    def _start(self, n_features: int) -> None:
+        """Forget any previous fit and draw fresh weights for ``n_features`` inputs.
+
+        A classifier sets ``classes_`` first: it sizes the output layer.
+        """
+        self._reset()
+        self.n_features_in_ = n_features
+        self._rng = _rng(self.random_state)
+        self._init_parameters(self._rng)
+
     def _init_parameters(self, rng: np.random.Generator) -> None:
         widths = [self.n_features_in_, *self.hidden_layers, self._n_outputs()]
         shapes = list(zip(widths[:-1], widths[1:], strict=True))
@@ -549,17 +559,9 @@ class SigmoidNetwork(BaseSigmoidNetwork):
                              "the unlabelled rows")
         y = _check_y(y, len(X))
         classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"y has a single class {classes.tolist()[0]!r}; "
-                "a classifier needs at least two classes"
-            )
-        self._reset()
-        self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
-        rng = _rng(self.random_state)
-        self._rng = rng
-        self._init_parameters(rng)
+        self._start_classes(classes, X.shape[1],
+                            "y has a single class {!r}; a classifier needs at least two classes")
+        rng = self._rng
         if self.pretrain == "rbm":
             self._pretrain_rbm(X, unlabelled)
         w = self._sample_weights(y, sample_weight)
@@ -614,16 +616,9 @@ class SigmoidNetwork(BaseSigmoidNetwork):
                 )
         if not fitted:
             classes = np.unique(y) if classes is None else classes
-            if len(classes) < 2:
-                raise ValueError(
-                    f"partial_fit saw a single class {classes.tolist()[0]!r}; pass classes=[...] "
-                    "with every label on the first call"
-                )
-            self._reset()
-            self.classes_ = classes
-            self.n_features_in_ = X.shape[1]
-            self._rng = _rng(self.random_state)
-            self._init_parameters(self._rng)
+            self._start_classes(classes, X.shape[1],
+                                "partial_fit saw a single class {!r}; pass classes=[...] "
+                                "with every label on the first call")
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
             raise ValueError(
@@ -633,6 +628,13 @@ class SigmoidNetwork(BaseSigmoidNetwork):
         w = self._sample_weights(y, sample_weight)
         self._train(X, self._targets(y), w, epochs=1, val=None, stop=False)
         return self
+
+    def _start_classes(self, classes: np.ndarray, n_features: int, single: str) -> None:
+        """Start a fresh fit for ``classes``; ``single`` (with ``{!r}``) when there is one."""
+        if len(classes) < 2:
+            raise ValueError(single.format(classes.tolist()[0]))
+        self.classes_ = classes
+        self._start(n_features)
 
     def _n_outputs(self) -> int:
         return 1 if len(self.classes_) == 2 else len(self.classes_)

@@ -72,6 +72,10 @@ class Pipeline:
         """
         X = _check_windows(X)
         self.window_, self.n_channels_ = X.shape[1], X.shape[2]
+        # Raw sample range per channel: exported as the model's input_range, which the
+        # daemon uses to tell a broken model from hostile input.
+        self.input_min_ = X.min(axis=(0, 1)).astype(np.float64)
+        self.input_max_ = X.max(axis=(0, 1)).astype(np.float64)
         if families is not None:
             self.families_ = list(families)
         else:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from edge.config import ConfigError, parse_broker_url
+from edge import credentials
+from edge.config import NODE_NAME_RULE, ConfigError, check_node_name, parse_broker_url
 from edge.mqtt import MqttError, connect_client
 from edge.signing import (
     MAX_MODEL_BYTES,
@@ -31,7 +32,7 @@ from edge.signing import (
 )
 from trainer.signing import load_private_key, sign_model
 
-PASSWORD_ENV = "SIGMOID_EDGE_PASSWORD"
+PASSWORD_ENV = credentials.PASSWORD_ENV
 
 
 class PushError(RuntimeError):
@@ -64,19 +65,11 @@ class BrokerSettings:
 
 
 def read_password(password_file: str | None, environ=os.environ) -> str:
-    """The broker password: ``$SIGMOID_EDGE_PASSWORD``, else the contents of ``password_file``.
-
-    The same order as the daemon (``edge.config``); a trailing newline is not part of it.
-    """
-    secret = environ.get(PASSWORD_ENV, "")
-    if secret or not password_file:
-        return secret
+    """The broker password, as every command reads it (:func:`edge.credentials.read_password`)."""
     try:
-        text = Path(password_file).read_text()
-    except OSError as exc:
-        raise PushError(f"cannot read --password-file {password_file}: {exc.strerror}") \
-            from None
-    return text.rstrip("\r\n")
+        return credentials.read_password(password_file, environ)
+    except credentials.PasswordFileError as exc:
+        raise PushError(f"--password-file: {exc}") from None
 
 
 def broker_settings(url: str, *, username: str | None = None, password: str | None = None,
@@ -208,9 +201,8 @@ def push_model(model_path: str | Path, key_path: str | Path | None, node: str,
     """
     if (key_path is None) == (sig_path is None):
         raise PushError("give either --key (sign now) or --sig (an existing MODEL.sig)")
-    if not node or any(c in node for c in "+#/") or any(ord(c) < 32 for c in node):
-        raise PushError(f"--node {node!r} must be one topic level without +, #, / or "
-                        "control characters")
+    if not check_node_name(node):
+        raise PushError(f"--node {NODE_NAME_RULE}, got {node!r}")
     model_path = Path(model_path)
     try:
         size = model_path.stat().st_size

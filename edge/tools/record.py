@@ -8,8 +8,14 @@ would reject is counted and skipped.
 - **Device**: the topic level where the filter has ``{device}`` (``sensors/{device}/#``) or,
   for a plain filter, its first wildcard (``sensors/#`` reads ``dev1`` from
   ``sensors/dev1/data``).
-- **Channels**: ``channels`` if given; otherwise the numeric keys of the first JSON object
-  (without ``ts``), or ``c0, c1, ...`` for arrays.
+- **Payloads** (``payload``): JSON (and binary sample blocks by their magic), ``binary``,
+  ``cbor`` or ``sparkplug``, read by the daemon's own decoders (:mod:`edge.formats`,
+  :mod:`edge.sparkplug`). With ``sparkplug`` the topic is the daemon's Sparkplug input
+  template (default ``spBv1.0/{group}/DDATA/{edge_node}/{device}``) and births, aliases and
+  metric timestamps are read as the daemon reads them.
+- **Channels**: ``channels`` if given; otherwise the numeric keys of the first JSON or CBOR
+  object (without ``ts``), ``c0, c1, ...`` for arrays and binary blocks, or the numeric
+  metrics of the first Sparkplug birth or data message.
 - **Time**: the payload's ``ts``; a sample without one gets its arrival time. A batch with
   one ``ts`` for its first sample is spread evenly up to the next batch of its device (or
   at ``rate_hz`` when given).
@@ -41,9 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import topics
+from edge import formats, topics
 from edge.config import check_device_name
 from edge.payload import PayloadParser, Rejected
+from edge.payload_binary import block_channels
+from edge.sparkplug import DEFAULT_TOPIC as SPARKPLUG_TOPIC
 from edge.tools.sensorfiles import RESERVED_COLUMNS, CsvWriter
 
 log = logging.getLogger(__name__)
@@ -126,12 +134,21 @@ class Recorder:
         How often rows are written and fsynced.
     rate_hz : float, optional
         Sample rate for batches that carry one ``ts``.
+    payload : {"json", "binary", "cbor", "sparkplug"}
+        The payload format, as the daemon's ``--payload``.
     """
 
-    def __init__(self, client, out, *, topic: str = "sensors/#", label: str | None = None,
+    def __init__(self, client, out, *, topic: str | None = None, label: str | None = None,
                  label_topic: str | None = None, channels: Sequence[str] | None = None,
                  qos: int = 1, max_bytes: int = DEFAULT_MAX_BYTES, flush_seconds: float = 0.5,
-                 sync_seconds: float = 5.0, rate_hz: float | None = None):
+                 sync_seconds: float = 5.0, rate_hz: float | None = None,
+                 payload: str = "json"):
+        if payload not in formats.FORMATS:
+            raise ValueError(f"payload must be one of {formats.FORMATS}, got {payload!r}")
+        formats.check_available(payload)
+        self.payload = payload
+        if topic is None:
+            topic = SPARKPLUG_TOPIC if payload == "sparkplug" else "sensors/#"
         if label is not None and label_topic is not None:
             raise ValueError("give either --label or --label-topic, not both")
         if label is not None and ("\n" in label or "\r" in label):
@@ -145,7 +162,12 @@ class Recorder:
             raise ValueError(f"max size must be at least 1 KiB, got {max_bytes} bytes")
         self.client = client
         self.out = out
+        self.topic = topic
         self.filter, self.device_level = topics.to_filter(topic)
+        if payload == "sparkplug":
+            from edge.sparkplug import parse_template
+
+            self.filter = parse_template(topic)[0]  # births and deaths too
         self.label = label
         self.label_filter = None
         if label_topic is not None:
@@ -155,7 +177,7 @@ class Recorder:
             bad = [c for c in self.channels if c in RESERVED_COLUMNS]
             if bad:
                 raise ValueError(f"channel names {bad} are reserved for CSV columns")
-        self.parser = PayloadParser(self.channels) if self.channels else None
+        self.parser = self._make_parser() if self.channels else None
         self.qos = qos
         self.max_bytes = max_bytes
         self.flush_seconds = flush_seconds
@@ -253,6 +275,9 @@ class Recorder:
             self._handle_label(topic, payload, arrived)
             return
         self.stats.messages += 1
+        if self.payload == "sparkplug":
+            self._handle_sparkplug(topic, payload, arrived)
+            return
         device = self._device(topic, self.device_level)
         if not device or not check_device_name(device):
             # The daemon would refuse it too: a recording holds only what it would use.
@@ -267,6 +292,27 @@ class Recorder:
         except Rejected as exc:
             self._reject(exc.reason, exc.detail)
             return
+        self._samples(device, values, ts, arrived)
+
+    def _handle_sparkplug(self, topic: str, payload: bytes, arrived: float) -> None:
+        if self.parser is None:
+            self._learn_sparkplug_channels(topic, payload)
+            if self.parser is None:
+                return
+        try:
+            events = self.parser.handle(topic, payload)
+        except Rejected as exc:
+            self._reject(exc.reason, exc.detail)
+            return
+        for device, values, ts in events:
+            if values is None:
+                continue  # a rebirth or gap restarts windows; a recording just goes on
+            if not check_device_name(device):
+                self._reject("bad_device", f"no usable device name in topic {topic!r:.80}")
+                continue
+            self._samples(device, values, ts, arrived)
+
+    def _samples(self, device: str, values, ts, arrived: float) -> None:
         values = np.asarray(values, dtype=np.float32).reshape(-1, len(self.channels))
         n = len(values)
         if ts is None:
@@ -305,11 +351,51 @@ class Recorder:
         self._rows.append((device, times, values))
         self.stats.devices.add(device)
 
-    def _learn_channels(self, payload: bytes) -> None:
+    def _make_parser(self):
+        if self.payload == "sparkplug":
+            from edge.sparkplug import SparkplugDecoder
+
+            return SparkplugDecoder(self.channels, self.topic)
+        return formats.Decoder(self.payload, PayloadParser(self.channels))
+
+    def _learn_sparkplug_channels(self, topic: str, payload: bytes) -> None:
+        from edge.sparkplug import numeric_metric_names
+
         try:
-            doc = json.loads(payload)
-        except ValueError:
-            self._reject("invalid_json", "payload is not JSON (and no channels known yet)")
+            names = numeric_metric_names(payload)
+        except ValueError as exc:
+            self._reject("invalid_sparkplug", str(exc))
+            return
+        names = [n for n in names if n not in RESERVED_COLUMNS]
+        if not names:
+            # Deaths, commands and alias-only data tell no channel names: wait for a birth.
+            return
+        self._use_channels(names)
+        self.parser.handle(topic, payload)  # a birth: its aliases count from here on
+
+    def _use_channels(self, names) -> None:
+        self.channels = tuple(names)
+        self.parser = self._make_parser()
+        log.info("recording channels %s (from the first message)", ", ".join(names))
+
+    def _learn_channels(self, payload: bytes) -> None:
+        width = block_channels(payload)
+        if width:
+            self._use_channels([f"c{k}" for k in range(width)])
+            return
+        if self.payload == "binary":
+            self._reject("bad_block", "not a binary sample block (and no channels known yet)")
+            return
+        try:
+            if self.payload == "cbor":
+                import cbor2
+
+                doc = cbor2.loads(payload)
+            else:
+                doc = json.loads(payload)
+        except Exception:
+            self._reject(f"invalid_{self.payload}",
+                         f"payload is not {self.payload} (and no channels known yet)")
             return
         if isinstance(doc, dict) and "samples" in doc:
             doc = doc["samples"][0] if isinstance(doc["samples"], list) and doc["samples"] \
@@ -329,9 +415,7 @@ class Recorder:
             self._reject("bad_type", "cannot tell the channels from the first message; "
                                      "pass --channels")
             return
-        self.channels = tuple(names)
-        self.parser = PayloadParser(self.channels)
-        log.info("recording channels %s (from the first message)", ", ".join(names))
+        self._use_channels(names)
 
     def _handle_label(self, topic: str, payload: bytes, arrived: float) -> None:
         device = self._device(topic, self.label_level)

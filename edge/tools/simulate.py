@@ -14,7 +14,14 @@ Sample payloads (``--format``), all with ``ts`` in seconds (wall-clock time) exc
 
 - ``object``: one sample per message, ``{"ts": 1732550000.25, "x": 0.1, "y": -0.3, "z": 0.02}``;
 - ``array``: one sample per message in channel order, ``[0.1, -0.3, 0.02]``;
-- ``batch``: every ``batch_seconds``, ``{"samples": [[...], ...], "ts": [t0, t1, ...]}``.
+- ``batch``: every ``batch_seconds``, ``{"samples": [[...], ...], "ts": [t0, t1, ...]}``;
+- ``binary``: every ``batch_seconds``, one binary sample block (float32, start time and
+  sample period; :mod:`edge.payload_binary`);
+- ``cbor``: the ``batch`` document encoded as CBOR (needs ``cbor2``);
+- ``sparkplug``: every ``batch_seconds``, a Sparkplug B DDATA on
+  ``spBv1.0/sim/DDATA/simulator/{device}`` (the ``--topic`` default becomes that) with one
+  named Float metric per channel and sample, each with its timestamp (ms), after an NBIRTH
+  and a DBIRTH per device (needs ``protobuf``).
 
 Sources of data: :class:`SyntheticSource` (machine vibration from :mod:`edge.tools.synthetic`,
 endless), :class:`TsSource` (a UEA/UCR ``.ts`` file, one case after another per device,
@@ -26,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,13 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.payload_binary import encode_block
 from edge.tools import synthetic
 
 log = logging.getLogger(__name__)
 
 SENSOR_TOPIC = "sensors/{device}/data"
 LABEL_TOPIC = "sim/{device}/label"
-FORMATS = ("object", "array", "batch")
+FORMATS = ("object", "array", "batch", "binary", "cbor", "sparkplug")
+BATCHED = ("batch", "binary", "cbor", "sparkplug")
+SPARKPLUG_TOPIC = "spBv1.0/sim/DDATA/simulator/{device}"
 LABEL_REPEAT_S = 1.0
 
 
@@ -377,6 +388,18 @@ class Simulator:
         self._row_fmt = "[" + ",".join(["%.7g"] * len(channels)) + "]"
         self.stats = SimStats()
         self.t0 = 0.0
+        self._seq: dict[str, int] = {}  # Sparkplug: next seq per edge node
+        if fmt == "cbor":
+            import cbor2
+
+            self._cbor = cbor2.dumps
+        elif fmt == "sparkplug":
+            from edge import sparkplug
+
+            self._spb = sparkplug
+            if not topic.startswith(sparkplug.NAMESPACE + "/"):
+                raise ValueError(f"--format sparkplug needs a topic like {SPARKPLUG_TOPIC}, "
+                                 f"got {topic!r}")
 
     def _ts(self, clock: int) -> float:
         return self.t0 + clock / self.rate_hz
@@ -402,6 +425,19 @@ class Simulator:
             for row in rows:
                 publish(topic, fmt % tuple(row), qos=self.qos)
             sent = len(rows)
+        elif self.fmt == "binary":
+            publish(topic, encode_block(data, start=float(ts[0]), period=1.0 / self.rate_hz),
+                    qos=self.qos)
+            sent = 1
+        elif self.fmt == "cbor":
+            publish(topic, self._cbor({"samples": rows, "ts": ts.tolist()}), qos=self.qos)
+            sent = 1
+        elif self.fmt == "sparkplug":
+            publish(topic, self._spb.encode_samples(
+                # Whole ms, rounded up: a segment's first sample is never before its label.
+                data, self.source.channels, start_ms=math.ceil(ts[0] * 1000.0),
+                period_ms=1000.0 / self.rate_hz, seq=self._next_seq(topic)), qos=self.qos)
+            sent = 1
         else:
             fmt = self._row_fmt
             samples = ",".join(fmt % tuple(row) for row in rows)
@@ -412,10 +448,34 @@ class Simulator:
         self.stats.samples += len(rows)
         self.stats.per_device[stream.name] = self.stats.per_device.get(stream.name, 0) + sent
 
+    def _next_seq(self, topic: str) -> int:
+        """The Sparkplug sequence number (0-255, one counter per edge node) of a message."""
+        node = "/".join(topic.split("/")[:4])
+        seq = self._seq.get(node, 0)
+        self._seq[node] = (seq + 1) % 256
+        return seq
+
+    def _births(self) -> None:
+        """Sparkplug: an NBIRTH per edge node, then a DBIRTH per device, before any data."""
+        spb, channels = self._spb, self.source.channels
+        for stream in self.streams:
+            levels = self.topic.format(device=stream.name).split("/")
+            node = "/".join(levels[:4])
+            if node not in self._seq:
+                self._seq[node] = 0
+                levels[2] = "NBIRTH"
+                self.client.publish("/".join(levels[:4]), spb.encode(
+                    [], seq=self._next_seq("/".join(levels))), qos=1)
+            levels[2] = "DBIRTH"
+            self.client.publish("/".join(levels), spb.birth(
+                channels, seq=self._next_seq("/".join(levels))), qos=1)
+
     def run(self, stop: threading.Event | None = None, duration: float | None = None) -> SimStats:
         """Publish until every stream ends, ``duration`` seconds pass or ``stop`` is set."""
         stop = stop or threading.Event()
-        tick = self.batch_seconds if self.fmt == "batch" else max(1.0 / self.rate_hz, 0.005)
+        tick = self.batch_seconds if self.fmt in BATCHED else max(1.0 / self.rate_hz, 0.005)
+        if self.fmt == "sparkplug":
+            self._births()
         start = time.monotonic()
         self.t0 = time.time()
         sent_clock = 0
