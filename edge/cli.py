@@ -134,6 +134,19 @@ def _add_run(sub) -> None:
     p.add_argument("--only-anomalies", action="store_true", default=None,
                    help="publish only windows whose anomaly_score is above the model's "
                         "anomaly_threshold (needs a model from fit-anomaly or fit --anomaly)")
+    p.add_argument("--capture", choices=("uncertain", "anomalies", "all", "none"),
+                   help="publish the raw windows worth labelling on "
+                        "sigmoid-edge/<node>/capture/<device>: those below --capture-below "
+                        "confidence (uncertain), flagged anomalous (anomalies), every one (all); "
+                        "default none (collect them with 'sigmoid-train collect')")
+    p.add_argument("--capture-below", type=float, metavar="P",
+                   help="confidence below which a window is uncertain "
+                        "(default: --min-confidence, or 0.6)")
+    p.add_argument("--capture-rate", type=int, metavar="N",
+                   help="at most N captures per device per hour (default 60)")
+    p.add_argument("--capture-sample", type=float, metavar="F",
+                   help="also capture a random fraction F of all windows, so the collected "
+                        "data stays representative (default 0)")
     p.add_argument("--anomaly-min-windows", type=_k_of_n, metavar="K[/N]",
                    help="anomaly models: alarm (anomaly: true) only when K of a device's last "
                         "N windows are anomalous; K/N sets both (default N = K: K in a row)")
@@ -156,6 +169,7 @@ RUN_KEYS = (
     "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca", "tls_cert",
     "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
     "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
+    "capture", "capture_below", "capture_rate", "capture_sample",
     "anomaly_window_count",
 )
 

@@ -17,6 +17,7 @@ import zlib
 from collections import deque
 
 from edge import topics
+from edge.capture import Capture
 from edge.config import Config, check_device_name, shard_of
 from edge.formats import Decoder
 from edge.journal import Journal
@@ -50,6 +51,10 @@ def make_parser(model: LoadedModel, cfg: Config):
         if wanted and model.anomaly_threshold is None:
             raise ModelError(f"{model.source}: --{key} needs a model with an 'anomaly_score' "
                              "output (sigmoid-train fit-anomaly or fit --anomaly)")
+    if cfg.capture == "anomalies" and model.anomaly_threshold is None:
+        raise ModelError(f"{model.source}: --capture anomalies needs a model with an "
+                         "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly); "
+                         "use --capture uncertain for a classifier")
     try:
         parser = PayloadParser(model.info.channels, cfg.channels,
                                max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
@@ -65,6 +70,14 @@ def make_parser(model: LoadedModel, cfg: Config):
                                 check_seq=not (cfg.shard or topics.split_share(
                                     cfg.input_topic)[0]))
     return Decoder(cfg.payload, parser)
+
+
+def make_capture(cfg: Config) -> Capture | None:
+    """The capture policy of ``--capture`` (``None`` for ``none``: no cost at all)."""
+    if cfg.capture == "none":
+        return None
+    return Capture(cfg.capture, cfg.capture_topic, cfg.node, below=cfg.capture_threshold,
+                   rate=cfg.capture_rate, sample=cfg.capture_sample, max_devices=cfg.max_devices)
 
 
 class Daemon:
@@ -104,7 +117,7 @@ class Daemon:
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies, anomaly_min_windows=cfg.anomaly_min_windows,
             anomaly_window_count=cfg.anomaly_window_count,
-            input_range_margin=cfg.input_range_margin,
+            input_range_margin=cfg.input_range_margin, capture=make_capture(cfg),
             shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
         self.runner.on_window_rejected = self._window_rejected
