@@ -194,12 +194,14 @@ def _add_fit(sub) -> None:
                         "(default: chosen by validation)")
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
-                        "raw:points=16 (default: chosen by validation)")
+                        "raw:points=16 or conv:pool=10080:keep=auto (default: chosen by "
+                        "validation)")
     p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
                    default=LATENCY_BUDGET_US,
                    help="when choosing features by validation, only consider those whose "
                         "model runs a window within US microseconds of CPU here (batch 1, "
-                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget)")
+                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget); a pruned "
+                        "conv pool (conv:pool=...) prunes until it fits")
     _add_windowing(p)
     _add_identity(p)
     p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,
