@@ -60,7 +60,7 @@ class ContractError(ValueError):
 SUPPORTED_OPS: frozenset[tuple[str, str]] = frozenset(
     [("", op) for op in (
         "Add", "ArgMin", "Cast", "Concat", "Conv", "ConvInteger", "DequantizeLinear", "Div",
-        "DynamicQuantizeLinear", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
+        "DynamicQuantizeLinear", "Gather", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
         "Mul", "Pad", "QLinearMatMul", "QuantizeLinear", "ReduceMax", "ReduceMean",
         "ReduceMin", "ReduceSum", "Reshape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Sub",
         "Transpose", "Unsqueeze",

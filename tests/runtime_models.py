@@ -2,7 +2,7 @@
 
 :func:`parity_models` fits small pipelines on synthetic windows and exports what the trainer
 can ship: every feature family (stats, spectral, raw and their first-difference views,
-conv and diff_conv), hidden layers, ``fit --anomaly`` (autoencoder), ``fit-anomaly`` with
+conv and diff_conv, the pruned pool), hidden layers, ``fit --anomaly`` (autoencoder), ``fit-anomaly`` with
 k-means, ``fit-cluster``, each float, and the int8 variants ``quantize.choose`` picks among
 (static QDQ/QOperator per tensor/channel, whole graph or network only, and weight-only).
 """
@@ -23,6 +23,7 @@ PIPELINES = (
     ("stats_spectral", ("stats", "diff_stats", "spectral", "diff_spectral"), (8,), None),
     ("raw_stats", ("raw", "stats"), (), None),
     ("conv", ("conv", "diff_conv", "stats"), (), None),
+    ("pruned_conv", ("conv:pool=840:keep=32",), (), None),
     ("with_anomaly", ("stats", "spectral"), (6,), "anomaly"),
     ("kmeans_anomaly", ("stats", "spectral"), (), "kmeans"),
     ("clusters", ("stats",), (), "clusters"),

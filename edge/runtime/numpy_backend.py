@@ -140,6 +140,14 @@ def _concat(attrs, consts=()):
     return lambda *xs: (np.concatenate(xs, axis=axis),)
 
 
+def _gather(attrs, consts=()):
+    indices = _const(consts, 1)
+    if indices is None:
+        raise UnsupportedModel("Gather needs constant indices")
+    axis = attrs.get("axis", 0)
+    return lambda x, _i=None: (np.take(x, indices, axis=axis),)
+
+
 def _slice(attrs, consts=()):
     starts, ends = _const(consts, 1), _const(consts, 2)
     if starts is None or ends is None or any(
@@ -476,6 +484,7 @@ KERNELS: dict[tuple[str, str], tuple[Callable[[dict], Callable], frozenset]] = {
     ("", "Reshape"): (_reshape, frozenset({"allowzero"})),
     ("", "Unsqueeze"): (_unsqueeze, frozenset({"axes"})),
     ("", "Concat"): (_concat, frozenset({"axis"})),
+    ("", "Gather"): (_gather, frozenset({"axis"})),
     ("", "Slice"): (_slice, frozenset()),
     ("", "Pad"): (_pad, frozenset({"mode"})),
     ("", "Cast"): (_cast, frozenset({"to", "saturate"})),
