@@ -61,9 +61,11 @@ apt-python-venv:
 
 # The integration tests run a real mosquitto broker and the real mosquitto_pub/_sub clients;
 # tests/test_deploy.py checks the deploy files with shellcheck, docker-compose (no Docker
-# engine needed), systemd-analyze and openssl. Each tool maps to the Debian package that has it.
+# engine needed), systemd-analyze and openssl; tests/test_label_page.py drives Debian's chromium
+# with its chromedriver (Selenium). Each tool maps to the Debian package that has it.
 SYSTEM_TOOLS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients mosquitto_passwd:mosquitto \
-	shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd openssl:openssl
+	shellcheck:shellcheck docker-compose:docker-compose systemd-analyze:systemd openssl:openssl \
+	chromium:chromium chromedriver:chromium-driver
 
 system-deps:
 	@missing=""; \

@@ -176,13 +176,13 @@ class Scraper:
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      scrape: bool = False) -> tuple:
+                      runtime: str = "auto", scrape: bool = False) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
-    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`. ``scrape``: with a
-    metrics server, fetched every second while the messages flow (the scrape times go into
-    ``stats["scrapes"]``).
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
+    the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
+    second while the messages flow (the scrape times go into ``stats["scrapes"]``).
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -191,7 +191,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     from tests.mqtt_helpers import free_port
 
     values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-              "queue_size": 200000, "payload": payload}
+              "queue_size": 200000, "payload": payload, "runtime": runtime}
     if scrape:
         values["metrics_port"] = free_port()
     cfg = load_config(values, env={})
@@ -338,7 +338,7 @@ class PahoBlast:
 
     ``procs`` child processes (this script with ``--publish``) each connect one paho client,
     read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
-    PUBACK round trips to wait for) and exit once all of it is written. Every format of [6]
+    PUBACK round trips to wait for) and exit once all of it is written. Every format of [7]
     goes through them.
     """
 

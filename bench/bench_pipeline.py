@@ -8,6 +8,15 @@ defaults; int8 vs float >= 99% label agreement and <= 1 point accuracy loss.
     python bench/bench_pipeline.py --quick    # smoke run (seconds)
     python bench/bench_pipeline.py --datasets DIR   # also every DIR/NAME/NAME_TRAIN.ts
     python bench/bench_pipeline.py --datasets DIR --only ACSF1,GunPoint --no-latency
+    python bench/bench_pipeline.py --vs-minirocket [--datasets DIR] [--only ...]
+
+``--vs-minirocket`` (needs the bench extra: ``pip install -e '.[bench]'``, aeon): on every
+classification set aeon ships (or every set under ``--datasets``), our default fit (int8
+model) and aeon's ``MiniRocketClassifier`` at its defaults, fitted on the same resampled
+training windows and scored on the same test windows, side by side: test accuracy, fit
+time (ours: selection + fit + quantization, as ``sigmoid-train fit``; aeon's: ``fit``,
+after a numba warm-up on another set so compilation is not counted) and batch-1 latency
+(ours: the int8 graph, thread CPU time; aeon's: ``predict`` of one window, wall).
 
 Latency: each setting is timed in ``repeats`` rounds of ``min_time / repeats`` seconds
 after a warm-up; the median and the best round are reported (the best is the least
@@ -111,6 +120,124 @@ def accuracy_table(quick: bool, root: Path | None = None, names=None, only=None)
             break
 
 
+def classification_sets(root: Path) -> list[str]:
+    """Names of the ``root/NAME/NAME_TRAIN.ts`` classification sets with a test file."""
+    names = []
+    for train in sorted(root.glob("*/*_TRAIN.ts")):
+        name = train.parent.name
+        test = train.parent / f"{name}_TEST.ts"
+        header = train.read_text(errors="replace")[:5000].lower()
+        if train.stem == f"{name}_TRAIN" and test.exists() and "@classlabel true" in header:
+            names.append(name)
+    return names
+
+
+# Batch-1 thread CPU time (us) of the reference model below on an idle core of this machine
+# (BENCHMARKS.md "Pipeline": stats+spectra, W=100, C=6, float, measured 2026-11-25 quiet).
+QUIET_REFERENCE_US = 17.3
+
+
+def load_factor() -> float:
+    """How many times slower a model runs now than on the idle machine (>= 1).
+
+    On 2 cores shared by many jobs, thread CPU time still grows (cache and SMT contention):
+    at load average ~15 the reference took 4-5x its idle time. ``--calibrate-load`` scales
+    the budget by this factor, so the fits choose what they would on an idle machine.
+    """
+    train = synthetic_dataset(10, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = Pipeline(DEFAULT_CANDIDATES[0], random_state=0,
+                        network_params={"max_epochs": 1}).fit(train.X, train.y)
+    model = build_model(pipe, channels=list(train.channels), window=100, hop=100,
+                        name="reference", version="0")
+    now = sessions.cpu_latency_us(sessions.session(model), train.X[0])
+    return max(1.0, now / QUIET_REFERENCE_US)
+
+
+def aeon_data_dir() -> Path:
+    import aeon.datasets
+
+    return Path(aeon.datasets.__file__).parent / "data"
+
+
+def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool = False) -> None:
+    """Our default fit (int8) vs aeon's MiniRocketClassifier at its defaults, per set.
+
+    ``calibrate``: the budget (and the latency shown) is scaled by :func:`load_factor`
+    measured before each set.
+    """
+    import aeon
+    from aeon.classification.convolution_based import MiniRocketClassifier
+
+    print(f"\n### Our defaults (int8) vs aeon {aeon.__version__} MiniRocketClassifier, "
+          f"{root}\n")
+    print("| data set | train x W x C | chosen | kept / pool | CV acc chosen / pruned conv "
+          "| ours int8 acc | MiniRocket acc "
+          "| diff (points) | ours b1 us CPU int8 | MiniRocket b1 us wall | ours fit s "
+          "| of which pruning s | MiniRocket fit s | fit ratio |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    warm = load_dataset(root / names[0] / f"{names[0]}_TRAIN.ts")
+    MiniRocketClassifier(random_state=0).fit(np.swapaxes(warm.X[:20], 1, 2), warm.y[:20])
+    ours, theirs, ratios, over = [], [], [], []
+    # Smallest first: a long run that is stopped still has most of its rows.
+    for name in sorted(names, key=lambda n: (root / n / f"{n}_TRAIN.ts").stat().st_size):
+        if only and name not in only:
+            continue
+        train = load_dataset(root / name / f"{name}_TRAIN.ts")
+        test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
+        factor = load_factor() if calibrate else 1.0
+        t0 = time.process_time()
+        result = fit(train, test, FitOptions(seed=0, latency_budget_us=budget_us * factor))
+        our_fit = time.process_time() - t0
+        r = result.report
+        int8 = sessions.session(result.int8_model)
+        our_b1 = sessions.cpu_latency_us(int8, test.X[0]) / factor
+        clf = MiniRocketClassifier(random_state=0)
+        t0 = time.process_time()
+        clf.fit(np.swapaxes(train.X, 1, 2), train.y)
+        mr_fit = time.process_time() - t0
+        mr_acc = float((clf.predict(np.swapaxes(test.X, 1, 2)) == test.y).mean())
+        one = np.swapaxes(test.X[:1], 1, 2)
+        clf.predict(one)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            clf.predict(one)
+        mr_b1 = (time.perf_counter() - t0) / 20 * 1e6
+        acc = r["metrics"]["int8"]["test"]["accuracy"]
+        pruning = r.get("pruning") or []
+        kept = (" + ".join(f"{p['kept']} / {p['pool']}" for p in pruning) if pruning
+                else "-")
+        cands = r["parameters"]["selection"].get("candidates", [])
+        chosen_cv = max((c["validation_accuracy"] for c in cands), default=float("nan"))
+        conv_rows = [c for c in cands if "pruning" in c]
+        conv_cv = max((c["validation_accuracy"] for c in conv_rows), default=float("nan"))
+        conv_lat = max((c.get("batch1_latency_us", 0) for c in conv_rows), default=0)
+        prune_s = sum(p.get("fit_cpu_s", 0.0) for c in conv_rows[:1] for p in c["pruning"])
+        chosen_row = [c for c in cands if c["features"] == r["parameters"]["features"]]
+        if chosen_row:
+            chosen_cv = chosen_row[0]["validation_accuracy"]
+        ours.append(acc)
+        theirs.append(mr_acc)
+        ratios.append(our_fit / mr_fit)
+        over.append(our_b1 > budget_us)
+        name_shown = f"{name} (load x{factor:.1f})" if calibrate else name
+        print(f"| {name_shown} | {len(train.y)} x {train.window} x {len(train.channels)} "
+              f"| {','.join(r['parameters']['features'])} {r['parameters']['hidden_layers']} "
+              f"| {kept} | {chosen_cv:.3f} / {conv_cv:.3f} ({conv_lat:.0f} us) "
+              f"| {acc:.4f} | {mr_acc:.4f} | {100 * (acc - mr_acc):+.1f} "
+              f"| {our_b1:.1f} | {mr_b1:.0f} | {our_fit:.1f} | {prune_s:.1f} | {mr_fit:.1f} "
+              f"| {our_fit / mr_fit:.1f} |", flush=True)
+    if ours:
+        diff = 100 * (np.array(ours) - np.array(theirs))
+        print(f"| **mean of {len(ours)}** | | | | | **{np.mean(ours):.4f}** "
+              f"| **{np.mean(theirs):.4f}** | {diff.mean():+.1f} (worst {diff.min():+.1f}) "
+              f"| {sum(over)} over {budget_us:g} us | | | | | median "
+              f"{np.median(ratios):.1f} |")
+        print("\n(fit times are process CPU seconds; ours include the selection over every "
+              "default candidate and the int8 quantization.)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
@@ -121,6 +248,15 @@ def main() -> None:
                         help="comma-separated data set names: score only these")
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the synthetic latency table")
+    parser.add_argument("--vs-minirocket", action="store_true",
+                        help="only the side-by-side table against aeon's MiniRocketClassifier "
+                             "(bench extra), on aeon's sets or those under --datasets")
+    parser.add_argument("--budget-us", type=float, default=100.0,
+                        help="--latency-budget-us of our fits in --vs-minirocket")
+    parser.add_argument("--calibrate-load", action="store_true",
+                        help="--vs-minirocket on a busy machine: scale the budget (and the "
+                             "latency shown) by how much slower a reference model runs now "
+                             "than on the idle machine")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
     warnings.filterwarnings("ignore")
@@ -129,19 +265,17 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {platform.python_version()}, onnxruntime "
           f"{onnxruntime.__version__}, numpy {np.__version__}")
+    if args.vs_minirocket:
+        root = args.datasets or aeon_data_dir()
+        minirocket_table(root, classification_sets(root), only, args.budget_us,
+                         args.calibrate_load)
+        return
     min_time, repeats = (0.2, 3) if args.quick else (2.0, 7)
     if not args.no_latency:
         latency_table(min_time, repeats, args.quick)
     accuracy_table(args.quick, only=only)
     if args.datasets:
-        names = []
-        for train in sorted(args.datasets.glob("*/*_TRAIN.ts")):
-            name = train.parent.name
-            test = train.parent / f"{name}_TEST.ts"
-            header = train.read_text(errors="replace")[:5000].lower()
-            if train.stem == f"{name}_TRAIN" and test.exists() and "@classlabel true" in header:
-                names.append(name)
-        accuracy_table(args.quick, args.datasets, names, only)
+        accuracy_table(args.quick, args.datasets, classification_sets(args.datasets), only)
 
 
 if __name__ == "__main__":

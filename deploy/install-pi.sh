@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Install the sigmoid-edge daemon as a hardened systemd service on Raspberry Pi OS 64-bit or
-# Debian/Ubuntu (arm64 or amd64). Idempotent: run it again to upgrade; your config and
-# secrets are never overwritten.
+# Install the sigmoid-edge daemon as a hardened systemd service on Raspberry Pi OS (64-bit or
+# 32-bit) or Debian/Ubuntu (arm64, amd64 or armhf). Idempotent: run it again to upgrade; your
+# config and secrets are never overwritten.
 #
 #   sudo deploy/install-pi.sh                       # install from this checkout
 #   sudo deploy/install-pi.sh --source dist/sigmoid_edge-0.1.0-py3-none-any.whl
 #   sudo deploy/install-pi.sh --model model.int8.onnx   # also install a model and start
 #   sudo deploy/install-pi.sh --uninstall [--purge]
+#
+# On 32-bit ARM (Pi Zero/Zero W/1/2, any Pi on 32-bit Raspberry Pi OS) onnxruntime has no
+# wheel: the daemon runs models with its numpy runtime, numpy comes from apt (python3-numpy)
+# and the venv sees it (--system-site-packages).
 #
 # What it does: apt installs python3-venv; creates the system user `sigmoid-edge`; a venv
 # in /opt/sigmoid-edge/venv with ONLY the edge install (no trainer); /etc/sigmoid-edge/
@@ -29,6 +33,7 @@ CONF_DIR=/etc/sigmoid-edge
 STATE_DIR=/var/lib/sigmoid-edge
 UNIT_DIR=/etc/systemd/system
 MODEL_NAME=model.int8.onnx
+RUNTIME=onnxruntime
 
 SOURCE=$REPO
 MODEL=
@@ -74,7 +79,8 @@ while [ "$#" -gt 0 ]; do
 done
 
 # onnxruntime publishes Linux wheels for x86_64 and aarch64 only. A 64-bit kernel with a
-# 32-bit (armhf) userland, as on older Raspberry Pi OS images, is 32-bit for pip too.
+# 32-bit (armhf) userland, as on older Raspberry Pi OS images, is 32-bit for pip too: there
+# the daemon uses its numpy runtime (edge/runtime/numpy_backend.py).
 check_architecture() {
     local machine=${SIGMOID_EDGE_ARCH:-$(uname -m)} userland=
     if [ -z "${SIGMOID_EDGE_ARCH:-}" ] && command -v dpkg >/dev/null; then
@@ -82,12 +88,10 @@ check_architecture() {
     fi
     case "$machine:$userland" in
         aarch64:arm64 | aarch64: | arm64:* | x86_64:amd64 | x86_64: | amd64:*) return 0 ;;
-        aarch64:armhf | aarch64:armel | arm*:*)
-            die "this is a 32-bit ARM system (${machine}${userland:+, userland $userland}).
-  onnxruntime ships no 32-bit ARM wheels, so sigmoid-edge cannot run here yet:
-  Raspberry Pi Zero/Zero W/1/2 (armv6/armv7) and 32-bit Raspberry Pi OS are not supported.
-  Use Raspberry Pi OS (64-bit) on a Raspberry Pi 3, 4, 5 or Zero 2 W." ;;
-        *) die "unsupported architecture ${machine}${userland:+ ($userland)}: sigmoid-edge supports arm64 (aarch64) and amd64 (x86_64)" ;;
+        aarch64:armhf | aarch64:armel | armv6*:* | armv7*:* | armv8*:* | armhf:* | armel:*)
+            RUNTIME=numpy
+            say "32-bit ARM (${machine}${userland:+, userland $userland}): onnxruntime has no wheel here, installing the numpy runtime (numpy from apt)" ;;
+        *) die "unsupported architecture ${machine}${userland:+ ($userland)}: sigmoid-edge supports arm64 (aarch64), amd64 (x86_64) and 32-bit ARM (armv6l/armv7l, armhf)" ;;
     esac
 }
 
@@ -111,10 +115,17 @@ install_as() {
 
 apt_dependencies() {
     [ -z "$DESTDIR" ] || return 0
-    if "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then return 0; fi
-    command -v apt-get >/dev/null || die "$PYTHON has no venv/ensurepip and apt-get is missing; install python3-venv"
+    local packages=()
+    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3 python3-venv)
+    # numpy from the distribution on 32-bit ARM: pip would build it from source where
+    # piwheels is not configured or not reachable (an hour on a Pi Zero).
+    if [ "$RUNTIME" = numpy ] && ! "$PYTHON" -c 'import numpy' 2>/dev/null; then
+        packages+=(python3-numpy)
+    fi
+    [ "${#packages[@]}" -gt 0 ] || return 0
+    command -v apt-get >/dev/null || die "apt-get is missing; install ${packages[*]}"
     run apt-get update -qq
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
 }
 
 create_user() {
@@ -156,7 +167,11 @@ install_venv() {
     spec=$(package_spec)
     run install -d -m 0755 "$DESTDIR$PREFIX"
     if [ ! -x "$venv/bin/python" ]; then
-        run "$PYTHON" -m venv "$venv"
+        if [ "$RUNTIME" = numpy ]; then
+            run "$PYTHON" -m venv --system-site-packages "$venv"  # Debian's python3-numpy
+        else
+            run "$PYTHON" -m venv "$venv"
+        fi
     fi
     # --upgrade: a re-run installs the new version of the source; dependencies stay if they fit.
     run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$spec"
@@ -164,8 +179,11 @@ install_venv() {
         if "$venv/bin/python" -c 'import onnx' 2>/dev/null; then
             die "the venv has onnx installed: it should hold only the edge install"
         fi
-        "$venv/bin/python" -c 'import onnxruntime, paho.mqtt, numpy, edge' \
+        local modules=paho.mqtt,numpy,edge.runtime.numpy_backend
+        [ "$RUNTIME" = numpy ] || modules=onnxruntime,$modules
+        "$venv/bin/python" -c "import $modules" \
             || die "the edge install in $venv is broken (see the pip output above)"
+        say "runtime: $("$venv/bin/python" -c 'from edge.runtime import resolve; print(resolve())')"
     fi
     if [ -f "$REPO/README.md" ]; then
         run install -m 0644 "$REPO/README.md" "$DESTDIR$PREFIX/README.md"

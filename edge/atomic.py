@@ -2,7 +2,8 @@
 
 The one writer the project uses for files that something else reads while they change: the
 daemon storing a pushed model and its signature, ``sigmoid-train fit`` writing its outputs,
-``sigmoid-train export`` saving a model. Each file is written to a temporary name in its
+``sigmoid-train export`` saving a model, ``collect`` and ``label`` storing captures and
+labels (:mod:`trainer.captures`). Each file is written to a temporary name in its
 target directory (same file system, so the rename is atomic), flushed and fsynced, and then
 renamed into place; on any error the temporary files are removed and the old files stay.
 """

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from edge import __version__
+# The daemon's arrays are small (a batch of windows): OpenBLAS's worker threads cost more
+# than they give, and spinning on a Pi's cores they slow the numpy runtime's matmuls down
+# (2.4x per node measured on a loaded 2-core machine). Before numpy loads; the user's wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from edge import __version__  # noqa: E402
+from edge.runtime import RUNTIMES  # noqa: E402
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -116,6 +123,10 @@ def _add_run(sub) -> None:
     p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mqtts://")
     p.add_argument("--tls-key", metavar="FILE", help="client key for mqtts://")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="inference runtime: onnxruntime, numpy (for boards onnxruntime has no "
+                        "wheel for, e.g. 32-bit Raspberry Pi OS), or auto = onnxruntime when "
+                        "it is installed, else numpy (default auto)")
     p.add_argument("--hop", type=int, help="samples between windows (default 0 = the model's)")
     p.add_argument("--max-devices", type=int,
                    help="devices buffered at once; least recently used evicted (default 1000)")
@@ -134,6 +145,19 @@ def _add_run(sub) -> None:
     p.add_argument("--only-anomalies", action="store_true", default=None,
                    help="publish only windows whose anomaly_score is above the model's "
                         "anomaly_threshold (needs a model from fit-anomaly or fit --anomaly)")
+    p.add_argument("--capture", choices=("uncertain", "anomalies", "all", "none"),
+                   help="publish the raw windows worth labelling on "
+                        "sigmoid-edge/<node>/capture/<device>: those below --capture-below "
+                        "confidence (uncertain), flagged anomalous (anomalies), every one (all); "
+                        "default none (collect them with 'sigmoid-train collect')")
+    p.add_argument("--capture-below", type=float, metavar="P",
+                   help="confidence below which a window is uncertain "
+                        "(default: --min-confidence, or 0.6)")
+    p.add_argument("--capture-rate", type=int, metavar="N",
+                   help="at most N captures per device per hour (default 60)")
+    p.add_argument("--capture-sample", type=float, metavar="F",
+                   help="also capture a random fraction F of all windows, so the collected "
+                        "data stays representative (default 0)")
     p.add_argument("--anomaly-min-windows", type=_k_of_n, metavar="K[/N]",
                    help="anomaly models: alarm (anomaly: true) only when K of a device's last "
                         "N windows are anomalous; K/N sets both (default N = K: K in a row)")
@@ -157,11 +181,11 @@ def _add_run(sub) -> None:
 
 RUN_KEYS = (
     "config", "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic",
-    "payload",
-    "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca", "tls_cert",
-    "tls_key", "threads", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys",
-    "smoothing", "min_confidence", "on_change", "only_anomalies", "ha_discovery", "ha_prefix",
-    "metrics_port", "metrics_host", "anomaly_window_count",
+    "payload", "output_topic", "mqtt_version", "shard", "username", "password_file", "tls_ca",
+    "tls_cert", "tls_key", "threads", "runtime", "hop", "max_devices", "queue_size",
+    "stats_interval", "trusted_keys", "smoothing", "min_confidence", "on_change",
+    "only_anomalies", "ha_discovery", "ha_prefix", "capture", "capture_below", "capture_rate",
+    "capture_sample", "anomaly_window_count", "metrics_port", "metrics_host",
 )
 
 
@@ -206,7 +230,8 @@ def _run(args: argparse.Namespace) -> int:
     from edge.updates import verify_startup
 
     try:
-        model = load_model(cfg.model, threads=cfg.threads, extra_ops=cfg.extra_ops)
+        model = load_model(cfg.model, threads=cfg.threads, runtime=cfg.runtime,
+                           extra_ops=cfg.extra_ops)
         make_parser(model, cfg)
         verify_startup(cfg, model)  # with --trusted-key: MODEL.sig must be valid
     except ModelError as e:
@@ -216,7 +241,8 @@ def _run(args: argparse.Namespace) -> int:
         info = model.info
         print(f"config OK: model {info.name} {info.version} (sha256 {model.sha256[:12]}), "
               f"channels {list(info.channels)}, window {info.window}, "
-              f"hop {cfg.hop or info.hop}, labels {list(info.labels)}; broker {cfg.broker}, "
+              f"hop {cfg.hop or info.hop}, labels {list(info.labels)}; runtime "
+              f"{model.runtime}; broker {cfg.broker}, "
               f"node {cfg.node}, input {cfg.input_topic}, output {cfg.output_topic}")
         return 0
     try:

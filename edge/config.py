@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from edge import topics
 from edge.credentials import PasswordFileError, read_password
+from edge.runtime import RUNTIMES
 
 ENV_PREFIX = "SIGMOID_EDGE_"
 # Characters that must never appear in a topic level we build (MQTT wildcards, separators,
@@ -52,6 +53,8 @@ _IGNORABLE_RE = re.compile("[" + "".join(
     f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _DEFAULT_IGNORABLE) + "]")
 MAX_DEVICE_NAME = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# edge.capture.MODES, repeated so that loading the config needs no numpy.
+CAPTURE_MODES = ("none", "uncertain", "anomalies", "all")
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -148,6 +151,7 @@ class Config:
     tls_cert: str = ""
     tls_key: str = ""
     threads: int = 1
+    runtime: str = "auto"
     hop: int = 0
     max_devices: int = 1000
     queue_size: int = 10000
@@ -162,6 +166,11 @@ class Config:
     # Stream-level anomaly rule: alarm when K of a device's last N windows are anomalous.
     anomaly_min_windows: int = 0  # K; 0 = off (every anomalous window is an alarm)
     anomaly_window_count: int = 0  # N; 0 = K (K anomalous windows in a row)
+    # Windows worth labelling, published on sigmoid-edge/{node}/capture/{device} (edge/capture.py).
+    capture: str = "none"
+    capture_below: float = 0.0  # 0: min_confidence when set, else 0.6
+    capture_rate: int = 60
+    capture_sample: float = 0.0
     # Home Assistant MQTT discovery (edge/homeassistant.py).
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
@@ -244,6 +253,15 @@ class Config:
     @property
     def model_topic(self) -> str:
         return topics.node_topic(topics.MODEL, self.node)
+
+    @property
+    def capture_topic(self) -> str:
+        return topics.node_topic(topics.CAPTURE, self.node)
+
+    @property
+    def capture_threshold(self) -> float:
+        """``capture_below``, or ``min_confidence`` when that is set, or 0.6."""
+        return self.capture_below or self.min_confidence or 0.6
 
 
 _POSTPROCESS_KEYS = ("smoothing", "min_confidence", "on_change", "only_anomalies",
@@ -515,6 +533,17 @@ def validate(cfg: Config) -> Config:
                     f"({cfg.anomaly_min_windows}), got {cfg.anomaly_window_count}")
     if not 0.0 <= cfg.min_confidence <= 1.0:
         raise _fail(cfg, "min_confidence", f"must be between 0 and 1, got {cfg.min_confidence}")
+    if cfg.capture not in CAPTURE_MODES:
+        raise _fail(cfg, "capture", f"must be one of {', '.join(CAPTURE_MODES)}, "
+                    f"got {cfg.capture!r}")
+    if not 0.0 <= cfg.capture_below <= 1.0:
+        raise _fail(cfg, "capture_below", f"must be between 0 and 1, got {cfg.capture_below}")
+    if cfg.capture_rate < 1:
+        raise _fail(cfg, "capture_rate", "must be at least 1 capture per device per hour "
+                    f"(use capture = \"none\" to turn captures off), got {cfg.capture_rate}")
+    if not 0.0 <= cfg.capture_sample <= 1.0:
+        raise _fail(cfg, "capture_sample", f"must be a fraction between 0 and 1, got "
+                    f"{cfg.capture_sample}")
     if cfg.gap_periods <= 0:
         raise _fail(cfg, "gap_periods", f"must be positive, got {cfg.gap_periods}")
     if not 0 < cfg.reconnect_min <= cfg.reconnect_max:
@@ -538,6 +567,8 @@ def validate(cfg: Config) -> Config:
         raise _fail(cfg, "session_expiry", f"must be 0 to 4294967295 s, got {cfg.session_expiry}")
     if not 5 <= cfg.keepalive <= 65535:
         raise _fail(cfg, "keepalive", f"must be between 5 and 65535 s, got {cfg.keepalive}")
+    if cfg.runtime not in RUNTIMES:
+        raise _fail(cfg, "runtime", f"must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise _fail(cfg, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     cfg.log_level = cfg.log_level.lower()

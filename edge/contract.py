@@ -3,7 +3,8 @@
 The daemon knows nothing about a model beyond what the file says. The trainer writes
 files with :func:`encode_metadata`; the edge reads them back with :func:`decode_metadata`
 and checks a loaded session with :func:`check_session`; both run models through
-:func:`open_session`. The trainer imports this module, never the reverse.
+:func:`edge.runtime.open_session`, and every model's operators must be in
+:data:`SUPPORTED_OPS`. The trainer imports this module, never the reverse.
 
 See ``ARCHITECTURE.md``: input ``window`` float32 ``[batch, window, channels]``, output
 ``probabilities`` float32 ``[batch, classes]`` (more outputs may follow), and
@@ -51,12 +52,15 @@ class ContractError(ValueError):
 # the anomaly and cluster heads and every int8 variant (dynamic, static QOperator and QDQ,
 # weight-only), as (domain, op_type) with "" for the default ONNX domain. The daemon loads
 # no model with another operator unless the operator allows it (``allow_ops``), so a
-# signed graph with a Loop of 1e12 iterations never runs; a numpy runtime implements
-# exactly these. tests/test_contract.py checks the trainer emits nothing outside it.
+# signed graph with a Loop of 1e12 iterations never runs. The numpy runtime
+# (edge/runtime/numpy_backend.py) runs all of them but the dynamic variant's
+# DynamicQuantizeLinear, MatMulInteger and ConvInteger (a variant the trainer measures and
+# never chooses); the trainer's export checks every model it writes against this list.
+# tests/test_contract.py checks the trainer emits nothing outside it.
 SUPPORTED_OPS: frozenset[tuple[str, str]] = frozenset(
     [("", op) for op in (
         "Add", "ArgMin", "Cast", "Concat", "Conv", "ConvInteger", "DequantizeLinear", "Div",
-        "DynamicQuantizeLinear", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
+        "DynamicQuantizeLinear", "Gather", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
         "Mul", "Pad", "QLinearMatMul", "QuantizeLinear", "ReduceMax", "ReduceMean",
         "ReduceMin", "ReduceSum", "Reshape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Sub",
         "Transpose", "Unsqueeze",
@@ -298,32 +302,6 @@ def decode_metadata(props: dict[str, str]) -> ModelInfo:
         sample_rate_hz=None if rate is None else float(rate),
         extra={k: v for k, v in decoded.items() if k not in known},
     )
-
-
-def open_session(model, threads: int = 1):
-    """An onnxruntime CPU session run the way the edge runs every model.
-
-    The trainer measures agreement and latency through this too, so what it reports is
-    what the daemon does.
-
-    Parameters
-    ----------
-    model : bytes or str
-        The serialized model, or a path.
-    threads : int
-        Intra-op threads (1 suits a Pi running other services).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # Weight-only int8 models (DequantizeLinear -> MatMul) run as onnxruntime's MatMulNBits,
-    # which quantizes the activations to int8 row by row: bit-identical alone or in a batch.
-    # Its float mode ("session.qdq_matmulnbits_accuracy_level" 0) halves the error against
-    # the float model but is not (measured), and the daemon batches across devices.
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def check_session(session, info: ModelInfo) -> None:

@@ -17,6 +17,7 @@ import zlib
 from collections import deque
 
 from edge import __version__, topics
+from edge.capture import Capture
 from edge.config import Config, check_device_name, shard_of
 from edge.formats import Decoder
 from edge.journal import Journal
@@ -50,6 +51,10 @@ def make_parser(model: LoadedModel, cfg: Config):
         if wanted and model.anomaly_threshold is None:
             raise ModelError(f"{model.source}: --{key} needs a model with an 'anomaly_score' "
                              "output (sigmoid-train fit-anomaly or fit --anomaly)")
+    if cfg.capture == "anomalies" and model.anomaly_threshold is None:
+        raise ModelError(f"{model.source}: --capture anomalies needs a model with an "
+                         "'anomaly_score' output (sigmoid-train fit-anomaly or fit --anomaly); "
+                         "use --capture uncertain for a classifier")
     try:
         parser = PayloadParser(model.info.channels, cfg.channels,
                                max_bytes=cfg.max_payload_bytes, max_depth=cfg.max_depth)
@@ -65,6 +70,14 @@ def make_parser(model: LoadedModel, cfg: Config):
                                 check_seq=not (cfg.shard or topics.split_share(
                                     cfg.input_topic)[0]))
     return Decoder(cfg.payload, parser)
+
+
+def make_capture(cfg: Config) -> Capture | None:
+    """The capture policy of ``--capture`` (``None`` for ``none``: no cost at all)."""
+    if cfg.capture == "none":
+        return None
+    return Capture(cfg.capture, cfg.capture_topic, cfg.node, below=cfg.capture_threshold,
+                   rate=cfg.capture_rate, sample=cfg.capture_sample, max_devices=cfg.max_devices)
 
 
 class Daemon:
@@ -88,7 +101,8 @@ class Daemon:
         # With --trusted-key the model file must carry a valid MODEL.sig (raises ModelError).
         keys, verified, model = verify_startup(cfg, model)
         self.parser = make_parser(model, cfg)
-        self.slot = ModelSlot(model, threads=cfg.threads, extra_ops=cfg.extra_ops)
+        self.slot = ModelSlot(model, threads=cfg.threads, runtime=cfg.runtime,
+                              extra_ops=cfg.extra_ops)
         # Checked on every new model before it replaces the current one.
         self.slot.checks.append(lambda new: make_parser(new, cfg))
         self.slot.listeners.append(self._on_swap)
@@ -104,7 +118,7 @@ class Daemon:
             min_confidence=cfg.min_confidence, on_change=cfg.on_change,
             only_anomalies=cfg.only_anomalies, anomaly_min_windows=cfg.anomaly_min_windows,
             anomaly_window_count=cfg.anomaly_window_count,
-            input_range_margin=cfg.input_range_margin,
+            input_range_margin=cfg.input_range_margin, capture=make_capture(cfg),
             shared=bool(topics.split_share(cfg.input_topic)[0]),
         )
         self.runner.on_window_rejected = self._window_rejected
@@ -343,7 +357,7 @@ class Daemon:
         cfg = self.cfg
         self.link.publish(cfg.info_topic, to_json({
             "node": cfg.node, "software": "sigmoid-edge", "software_version": __version__,
-            "model": self.slot.current.identity, "runtime": "onnxruntime",
+            "model": self.slot.current.identity, "runtime": self.slot.current.runtime,
             "started": round(self.stats.started, 3), "input_topic": cfg.input_topic,
             "output_topic": cfg.output_topic, "shard": cfg.shard or None,
             "metrics_port": cfg.metrics_port or None,
@@ -388,6 +402,7 @@ class Daemon:
         snap = self.stats.snapshot()
         snap["node"] = self.cfg.node
         snap["model"] = self.slot.current.identity
+        snap["runtime"] = self.slot.current.runtime
         snap["devices"] = len(self.runner.buffers) if self.runner.buffers is not None else 0
         link = self.link
         snap["connection"] = {"connects": link.connects, "outages": link.outages,
@@ -418,9 +433,10 @@ class Daemon:
             signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
         self.start()
         m = self.slot.current.info
-        log.info("serving %s %s: %d channels %s, window %d, hop %d, labels %s; input %s -> %s",
-                 m.name, m.version, len(m.channels), list(m.channels), m.window,
-                 self.runner.buffers.hop, list(m.labels), self.filter, self.cfg.output_topic)
+        log.info("serving %s %s with the %s runtime: %d channels %s, window %d, hop %d, "
+                 "labels %s; input %s -> %s", m.name, m.version, self.slot.current.runtime,
+                 len(m.channels), list(m.channels), m.window, self.runner.buffers.hop,
+                 list(m.labels), self.filter, self.cfg.output_topic)
         if self._shard is not None:
             log.info("shard %s: keeping the devices whose crc32(name) mod %d is %d",
                      self.cfg.shard, self._shard[1], self._shard[0])

@@ -35,9 +35,10 @@ from edge.contract import (
     check_ops,
     check_session,
     input_bounds,
-    open_session,
 )
 from edge.contract import decode_metadata as _decode
+from edge.runtime import RuntimeUnavailable, open_session
+from edge.runtime import resolve as resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class LoadedModel:
         Where it came from (a path, or ``"mqtt"`` for a push).
     anomaly_threshold : float or None
         Set when the model has an ``anomaly_score`` output: a score above it is an anomaly.
+    runtime : str
+        The runtime running it: ``"onnxruntime"`` or ``"numpy"`` (see :mod:`edge.runtime`).
     """
 
     session: object
@@ -87,6 +90,7 @@ class LoadedModel:
     sha256: str
     source: str
     anomaly_threshold: float | None = None
+    runtime: str = "onnxruntime"
 
     @property
     def identity(self) -> dict[str, str]:
@@ -122,7 +126,7 @@ def read_source(source, origin: str | None, default: str) -> tuple[bytes, str]:
         raise ModelError(f"cannot read model file {source}: {e.strerror}") from None
 
 def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
-               origin: str | None = None,
+               origin: str | None = None, runtime: str = "auto",
                extra_ops: frozenset[tuple[str, str]] = frozenset()) -> LoadedModel:
     """Load, validate and self-test a model.
 
@@ -134,6 +138,8 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         onnxruntime intra-op threads (1 suits a Pi running other services).
     origin : str, optional
         A label for messages; the path by default.
+    runtime : {"auto", "onnxruntime", "numpy"}
+        Which runtime runs it (:func:`edge.runtime.resolve`).
     extra_ops : set of (domain, op_type)
         Operators allowed beyond :data:`edge.contract.SUPPORTED_OPS` (``allow_ops``).
 
@@ -141,7 +147,8 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
     ------
     ModelError
         If the file cannot be read, is not ONNX, breaks the contract, uses an operator
-        that is not allowed (:class:`UnsupportedOps`) or fails the self-test.
+        that is not allowed (:class:`UnsupportedOps`) or the runtime does not run, or fails
+        the self-test.
     """
     data, origin = read_source(source, origin, "model bytes")
     if not data:
@@ -152,9 +159,14 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         cls = UnsupportedOps if "operators" in str(e) else ModelError
         raise cls(f"{origin}: {e}") from None
     try:
-        session = open_session(data, threads)
+        runtime = resolve_runtime(runtime)
+    except (ValueError, RuntimeUnavailable) as e:
+        raise ModelError(str(e)) from None
+    try:
+        session = open_session(data, threads, runtime)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise ModelError(f"{origin}: not a loadable ONNX model: {str(e).strip()[:300]}") from None
+        raise ModelError(f"{origin}: not a loadable ONNX model ({runtime} runtime): "
+                         f"{str(e).strip()[:400]}") from None
     try:
         info = _decode(dict(session.get_modelmeta().custom_metadata_map))
         check_session(session, info)
@@ -162,7 +174,8 @@ def load_model(source: bytes | str | os.PathLike, *, threads: int = 1,
         raise ModelError(f"{origin}: {e}") from None
     outputs = {o.name for o in session.get_outputs()}
     threshold = anomaly_threshold(info) if ANOMALY_OUTPUT in outputs else None
-    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin, threshold)
+    model = LoadedModel(session, info, hashlib.sha256(data).hexdigest(), origin, threshold,
+                        runtime)
     self_test(model)
     return model
 
@@ -223,16 +236,19 @@ class ModelSlot:
         The first model.
     threads : int
         onnxruntime threads for models loaded by :meth:`swap`.
+    runtime : str
+        The runtime for models loaded by :meth:`swap` (``auto``, ``onnxruntime``, ``numpy``).
     verifiers : list of callables, optional
         Each ``verifier(data, signature, origin)`` may raise :class:`ModelError`.
     """
 
-    def __init__(self, model: LoadedModel, *, threads: int = 1,
+    def __init__(self, model: LoadedModel, *, threads: int = 1, runtime: str = "auto",
                  verifiers: list[Verifier] | None = None,
                  extra_ops: frozenset[tuple[str, str]] = frozenset()):
         self.current = model
         self.previous: LoadedModel | None = None
         self.threads = threads
+        self.runtime = runtime
         self.extra_ops = extra_ops
         # Called as precheck(data, label) after the verifiers, before the model is loaded
         # here; raise ModelError to refuse it (e.g. edge.modelcheck: load and self-test in
@@ -276,7 +292,8 @@ class ModelSlot:
             verify(data, signature, label)
         for precheck in self.prechecks:
             precheck(data, label)
-        new = load_model(data, threads=self.threads, origin=label, extra_ops=self.extra_ops)
+        new = load_model(data, threads=self.threads, origin=label, runtime=self.runtime,
+                         extra_ops=self.extra_ops)
         for check in self.checks:
             try:
                 check(new)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge.capture import Capture
 from edge.contract import input_bounds
 from edge.models import LoadedModel, ModelSlot
 from edge.stats import Stats
@@ -208,6 +209,8 @@ class Runner:
         A window is "in the training range" when every value lies within the model's
         ``input_range`` widened by this many times the range's size on each side; only
         failures on such windows can roll a model back.
+    capture : Capture, optional
+        Publish the windows it selects (``--capture``); ``None`` costs nothing.
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
@@ -217,8 +220,9 @@ class Runner:
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
                  pending: Callable[[], int] | None = None, shared: bool = False,
                  anomaly_min_windows: int = 0, anomaly_window_count: int = 0,
-                 input_range_margin: float = 0.5):
+                 input_range_margin: float = 0.5, capture: Capture | None = None):
         self.slot = slot
+        self.capture = capture
         self.publish = publish
         self.stats = stats
         self.output_topic = output_topic
@@ -522,6 +526,28 @@ class Runner:
                         "(max_pending_outputs); is it down or slow? %d dropped so far",
                         self.pending(), self.stats.output_drops)
 
+    def _capture(self, windows, devices, starts, ends, probs, scores, flags) -> None:
+        """Publish the windows :attr:`capture` selects, within its rate and max_pending."""
+        capture, stats, model = self.capture, self.stats, self._model
+        idx, reasons = capture.select(probs, flags)
+        for i, reason in zip(idx.tolist(), reasons, strict=True):
+            device = devices[i]
+            if not capture.allow(device):
+                stats.captures_limited += 1
+                continue
+            if self.max_pending and self.pending() >= self.max_pending:
+                stats.capture_drops += 1
+                continue
+            info = model.info
+            payload = capture.payload(
+                device=device, window=np.ascontiguousarray(windows[i]), start=starts[i],
+                end=ends[i], labels=info.labels, channels=info.channels, probs=probs[i],
+                reason=reason, model=model.identity, sample_rate_hz=info.sample_rate_hz,
+                score=None if scores is None else scores[i],
+                anomaly=None if flags is None else flags[i])
+            self.publish(capture.topic.replace("{device}", device), payload, 1)
+            stats.captures += 1
+
     def _steps(self, n: int) -> np.ndarray:
         """``[0, period, ..., (n - 1) * period]``, memoised: batches repeat their size."""
         steps = self._step_cache.get(n)
@@ -628,6 +654,7 @@ class Runner:
         stats.inferences += 1
         stats.classifications += len(devices)
         stats.batch_max = max(stats.batch_max, len(devices))
+        raw = probs
         probs, keep = self.post(devices, probs)
         rows = probs.tolist()
         starts, ends = starts.tolist(), ends.tolist()
@@ -639,6 +666,7 @@ class Runner:
         # Room left under max_pending_outputs: QoS > 0 outputs wait in the MQTT client until
         # the broker acknowledges them, in memory, for as long as an outage lasts.
         room = self.max_pending - self.pending() if qos and self.max_pending else len(keep)
+        flags = None
         if scores is not None:
             scores = scores.tolist()
             flags, alarms, onsets = self.post.anomalies(devices, scores, model.anomaly_threshold)
@@ -670,6 +698,8 @@ class Runner:
         stats.published += published
         if dropped:
             self._output_dropped(dropped)
+        if self.capture is not None:
+            self._capture(windows, devices, starts, ends, raw, scores, flags)
         now = time.time()
         for device in set(devices):
             received = newest.get(device)

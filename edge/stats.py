@@ -103,6 +103,10 @@ class Stats:
     input_lags : deque of float
         Seconds from a sample's own time (``ts``) to the worker taking it, newest sample per
         device and cycle: a backlog in the broker shows here, not in ``latencies``.
+    captures, captures_limited, capture_drops : int
+        Windows published on the capture topic (``--capture``), selected but over the
+        device's ``capture_rate``, and selected but not published because
+        ``max_pending_outputs`` messages were still waiting for the broker.
     anomalous_windows, anomaly_alarms : int
         Anomaly models: windows whose score is above the threshold, and alarms raised (a
         device's alarm turning on: its first anomalous window, or with
@@ -132,6 +136,9 @@ class Stats:
         self.labels: dict[str, int] = {}
         self.inference_seconds = Histogram(INFERENCE_BUCKETS)
         self.latency_seconds = Histogram(LATENCY_BUCKETS)
+        self.captures = 0
+        self.captures_limited = 0
+        self.capture_drops = 0
         # Seconds from a window's last message arriving to its classification being handed
         # to the MQTT client; the last `latency_window` of them.
         self.latencies: deque[float] = deque(maxlen=latency_window)
@@ -175,6 +182,9 @@ class Stats:
             "model_swaps": self.model_swaps,
             "model_rejects": self.model_rejects,
             "labels": dict(self.labels),
+            "captures": self.captures,
+            "captures_limited": self.captures_limited,
+            "capture_drops": self.capture_drops,
             "anomalous_windows": self.anomalous_windows,
             "anomaly_alarms": self.anomaly_alarms,
             "latency_ms": self.latency_ms(),

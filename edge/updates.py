@@ -73,7 +73,7 @@ def verify_startup(cfg, model: LoadedModel | None = None):
     """
     if not cfg.trusted_keys:
         return [], None, model or load_model(cfg.model, threads=cfg.threads,
-                                             extra_ops=cfg.extra_ops)
+                                             runtime=cfg.runtime, extra_ops=cfg.extra_ops)
     try:
         keys = load_trusted_keys(cfg.trusted_keys)
         verified = verify_file(cfg.model, None, keys)
@@ -82,7 +82,7 @@ def verify_startup(cfg, model: LoadedModel | None = None):
             from None
     if model is None or model.sha256 != verified.sha256:
         model = load_model(verified.model, threads=cfg.threads, origin=cfg.model,
-                           extra_ops=cfg.extra_ops)
+                           runtime=cfg.runtime, extra_ops=cfg.extra_ops)
     return keys, verified, model
 
 

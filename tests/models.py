@@ -63,12 +63,12 @@ def mean_model(
 
 
 def offline_labels(path: Path, windows: np.ndarray) -> list[str]:
-    """Labels onnxruntime gives for ``windows`` [N, W, C], read straight from the file."""
-    import onnxruntime as ort
-
+    """Labels for ``windows`` [N, W, C], read straight from the file (onnxruntime when it is
+    installed, else the numpy runtime)."""
     from edge.contract import decode_metadata
+    from edge.runtime import open_session
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(str(path))
     info = decode_metadata(session.get_modelmeta().custom_metadata_map)
     probs = session.run([OUTPUT_NAME], {INPUT_NAME: windows.astype(np.float32)})[0]
     return [info.labels[i] for i in probs.argmax(axis=1)]

@@ -88,7 +88,17 @@ def test_evaluate_runs_the_onnx_file(fitted_ts, ts_files):
         assert result["macro_f1"] == pytest.approx(report["metrics"][kind]["test"]["macro_f1"])
         assert np.array(result["confusion"]).sum() == 30
     text = trainer("evaluate", str(out / "model.onnx"), str(ts_files / "vib_TEST.ts")).stdout
-    assert "accuracy" in text and "confusion" in text
+    assert "(onnxruntime runtime)" in text and "accuracy" in text and "confusion" in text
+
+
+def test_evaluate_with_the_numpy_runtime_gives_the_same_scores(fitted_ts, ts_files):
+    out, _ = fitted_ts
+    for model in ("model.onnx", "model.int8.onnx"):
+        runs = {runtime: json.loads(trainer(
+            "evaluate", str(out / model), str(ts_files / "vib_TEST.ts"), "--json",
+            "--runtime", runtime).stdout) for runtime in ("numpy", "onnxruntime")}
+        assert runs["numpy"]["runtime"] == "numpy"
+        assert runs["numpy"]["confusion"] == runs["onnxruntime"]["confusion"]
 
 
 @pytest.mark.slow

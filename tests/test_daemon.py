@@ -10,6 +10,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.runtime import onnxruntime_backend
 from edge.tools import synthetic
 from tests.daemon_helpers import classifications, running, wait_for
 from tests.models import mean_model, offline_labels
@@ -23,6 +24,14 @@ def model(tmp_path):
     return mean_model(tmp_path / "model.onnx")  # x, y, z; window 8, hop 4
 
 
+# The end-to-end tests marked with this run once per inference runtime (edge/runtime/); on a
+# board without onnxruntime (deploy/armhf/verify.sh) only with numpy.
+per_runtime = pytest.mark.parametrize("runtime", [
+    pytest.param("onnxruntime", marks=pytest.mark.skipif(
+        not onnxruntime_backend.available(), reason="onnxruntime is not installed")),
+    "numpy"])
+
+
 def publish_all(collector: Collector, topic: str, payloads, qos: int = 1) -> None:
     """Publish in order from the collector's own paho client and wait until all are sent."""
     infos = [collector.client.publish(topic, p, qos=qos) for p in payloads]
@@ -30,8 +39,9 @@ def publish_all(collector: Collector, topic: str, payloads, qos: int = 1) -> Non
         info.wait_for_publish(5)
 
 
-def test_object_payloads_give_a_full_classification(broker, model):
-    with running(broker, model), Collector(broker, OUT) as out:
+@per_runtime
+def test_object_payloads_give_a_full_classification(broker, model, runtime):
+    with running(broker, model, runtime=runtime), Collector(broker, OUT) as out:
         lines = "\n".join(json.dumps({"x": 2, "y": 2.5, "z": 1.5, "battery": 80})
                           for _ in range(8))
         mosquitto_pub(broker, "sensors/pump1/accel", lines, lines=True, qos=1)
@@ -121,7 +131,8 @@ def test_tasmota_nested_json_with_a_channel_mapping(broker, tmp_path):
     assert doc["device"] == "washer" and doc["label"] == "mid"
 
 
-def test_replayed_windows_give_exactly_the_offline_labels(broker, tmp_path):
+@per_runtime
+def test_replayed_windows_give_exactly_the_offline_labels(broker, tmp_path, runtime):
     X, _ = synthetic.make_windows(n_per_class=6, window=16, channels=3, seed=3)
     rng = np.random.default_rng(0)
     model = mean_model(tmp_path / "r.onnx", window=16, hop=16, labels=synthetic.LABELS,
@@ -129,7 +140,7 @@ def test_replayed_windows_give_exactly_the_offline_labels(broker, tmp_path):
                        bias=rng.normal(0, 1, 4).astype(np.float32))
     expected = offline_labels(model, X)
     assert len(set(expected)) > 1  # the replay must be able to tell labels apart
-    with running(broker, model), Collector(broker, OUT) as out:
+    with running(broker, model, runtime=runtime), Collector(broker, OUT) as out:
         # Half the windows sample by sample as JSON objects, half as one batch each.
         payloads = []
         for i, w in enumerate(X):
@@ -143,8 +154,9 @@ def test_replayed_windows_give_exactly_the_offline_labels(broker, tmp_path):
     assert got == expected
 
 
-def test_windows_from_many_devices_are_batched_into_one_inference(broker, model):
-    with running(broker, model) as daemon, Collector(broker, OUT) as out:
+@per_runtime
+def test_windows_from_many_devices_are_batched_into_one_inference(broker, model, runtime):
+    with running(broker, model, runtime=runtime) as daemon, Collector(broker, OUT) as out:
         # Hold the worker after its first cycle, so the other devices' messages queue up
         # meanwhile; released, it must classify all of them in one onnxruntime call.
         gate, held = threading.Event(), threading.Event()
@@ -265,8 +277,10 @@ def test_smoothing_averages_the_last_k_probability_vectors(broker, model):
     assert docs[1]["probabilities"]["high"] == pytest.approx(float(mean[2]), abs=1e-5)
 
 
-def test_status_is_retained_and_stats_are_published(broker, model):
-    with running(broker, model) as daemon, Collector(broker, "sigmoid-edge/+/stats") as stats:
+@per_runtime
+def test_status_is_retained_and_stats_are_published(broker, model, runtime):
+    with running(broker, model, runtime=runtime) as daemon, \
+            Collector(broker, "sigmoid-edge/+/stats") as stats:
         mosquitto_pub(broker, "sensors/ms/a", "\n".join(["[2, 2, 2]"] * 8 + ["oops"]), lines=True)
         wait_for(lambda: daemon.stats.published == 1 and daemon.stats.rejected)
         daemon.publish_stats()
@@ -279,15 +293,17 @@ def test_status_is_retained_and_stats_are_published(broker, model):
     assert snap["drops"] == 0 and snap["queue_depth"] == 0 and snap["rss_mb"] > 10
     assert snap["latency_ms"]["p99"] >= snap["latency_ms"]["p50"] > 0
     assert snap["node"] == "testnode" and snap["model"]["name"] == "test-mean"
+    assert snap["runtime"] == runtime
     # After a clean stop the retained status says offline.
     assert mosquitto_sub(broker, "sigmoid-edge/testnode/status", 1) == [
         ("sigmoid-edge/testnode/status", "offline")]
 
 
-def test_reload_between_batches_with_other_channels(broker, model, tmp_path):
+@per_runtime
+def test_reload_between_batches_with_other_channels(broker, model, tmp_path, runtime):
     one = mean_model(tmp_path / "one.onnx", channels=("level",), window=4, hop=4, version="9")
     original = model.read_bytes()
-    with running(broker, model) as daemon, Collector(broker, OUT) as out:
+    with running(broker, model, runtime=runtime) as daemon, Collector(broker, OUT) as out:
         publish_all(out, "sensors/s/a", ["[2, 2, 2]"] * 6)  # a half-full window of 3 channels
         wait_for(lambda: daemon.stats.samples == 6)
         model.write_bytes(one.read_bytes())
@@ -301,4 +317,5 @@ def test_reload_between_batches_with_other_channels(broker, model, tmp_path):
         assert not daemon.reload("test")
         assert daemon.stats.model_rejects == 1 and daemon.slot.current.info.version == "9"
     assert doc["label"] == "low" and doc["model"]["version"] == "9"
+    assert daemon.slot.current.runtime == runtime  # a reload keeps the configured runtime
     assert doc["model"]["sha256"] == hashlib.sha256(one.read_bytes()).hexdigest()

@@ -34,7 +34,7 @@ INSTALLER = DEPLOY / "install-pi.sh"
 SCHEMA_KEYS = {
     "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
-    "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
+    "runtime", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
     "channels", "postprocess", "payload", "metrics_port", "metrics_host",
 }
 POSTPROCESS_KEYS = {"smoothing", "min_confidence", "on_change"}
@@ -59,17 +59,42 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 def test_shell_scripts_are_shellcheck_clean():
     scripts = sorted(DEPLOY.rglob("*.sh"))
     assert INSTALLER in scripts and DEPLOY / "arm64" / "verify-onnxruntime.sh" in scripts
+    assert DEPLOY / "armhf" / "verify.sh" in scripts
     proc = run([tool("shellcheck", "shellcheck"), "--severity=style", *map(str, scripts)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_installer_refuses_32_bit_arm_with_the_reason(tmp_path):
+@pytest.mark.parametrize("arch", ["armv7l", "armv6l"])
+def test_installer_installs_the_numpy_runtime_on_32_bit_arm(tmp_path, arch):
+    proc = run(["bash", str(INSTALLER), "--dry-run"],
+               env={**os.environ, "DESTDIR": str(tmp_path), "SIGMOID_EDGE_ARCH": arch})
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime has no wheel here, installing the numpy runtime" in proc.stdout
+    # numpy from the distribution, seen by the venv; the pip install is the edge only
+    assert "-m venv --system-site-packages" in proc.stdout
+    assert "-m pip install" in proc.stdout and "[train" not in proc.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_installer_refuses_an_unknown_architecture(tmp_path):
     proc = run(["bash", str(INSTALLER)], env={**os.environ, "DESTDIR": str(tmp_path),
-                                              "SIGMOID_EDGE_ARCH": "armv7l"})
-    assert proc.returncode == 1
-    assert "onnxruntime ships no 32-bit ARM wheels" in proc.stderr
-    assert "Pi Zero" in proc.stderr
+                                              "SIGMOID_EDGE_ARCH": "riscv64"})
+    assert proc.returncode == 1 and "unsupported architecture riscv64" in proc.stderr
     assert not any(tmp_path.iterdir()), "nothing may be installed on a refused machine"
+
+
+@pytest.mark.parametrize("machine, wants_onnxruntime", [
+    ("x86_64", True), ("AMD64", True), ("aarch64", True), ("arm64", True),
+    ("armv7l", False), ("armv6l", False)])
+def test_onnxruntime_is_a_dependency_only_where_it_has_wheels(machine, wants_onnxruntime):
+    from packaging.requirements import Requirement
+
+    deps = [Requirement(d) for d in tomllib.loads(
+        (REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    env = {"platform_machine": machine, "sys_platform": "linux"}
+    wanted = {d.name for d in deps if d.marker is None or d.marker.evaluate(env)}
+    assert ("onnxruntime" in wanted) == wants_onnxruntime
+    assert {"numpy", "paho-mqtt"} <= wanted
 
 
 def test_installer_dry_run_changes_nothing(tmp_path):

@@ -12,6 +12,7 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from edge.cli import add_command, base_parser, run_parsed  # noqa: E402
+from edge.runtime import RUNTIMES  # noqa: E402
 
 
 def _fail(command: str, message: str) -> int:
@@ -297,12 +298,14 @@ def _add_fit(sub) -> None:
                         "(default: chosen by validation)")
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
-                        "raw:points=16 (default: chosen by validation)")
+                        "raw:points=16 or conv:pool=10080:keep=auto (default: chosen by "
+                        "validation)")
     p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
                    default=LATENCY_BUDGET_US,
                    help="when choosing features by validation, only consider those whose "
                         "model runs a window within US microseconds of CPU here (batch 1, "
-                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget)")
+                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget); a pruned "
+                        "conv pool (conv:pool=...) prunes until it fits")
     _add_windowing(p)
     _add_identity(p)
     p.add_argument("--anomaly", nargs="?", const="autoencoder", choices=DETECTOR_CHOICES,
@@ -315,6 +318,10 @@ def _add_fit(sub) -> None:
     p.add_argument("--unlabelled", metavar="FILE",
                    help="extra unlabelled windows (.ts or CSV, same channels) for RBM "
                         "pretraining; implies --pretrain rbm")
+    p.add_argument("--add", action="append", metavar="DIR", default=[],
+                   help="also train on the labelled windows of a capture directory "
+                        "('sigmoid-train collect' + 'sigmoid-train label'; repeatable); "
+                        "unlabelled and skipped ones are ignored, report.json counts them")
     p.set_defaults(func=_fit)
 
 
@@ -325,6 +332,14 @@ def _fit(args) -> int:
 
     try:
         train = load_dataset(args.train, window=args.window, hop=args.hop)
+        if args.add:
+            from trainer.captures import add_to
+
+            train = add_to(train, args.add)
+            c = train.summary["captures"]
+            print(f"captures: {c['used']} labelled windows added ({c['unlabelled']} "
+                  f"unlabelled, {c['skipped']} skipped, {c['mismatched']} of another "
+                  f"window or channels left out)")
         test = _load_test(args.test, train)
         unlabelled = None
         if args.unlabelled:
@@ -546,6 +561,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
     p.add_argument("data", metavar="DATA", help="a labelled .ts file or CSV sensor log")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs the model: onnxruntime, numpy (what a Pi without "
+                        "onnxruntime runs, for parity checks) or auto (default: onnxruntime "
+                        "when installed)")
     p.set_defaults(func=_evaluate)
 
 
@@ -553,18 +572,20 @@ def _evaluate(args) -> int:
     import json
 
     from edge.contract import ContractError
+    from edge.runtime import RuntimeUnavailable
     from edge.tools.sensorfiles import SensorFileError
     from trainer.modelfile import evaluate
 
     try:
-        result = evaluate(args.model, args.data)
-    except (ContractError, SensorFileError, ValueError, FileNotFoundError) as exc:
+        result = evaluate(args.model, args.data, runtime=args.runtime)
+    except (ContractError, SensorFileError, ValueError, FileNotFoundError,
+            RuntimeUnavailable) as exc:
         return _fail("evaluate", str(exc))
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.model} on {args.data}: accuracy {result['accuracy']:.4f}, "
-          f"macro-F1 {result['macro_f1']:.4f}, n {result['n']}")
+    print(f"{args.model} on {args.data} ({result['runtime']} runtime): accuracy "
+          f"{result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}, n {result['n']}")
     width = max(len(v) for v in result["labels"])
     print("confusion (rows true, columns predicted):")
     print(" " * (width + 2) + " ".join(f"{v[:6]:>6s}" for v in result["labels"]))
@@ -598,6 +619,84 @@ def _inspect(args) -> int:
     return 0
 
 
+def _add_collect(sub) -> None:
+    from edge.cli import add_client_args
+
+    p = add_command(
+        sub, "collect",
+        "Store the windows daemons capture (run --capture) in a capture directory: one "
+        "file per window and an index; safe to stop and restart (persistent session).",
+        "sigmoid-train collect --broker mqtt://pi.local:1883 --out captures/",
+    )
+    add_client_args(p, mqtt_version="5")
+    p.add_argument("--out", required=True, metavar="DIR", help="the capture directory")
+    p.add_argument("--nodes", nargs="+", metavar="NODE",
+                   help="only these daemons' captures (default: every node's)")
+    p.add_argument("--client-id",
+                   help="MQTT client id of the persistent session (default: one per --out)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.set_defaults(func=_collect)
+
+
+def _collect(args) -> int:
+    from edge.cli import client_kwargs, stop_on_signals
+    from edge.credentials import PasswordFileError
+    from edge.mqtt import MqttError
+    from trainer.captures import CaptureError, CaptureStore
+    from trainer.collect import Collector
+
+    stop = stop_on_signals()
+    try:
+        store = CaptureStore(args.out)
+        collector = Collector(store, args.broker, nodes=args.nodes,
+                              client_id=args.client_id or "", **client_kwargs(args))
+        collector.start()
+    except (MqttError, CaptureError, PasswordFileError, OSError) as exc:
+        return _fail("collect", str(exc))
+    print(f"collecting captures into {args.out} ({len(store)} there already); Ctrl-C to "
+          "stop", flush=True)
+    stop.wait(args.duration)
+    collector.stop()
+    s = collector.stats
+    print(f"stored {s.stored} new captures ({s.duplicates} duplicates, {s.rejected} rejected); "
+          f"{len(store)} in {args.out}")
+    return 0
+
+
+def _add_label(sub) -> None:
+    p = add_command(
+        sub, "label",
+        "Label the windows of a capture directory in a browser: a local page shows one "
+        "window at a time (hardest first); keys 1-9 label, s skips, n adds a label.",
+        "sigmoid-train label captures/ --labels normal,imbalance,misalignment",
+    )
+    p.add_argument("dir", metavar="DIR", help="a capture directory (sigmoid-train collect)")
+    p.add_argument("--port", type=int, default=8765, help="port of the page (default 8765)")
+    p.add_argument("--labels", metavar="A,B,C",
+                   help="labels to offer first (the models' labels and new ones follow)")
+    p.add_argument("--host", nargs="?", const="0.0.0.0", default="127.0.0.1",
+                   help="listen on this address instead of 127.0.0.1 (no value: all "
+                        "interfaces); the page has no login, so only on a trusted network")
+    p.set_defaults(func=_label)
+
+
+def _label(args) -> int:
+    from pathlib import Path
+
+    from trainer.captures import INDEX, CaptureError
+    from trainer.label import serve
+
+    if not (Path(args.dir) / INDEX).exists():
+        return _fail("label", f"{args.dir}: no {INDEX}; collect captures into it first with "
+                              "'sigmoid-train collect --out DIR'")
+    labels = [v.strip() for v in args.labels.split(",") if v.strip()] if args.labels else []
+    try:
+        serve(args.dir, host=args.host, port=args.port, labels=labels)
+    except (CaptureError, OSError) as exc:
+        return _fail("label", str(exc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, sub = base_parser(
         "sigmoid-train",
@@ -612,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sign(sub)
     _add_push(sub)
     _add_fleet(sub)
+    _add_collect(sub)
+    _add_label(sub)
     return parser
 
 

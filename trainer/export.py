@@ -90,12 +90,35 @@ def build_model(
     network = getattr(pipeline, "network_", None)
     extra_outputs = list(getattr(network, "onnx_outputs", lambda: [])())
     meta.update(getattr(network, "onnx_metadata", lambda: {})())
-    return g.model(
+    model = g.model(
         [float_input(contract.INPUT_NAME, ["batch", window, len(channels)])],
         [float_input(contract.OUTPUT_NAME, ["batch", len(pipeline.classes_)]), *extra_outputs],
         metadata=contract.encode_metadata(meta),
         doc="window -> features -> scaling -> sigmoid network -> probabilities",
     )
+    check_operators(model)
+    return model
+
+
+def check_operators(model: onnx.ModelProto) -> None:
+    """Fail unless every operator of ``model`` is one every edge runtime runs.
+
+    Raises
+    ------
+    contract.ContractError
+        Naming the operators outside :data:`edge.contract.SUPPORTED_OPS`: a Pi with the
+        numpy runtime (32-bit Raspberry Pi OS, Pi Zero) could not load the model. Add the
+        operator to the numpy runtime and to the list, or emit supported ones.
+    """
+    bad = sorted(contract.model_ops(model.SerializeToString()) - contract.SUPPORTED_OPS)
+    if bad:
+        raise contract.ContractError(
+            f"model {model.graph.name!r} uses operator(s) "
+            f"{', '.join(contract.op_name(*op) for op in bad)} outside "
+            "edge.contract.SUPPORTED_OPS: the daemon would refuse it and the numpy runtime "
+            "(32-bit Raspberry Pi OS, Pi Zero) could not run it; implement them in "
+            "edge/runtime/numpy_backend.py and add them "
+            "to the list, or emit supported operators")
 
 
 def set_metadata(model: onnx.ModelProto, key: str, value: Any) -> None:

@@ -31,6 +31,7 @@ from trainer.selection import (
     NETWORK_CANDIDATES,
     TooFewWindows,
     select,
+    with_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Setting:
     hidden_layers: tuple[int, ...]
     network_params: dict[str, Any]
     selection: dict[str, Any]
+    # The selection's fitted families of these features (a pruned conv pool is costly to
+    # fit twice); None: train_pipeline fits them.
+    families: list | None = None
 
 
 @dataclass
@@ -146,13 +150,14 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> FitResult:
 def choose_setting(train: Dataset, options: FitOptions) -> Setting:
     """Select features and layers by cross-validation, unless the options fix them."""
     feature_sets = [options.features] if options.features else list(DEFAULT_CANDIDATES)
+    feature_sets = with_budget(feature_sets, options.latency_budget_us)
     if options.hidden_layers is not None:
         networks = [{**NETWORK_CANDIDATES[0], "hidden_layers": options.hidden_layers}]
     else:
         networks = list(NETWORK_CANDIDATES)
     networks = [{**n, **options.network_params} for n in networks]
     selection: dict[str, Any] = {"method": "none: a single setting was given"}
-    best = None
+    best, fitted = None, {}
     if len(feature_sets) * len(networks) > 1:
         t0 = time.perf_counter()
         timed = len(feature_sets) > 1 and options.latency_budget_us
@@ -161,7 +166,8 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
                                  network_factory=options.network_factory,
                                  latency_of=functools.partial(_latency_us, train, options.seed)
                                  if timed else None,
-                                 latency_budget_us=options.latency_budget_us)
+                                 latency_budget_us=options.latency_budget_us,
+                                 fitted_out=fitted)
         except TooFewWindows as exc:
             log.warning("using the first default setting without validation: %s", exc)
             selection = {"method": f"none: {exc}; the first candidate was used"}
@@ -177,7 +183,7 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
     else:
         features, params = list(feature_sets[0]), dict(networks[0])
     hidden = tuple(params.pop("hidden_layers", ()))
-    return Setting(list(features), hidden, params, selection)
+    return Setting(list(features), hidden, params, selection, fitted.get(tuple(features)))
 
 
 def train_pipeline(train: Dataset, setting: Setting,
@@ -193,7 +199,7 @@ def train_pipeline(train: Dataset, setting: Setting,
     pipeline = Pipeline(setting.features, hidden_layers=setting.hidden_layers,
                         random_state=options.seed, network_params=setting.network_params,
                         network_factory=factory)
-    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled)
+    pipeline.fit(train.X, train.y, unlabelled=options.unlabelled, families=setting.families)
     return pipeline, time.perf_counter() - t0
 
 
@@ -273,6 +279,7 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
         "sizes": {"model.onnx": len(models.float_model.SerializeToString()),
                   "model.int8.onnx": len(models.int8_model.SerializeToString())},
         "latency": {"threads": 1, **measured.latency},
+        "pruning": [f.pruning_ for f in pipeline.families_ if hasattr(f, "pruning_")],
         "quantization": models.quantization,
     }
     net = pipeline.network_
@@ -281,7 +288,8 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
                      title=f"{name}: {', '.join(setting.features)}; "
                            f"hidden {list(setting.hidden_layers)}",
                      confusion_title=f"{shown} confusion (float), accuracy "
-                                     f"{metrics['float'][shown]['accuracy']:.3f}")
+                                     f"{metrics['float'][shown]['accuracy']:.3f}",
+                     pruning=report["pruning"])
     if options.anomaly:
         from trainer.unsupervised import carried_anomaly_report
 
@@ -291,7 +299,7 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
     return report, png
 
 
-def _latency_us(train: Dataset, seed: int, features) -> float:
+def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
     """Batch-1 latency (us of CPU, float, 1 thread) of an exported model with these features.
 
     The network is logistic regression after one epoch: its weights do not change the time,
@@ -304,7 +312,7 @@ def _latency_us(train: Dataset, seed: int, features) -> float:
     pipeline = Pipeline(list(features), random_state=seed, network_params={"max_epochs": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch does not converge, on purpose
-        pipeline.fit(train.X, train.y)
+        pipeline.fit(train.X, train.y, families=families)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
     return sessions.cpu_latency_us(sessions.session(model), train.X[0])

@@ -1,4 +1,4 @@
-"""``evaluate`` and ``inspect`` an exported model file, through onnxruntime only.
+"""``evaluate`` and ``inspect`` an exported model file, through an edge runtime.
 
 Both read what the file says (``edge.contract``): evaluation windows the data the way
 the model's metadata describes (its window length, hop and channel order), so a model is
@@ -17,12 +17,18 @@ from edge import contract
 from trainer import sessions
 
 
-def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
-    """Accuracy, macro-F1, confusion matrix and ``n`` of a model on a labelled data file."""
+def evaluate(model_path, data_path, batch: int = 256, runtime: str = "auto") -> dict[str, Any]:
+    """Accuracy, macro-F1, confusion matrix and ``n`` of a model on a labelled data file.
+
+    ``runtime``: which :mod:`edge.runtime` runs the model (``numpy`` for a parity check
+    with what a Pi without onnxruntime computes).
+    """
+    from edge.runtime import resolve
     from trainer.data import load_dataset
     from trainer.metrics import scores
 
-    sess, info = sessions.load(model_path)
+    runtime = resolve(runtime)
+    sess, info = sessions.load(model_path, runtime)
     suffix = Path(data_path).suffix.lower()
     data = load_dataset(data_path, window=info.window, hop=info.hop,
                         channels=list(info.channels) if suffix == ".csv" else None)
@@ -37,7 +43,7 @@ def evaluate(model_path, data_path, batch: int = 256) -> dict[str, Any]:
     result = scores(data.y, pred, list(info.labels))
     unknown = sorted(set(data.y.tolist()) - set(info.labels))
     result.update({"model": str(model_path), "data": str(data_path),
-                   "unknown_labels": unknown, "window": info.window})
+                   "unknown_labels": unknown, "window": info.window, "runtime": runtime})
     return result
 
 

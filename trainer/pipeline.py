@@ -61,11 +61,14 @@ class Pipeline:
         self.network_params = network_params
         self.network_factory = network_factory
 
-    def fit(self, X: np.ndarray, y: np.ndarray, unlabelled: np.ndarray | None = None) -> Pipeline:
+    def fit(self, X: np.ndarray, y: np.ndarray, unlabelled: np.ndarray | None = None,
+            families: Sequence | None = None) -> Pipeline:
         """Fit the feature families, the scaler and the network on windows ``[N, W, C]``.
 
         ``unlabelled`` windows (same shape) go to the network's ``fit(..., unlabelled=F)``
-        as scaled features, for ``SigmoidNetwork(pretrain="rbm")``.
+        as scaled features, for ``SigmoidNetwork(pretrain="rbm")``. ``families``: the
+        families of ``features`` already fitted on these windows (the selection fitted
+        them; a pruned conv pool is worth not fitting twice); they are used as they are.
         """
         X = _check_windows(X)
         self.window_, self.n_channels_ = X.shape[1], X.shape[2]
@@ -73,11 +76,10 @@ class Pipeline:
         # daemon uses to tell a broken model from hostile input.
         self.input_min_ = X.min(axis=(0, 1)).astype(np.float64)
         self.input_max_ = X.max(axis=(0, 1)).astype(np.float64)
-        self.families_ = []
-        for family in build_families(self.features):
-            if hasattr(family, "random_state") and family.random_state is None:
-                family.random_state = self.random_state
-            self.families_.append(family.fit(X))
+        if families is not None:
+            self.families_ = list(families)
+        else:
+            self.families_ = fit_families(self.features, X, y, self.random_state)
         F = self._raw_features(X)
         self.feature_mean_ = F.mean(axis=0).astype(np.float32)
         std = F.std(axis=0)
@@ -173,6 +175,25 @@ class Pipeline:
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise RuntimeError("this Pipeline is not fitted yet; call fit(X, y) first")
+
+
+def fit_families(specs: Sequence[str], X: np.ndarray, y, random_state: int | None,
+                 splits=None) -> list:
+    """Build and fit the families of ``specs`` on windows ``X``.
+
+    Families that choose their features with the labels (``supervised``, e.g. a pruned
+    conv pool) get ``y`` and ``splits`` too; the pipeline's seed reaches every family
+    that has none.
+    """
+    fitted = []
+    for family in build_families(specs):
+        if hasattr(family, "random_state") and family.random_state is None:
+            family.random_state = random_state
+        if getattr(family, "supervised", False):
+            fitted.append(family.fit(X, np.asarray(y), splits=splits))
+        else:
+            fitted.append(family.fit(X))
+    return fitted
 
 
 def _check_windows(X, window: int | None = None, channels: int | None = None) -> np.ndarray:

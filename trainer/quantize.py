@@ -294,7 +294,7 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
     report : dict
         ``chosen``, ``reason``, the float figures and every variant's figures.
     """
-    from trainer.export import set_metadata
+    from trainer.export import check_operators, set_metadata
 
     rng = np.random.default_rng(0)
     if len(X_cal) > CALIBRATION_WINDOWS:
@@ -379,4 +379,5 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
               "variants": {n: v.figures for n, v in variants.items()}}
     set_metadata(best.model, contract.QUANTIZATION, summary)
     onnx.checker.check_model(best.model, full_check=True)
+    check_operators(best.model)
     return best.model, report

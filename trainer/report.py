@@ -33,12 +33,21 @@ def _json_default(value):
 
 
 def figure_png(loss_curve: Sequence[float], confusion: np.ndarray, labels: Sequence[str],
-               title: str, confusion_title: str) -> bytes:
-    """Render the two panels and return PNG bytes."""
+               title: str, confusion_title: str, pruning: Sequence[dict] = ()) -> bytes:
+    """Render the panels and return PNG bytes.
+
+    ``pruning``: the ``pruning_`` records of pruned conv pools (report.json's ``pruning``);
+    those with cross-validated accuracies get a third panel, accuracy against the number
+    of features kept at each detachment step, with the chosen size marked.
+    """
     plt = _pyplot()
     cm = np.asarray(confusion)
-    fig, (ax_loss, ax_cm) = plt.subplots(1, 2, figsize=(11, 4.5))
+    curves = [p for p in pruning if p.get("steps") and "validation_accuracy" in p["steps"][0]]
+    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(16.5 if curves else 11, 4.5))
+    ax_loss, ax_cm = axes[0], axes[1]
     try:
+        for p in curves:
+            _pruning_panel(axes[2], p)
         if len(loss_curve):
             ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
             ax_loss.set_yscale("log" if min(loss_curve) > 0 else "linear")
@@ -63,6 +72,22 @@ def figure_png(loss_curve: Sequence[float], confusion: np.ndarray, labels: Seque
         return _png(fig)
     finally:
         plt.close(fig)
+
+
+def _pruning_panel(ax, p: dict) -> None:
+    ax.plot([s["n_features"] for s in p["steps"]],
+            [s["validation_accuracy"] for s in p["steps"]], marker=".")
+    ax.axvline(p["kept"], color="tab:red", linestyle="--",
+               label=f"kept {p['kept']} of {p['pool']}")
+    if p.get("budget_us"):
+        ax.axvline(p["largest_within_budget"], color="grey", linestyle=":",
+                   label=f"largest within {p['budget_us']:g} us")
+    ax.set_xscale("log")
+    ax.set_xlabel("features kept")
+    ax.set_ylabel("cross-validated accuracy (ridge)")
+    ax.set_title("feature detachment")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _pyplot():

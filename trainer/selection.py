@@ -20,6 +20,12 @@ against 17 us here) for the same validation accuracy, so the default budget
 (:data:`DEFAULT_LATENCY_BUDGET_US`) keeps them where they are cheap (ItalyPowerDemand, 24
 samples: 53-61 us) and out where they are not. When nothing fits the budget, the best
 candidate wins anyway, with a warning.
+
+The convolutional candidate is a pruned MiniRocket pool (``conv:pool=10080:keep=auto``,
+:mod:`trainer.features.pruned_conv`): it chooses its features with the labels, so it is
+fitted with the same folds, and each fold is scored on features chosen without its
+validation windows (``fold_features_``). :func:`with_budget` hands it
+:data:`FEATURE_BUDGET_SHARE` of the budget, which it meets by pruning further.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.features.registry import build_families
+from trainer.features.registry import split_spec
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,10 @@ NETWORK_CANDIDATES: tuple[dict[str, Any], ...] = (
 # Batch-1 CPU time (us, onnxruntime, 1 thread, on the training machine) a default choice may
 # cost; a Raspberry Pi 4 is several times slower. 0 or None: no budget.
 DEFAULT_LATENCY_BUDGET_US = 100.0
+# Share of the budget a pruned conv pool may use: it times its features with the scaling
+# and a linear head after them while it prunes; the rest is for a hidden layer, the int8
+# model's quantization nodes and timing noise (the selection times the whole float model).
+FEATURE_BUDGET_SHARE = 0.85
 MAX_FOLDS = 5
 # Above this many windows one stratified hold-out of 25% replaces k-fold (time).
 HOLDOUT_ABOVE = 3000
@@ -75,6 +85,26 @@ def folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
+def with_budget(feature_sets: Sequence[Sequence[str]], budget_us: float | None
+                ) -> list[list[str]]:
+    """Feature sets whose pruned conv specs carry the latency budget (``budget_us=``).
+
+    A spec with ``pool=`` prunes until its graph fits; one that already names a
+    ``budget_us`` keeps it. No budget (0 or None): the sets unchanged.
+    """
+    out = []
+    for features in feature_sets:
+        specs = []
+        for spec in features:
+            name, kwargs = split_spec(spec)
+            if (budget_us and name == "conv" and kwargs.get("pool") is not None
+                    and "budget_us" not in kwargs):
+                spec = f"{spec}:budget_us={round(float(budget_us) * FEATURE_BUDGET_SHARE, 1):g}"
+            specs.append(spec)
+        out.append(specs)
+    return out
+
+
 def select(
     X: np.ndarray,
     y: np.ndarray,
@@ -85,37 +115,54 @@ def select(
     network_factory=None,
     latency_of: Callable[[Sequence[str]], float] | None = None,
     latency_budget_us: float | None = None,
+    fitted_out: dict | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score each (feature set, network) by cross-validated accuracy; return best and table.
+
+    Families that learn nothing from labels are fitted once on all training windows.
+    Supervised ones (a pruned conv pool) are fitted with the same folds and give each
+    fold features chosen without its validation windows (``fold_features_``).
 
     Parameters
     ----------
     latency_of : callable, optional
-        ``latency_of(features)`` -> batch-1 latency in microseconds of a model with these
-        features; recorded per candidate as ``batch1_latency_us``.
+        ``latency_of(features, families)`` -> batch-1 latency in microseconds of a model
+        with these (fitted) feature families; recorded per candidate as
+        ``batch1_latency_us``.
     latency_budget_us : float, optional
         Only candidates at or under it can be chosen (while any is); 0 or None: no budget.
+    fitted_out : dict, optional
+        Filled with ``tuple(features) -> fitted families`` (to fit the winner without
+        fitting its families again).
     """
+    from trainer.pipeline import fit_families
+
     splits = folds(y, seed)
     table = []
     for features in feature_sets:
         t0 = time.perf_counter()
-        families = [f.fit(X) for f in build_families(features)]
+        families = fit_families(features, X, y, seed, splits=splits)
+        if fitted_out is not None:
+            fitted_out[tuple(features)] = families
         F = np.concatenate([f.transform(X) for f in families], axis=1)
+        fold_data = [_fold_features(families, F, tr, va, k)
+                     for k, (tr, va) in enumerate(splits)]
         feat_time = time.perf_counter() - t0
-        latency = None if latency_of is None else round(float(latency_of(features)), 1)
+        latency = (None if latency_of is None
+                   else round(float(latency_of(features, families)), 1))
+        pruning = [f.pruning_ for f in families if hasattr(f, "pruning_")]
         for params in networks:
             accs, losses = [], []
-            for tr, va in splits:
-                mean = F[tr].mean(axis=0)
-                std = F[tr].std(axis=0)
+            for (tr, va), (F_tr, F_va) in zip(splits, fold_data, strict=True):
+                mean = F_tr.mean(axis=0)
+                std = F_tr.std(axis=0)
                 std = np.where(std > 1e-6, std, 1.0)
                 net = _network(params, seed, network_factory)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # convergence notes on tiny folds
-                    net.fit(((F[tr] - mean) / std).astype(np.float32), y[tr])
+                    net.fit(((F_tr - mean) / std).astype(np.float32), y[tr])
                 proba = np.asarray(
-                    net.predict_proba(((F[va] - mean) / std).astype(np.float32)))
+                    net.predict_proba(((F_va - mean) / std).astype(np.float32)))
                 pred = net.classes_[proba.argmax(1)]
                 accs.append(float((pred == y[va]).mean()))
                 truth = np.searchsorted(net.classes_, y[va])
@@ -129,6 +176,9 @@ def select(
                    "folds": len(splits), "feature_time_s": round(feat_time, 3)}
             if latency is not None:
                 row["batch1_latency_us"] = latency
+            if pruning:
+                row["pruning"] = [{k: p[k] for k in ("pool", "kept", "validation_accuracy",
+                                                     "fit_cpu_s") if k in p} for p in pruning]
             log.info("candidate %s: validation accuracy %.4f", row, row["validation_accuracy"])
             table.append(row)
     eligible = table
@@ -142,6 +192,24 @@ def select(
     # min() keeps the first of exact equals: the earlier, cheaper candidate.
     best = min(eligible, key=lambda r: (-r["validation_accuracy"], r["validation_log_loss"]))
     return best, table
+
+
+def _fold_features(families, F: np.ndarray, tr: np.ndarray, va: np.ndarray, k: int):
+    """Training and validation features of fold ``k``: a supervised family's own per-fold
+    features (chosen without the validation windows), every other family's columns of F."""
+    if not any(getattr(f, "fold_features_", None) for f in families):
+        return F[tr], F[va]
+    parts_tr, parts_va, start = [], [], 0
+    for f in families:
+        width = f.n_features_out_
+        if getattr(f, "fold_features_", None):
+            parts_tr.append(f.fold_features_[k][0])
+            parts_va.append(f.fold_features_[k][1])
+        else:
+            parts_tr.append(F[tr, start:start + width])
+            parts_va.append(F[va, start:start + width])
+        start += width
+    return np.concatenate(parts_tr, axis=1), np.concatenate(parts_va, axis=1)
 
 
 def _network(params: dict[str, Any], seed: int, factory):

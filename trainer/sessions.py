@@ -2,7 +2,7 @@
 
 The one place the trainer (quantize, fit, fit-anomaly, cluster, evaluate) and the
 benchmarks get an onnxruntime session and measure one. Sessions are opened by
-:func:`edge.contract.open_session`, so a model is measured the way the daemon runs it.
+:func:`edge.runtime.open_session`, so a model is measured the way the daemon runs it.
 
 Timing notes: with one intra-op thread onnxruntime runs in the calling thread, so the
 thread's CPU time counts only the graph's own work even while other processes load the
@@ -18,17 +18,19 @@ from typing import NamedTuple
 import numpy as np
 
 from edge import contract
+from edge.runtime import open_session
 
 
-def session(model, threads: int = 1):
-    """An onnxruntime session for ``model`` (``onnx.ModelProto``, bytes or a path)."""
+def session(model, threads: int = 1, runtime: str = "onnxruntime"):
+    """A session for ``model`` (``onnx.ModelProto``, bytes or a path); ``runtime`` is an
+    :mod:`edge.runtime` name (``numpy``: what a Pi without onnxruntime runs)."""
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
-    return contract.open_session(model if isinstance(model, bytes) else str(model), threads)
+    return open_session(model if isinstance(model, bytes) else str(model), threads, runtime)
 
 
-def load(path):
-    """An onnxruntime session (1 thread) for the file ``path`` and its checked metadata.
+def load(path, runtime: str = "onnxruntime"):
+    """A session (1 thread) of ``runtime`` for the file ``path`` and its checked metadata.
 
     Returns
     -------
@@ -37,15 +39,15 @@ def load(path):
     Raises
     ------
     FileNotFoundError, edge.contract.ContractError
-        No such file; onnxruntime cannot load it, or it breaks the contract.
+        No such file; the runtime cannot load it, or it breaks the contract.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
     try:
-        sess = session(path)
+        sess = session(path, runtime=runtime)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise contract.ContractError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        raise contract.ContractError(f"{path}: {runtime} cannot load it: {exc}") from None
     info = contract.decode_metadata(sess.get_modelmeta().custom_metadata_map)
     contract.check_session(sess, info)
     return sess, info

@@ -47,26 +47,16 @@ QEMU=$(command -v qemu-aarch64-static || true)
 "$HOST_PYTHON" -c 'import onnx, onnxruntime' 2>/dev/null \
     || die "$HOST_PYTHON lacks onnx/onnxruntime (run 'make test' once, or set HOST_PYTHON)"
 
-# binfmt_misc runs every arm64 program in the root (pip's subprocesses too) through qemu; the
-# F flag opens the interpreter now, so the root does not need a copy of it.
-register_binfmt() {
-    [ "$(uname -m)" = aarch64 ] && return 0
-    [ -e /proc/sys/fs/binfmt_misc/register ] \
-        || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
-        || die "cannot mount binfmt_misc (a container without CAP_SYS_ADMIN?)"
-    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && return 0
-    local magic='\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-    local mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-    echo ":qemu-aarch64:M::$magic:$mask:$QEMU:F" >/proc/sys/fs/binfmt_misc/register \
-        || die "cannot register qemu-aarch64 with binfmt_misc"
-}
+# shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
+. "$REPO/deploy/lib/emulated-root.sh"
 
-MOUNTED=()
-cleanup() {
-    local i
-    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
+# binfmt_misc runs every arm64 program in the root (pip's subprocesses too) through qemu.
+register_arm64() {
+    [ "$(uname -m)" = aarch64 ] && return 0
+    register_binfmt qemu-aarch64 \
+        '\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00' \
+        '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' "$QEMU"
 }
-trap cleanup EXIT
 
 # /proc/cpuinfo and /sys/devices/system/cpu of a Raspberry Pi 4 (Cortex-A72 r0p3)
 # or Pi 5 (Cortex-A76 r4p1), as their 64-bit kernels show them.
@@ -101,8 +91,7 @@ write_cpu_files() {
 }
 
 mount_into_root() {
-    mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc"); }
-    mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTED+=("$ROOT/dev"); }
+    mount_root
     # onnxruntime's cpuinfo library reads /proc/cpuinfo and /sys/devices/system/cpu. qemu
     # user mode emulates the instructions (and AT_HWCAP) of $CPU, but these files would be
     # the x86 host's: 1.20.1 aborts without /sys, 1.28.0 segfaults parsing the host's files.
@@ -116,9 +105,6 @@ mount_into_root() {
         mount --bind "$ROOT/.cpu-files/sys" "$ROOT/sys"
         MOUNTED+=("$ROOT/sys")
     fi
-    cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-    # pip in the root trusts what pip on the host trusts (e.g. a site's own CA).
-    cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/host-ca-bundle.crt"
 }
 
 make_root() {
@@ -141,52 +127,16 @@ in_root() {
         /bin/sh -c "$1"
 }
 
-# The edge test subset: test files that need nothing of the trainer but trainer.graph (which
-# builds test models with onnx) and no scikit-learn; test_deploy.py checks this machine's
-# deploy tools, not the Pi's.
-edge_tests() {
-    if [ -n "${EDGE_TESTS:-}" ]; then echo "$EDGE_TESTS"; return 0; fi
-    local f needs
-    for f in "$REPO"/tests/test_*.py; do
-        [ "${f##*/}" = test_deploy.py ] && continue
-        # (No `grep -q` in a pipe: under pipefail its early exit would fail the pipe.)
-        needs=$(grep -E '^\s*(from|import) (sklearn|trainer)' "$f" \
-            | grep -v -E '^\s*(from|import) trainer\.graph( |$)' || true)
-        [ -n "$needs" ] || printf '%s ' "tests/${f##*/}"
-    done
-    return 0
-}
-
-describe_status() {
-    case "$1" in
-        0) echo pass ;;
-        132) echo "SIGILL (illegal instruction)" ;;
-        134) echo "SIGABRT" ;;
-        135) echo "SIGBUS" ;;
-        139) echo "SIGSEGV" ;;
-        124) echo "timeout" ;;
-        *) echo "failed (exit $1)" ;;
-    esac
-}
-
-register_binfmt
+register_arm64
 make_root
 mount_into_root
 
 echo "== the sources and the smoke models"
-rm -rf "$ROOT/src" "$ROOT/smoke"
-mkdir -p "$ROOT/src"
-if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
-    # The working tree as it is (tracked and new files), without .venv and caches.
-    (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$ROOT/src" -xf -
-else
-    tar -C "$REPO" --exclude=.venv --exclude=.git -cf - . | tar -C "$ROOT/src" -xf -
-fi
+rm -rf "$ROOT/smoke"
+copy_sources
 PYTHONPATH=$REPO "$HOST_PYTHON" "$REPO/deploy/arm64/smoke_model.py" build "$ROOT/smoke" 2>/dev/null
 # The wheel is pure Python: build it here once, install the same file on the emulated Pi.
-rm -rf "$ROOT/wheel" && mkdir -p "$ROOT/wheel"
-"$HOST_PYTHON" -m pip wheel --quiet --no-deps -w "$ROOT/wheel" "$ROOT/src" 2>&1 | grep -v '^WARNING: Location' || true
-WHEEL=$(cd "$ROOT/wheel" && ls sigmoid_edge-*.whl)
+WHEEL=$(build_wheel "$HOST_PYTHON")
 [ -n "$WHEEL" ] || die "could not build the sigmoid-edge wheel"
 # The core dependencies other than onnxruntime, to install a version pyproject excludes.
 OTHER_DEPS=$("$HOST_PYTHON" - "$ROOT/wheel/$WHEEL" <<'PY'
@@ -210,7 +160,7 @@ sys.exit("Provides-Extra: signing" not in whl.read(meta).decode())' "$ROOT/wheel
 else
     EDGE_SPEC="/wheel/$WHEEL"
 fi
-TESTS=$(edge_tests)
+TESTS=$(edge_tests "")
 echo "edge test subset: $TESTS"
 
 [ -e "$RESULTS" ] || printf 'onnxruntime\tcpu\tcpu files\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"
@@ -237,22 +187,7 @@ for version in "$@"; do
         if in_root "$venv/bin/python -c 'import onnx'" >>"$log" 2>&1; then
             install="failed (onnx is installed: the edge install pulls the trainer)"
         fi
-        set +e
-        in_root "cd /tmp && timeout 900 $venv/bin/python /src/deploy/arm64/smoke_model.py check /smoke" >>"$log" 2>&1
-        status=$?
-        set -e
-        smoke=$(describe_status "$status")
-        detail=$(grep '^{' "$log" | tail -n 1 || true)
-        if [ "$SKIP_TESTS" != 1 ] && [ "$status" = 0 ]; then
-            set +e
-            in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis onnx tqdm \
-                && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 3600 $venv/bin/python -m pytest -q \
-                   -p no:cacheprovider -m 'not slow' --timeout 900 $TESTS" >>"$log" 2>&1
-            status=$?
-            set -e
-            summary=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -n 1 | tr -d '=' | xargs || true)
-            tests="$(describe_status "$status"): $summary"
-        fi
+        smoke_and_tests "$venv" /src/deploy/arm64/smoke_model.py "onnx tqdm" "not slow"
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$CPU_FILES" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 done

@@ -37,20 +37,14 @@ each kernel followed by its biases.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto
 
+from trainer.features.kernels import KERNEL_LENGTH, KERNELS, N_KERNELS
+from trainer.features.kernels import taps as _taps
 from trainer.graph import GraphBuilder
-
-KERNEL_LENGTH = 9
-# The 84 kernels: three positions of 2, six of -1.
-TWO_POSITIONS = np.array(list(itertools.combinations(range(KERNEL_LENGTH), 3)))
-N_KERNELS = len(TWO_POSITIONS)
-KERNELS = np.full((N_KERNELS, KERNEL_LENGTH), -1.0, dtype=np.float32)
-KERNELS[np.arange(N_KERNELS)[:, None], TWO_POSITIONS] = 2.0
 
 # 84 x 12 = 1008 features: within half a point of 10,000 on the probe, ~10x cheaper on a Pi.
 DEFAULT_N_FEATURES = 1008
@@ -61,6 +55,9 @@ REL_TOL = 1e-4
 # Where in a gap between two distinct outputs a bias goes: 1 / golden ratio ** 2. Irrational,
 # so a bias lands on no small multiple of the gap (the middle would hit k * v lattices).
 GAP_SPLIT = (3.0 - np.sqrt(5.0)) / 2.0
+# Accuracy a pruned pool (keep="auto") may give up for fewer features: half a point, as
+# Detach-ROCKET's default.
+DEFAULT_TOLERANCE = 0.005
 # Bound the float32 work array of one transform chunk (windows x positions x taps).
 _CHUNK_ELEMENTS = 8_000_000
 
@@ -151,15 +148,6 @@ def nudged_quantiles(outputs: np.ndarray, quantiles: np.ndarray, tol: np.ndarray
     return np.where(has_gap, inside, flat)
 
 
-def _taps(x: np.ndarray, dilation: int) -> np.ndarray:
-    """Zero-padded dilated taps ``[N, W, C, 9]``: ``taps[n, t, c, j] = x[n, t + (j-4)d, c]``."""
-    n, w, c = x.shape
-    pad = (KERNEL_LENGTH // 2) * dilation
-    xp = np.zeros((n, w + 2 * pad, c), dtype=x.dtype)
-    xp[:, pad : pad + w] = x
-    return np.stack([xp[:, j * dilation : j * dilation + w] for j in range(KERNEL_LENGTH)], axis=-1)
-
-
 class KernelBank:
     """The 84 kernels at every dilation over one input series (the window or its difference).
 
@@ -248,9 +236,13 @@ class KernelBank:
             taps = _taps(xc, int(d)).reshape(n, w, c * KERNEL_LENGTH)
             conv = taps @ self.weights(i)  # [N, T, 84] float32, like the graph's Conv
             pad = (KERNEL_LENGTH // 2) * int(d)
+            # Time last, so the count below runs over contiguous memory (2x faster).
+            conv_t = np.ascontiguousarray(conv.transpose(0, 2, 1))  # [N, 84, T]
             for padded, kernels in self.groups(i):
-                o = conv[:, :, kernels] if padded else conv[:, pad : w - pad, kernels]
-                ppv = (o[..., None] > self.biases[i][kernels]).mean(axis=1, dtype=np.float32)
+                o = conv_t[:, kernels] if padded else conv_t[:, kernels, pad : w - pad]
+                above = o[:, :, None, :] > self.biases[i][kernels][:, :, None]
+                ppv = np.count_nonzero(above, axis=-1).astype(np.float32) / np.float32(
+                    o.shape[-1])
                 parts.append(ppv.reshape(n, -1))  # kernel-major, then bias
         return np.concatenate(parts, axis=1)
 
@@ -316,6 +308,19 @@ class ConvFeatures:
         Seeds the channel subsets and the training windows biases are drawn from; ``None``
         is seed 0 (a :class:`trainer.pipeline.Pipeline` sets its own seed here). The same
         seed and training windows give the same features.
+    pool : int or None, default None
+        Draw this many features (rounded down to a multiple of 84; the paper's ~10k is
+        10080) and keep only the best of them, chosen with the labels by Sequential
+        Feature Detachment (see :mod:`trainer.features.pruned_conv`). ``None``: no pruning,
+        ``n_features`` features (then ``keep``, ``tolerance`` and ``budget_us`` are unused).
+    keep : "auto" or int, default "auto"
+        With ``pool``: ``"auto"`` keeps the smallest set whose cross-validated accuracy is
+        within ``tolerance`` of the best; an int keeps that many (no cross-validation).
+    tolerance : float, default 0.005
+        Accuracy (fraction) ``keep="auto"`` may give up for fewer features.
+    budget_us : float or None, default None
+        With ``pool``: the kept features' graph must take at most this batch-1 CPU time on
+        this machine (timed); ``sigmoid-train fit`` sets it from ``--latency-budget-us``.
 
     Attributes
     ----------
@@ -329,6 +334,9 @@ class ConvFeatures:
     >>> conv = ConvFeatures(n_features=168, random_state=1).fit(train_windows)   # doctest: +SKIP
     >>> conv.transform(test_windows).shape                                 # doctest: +SKIP
     (n_test, 168)
+    >>> pruned = ConvFeatures(pool=10080, keep="auto").fit(windows, labels)  # doctest: +SKIP
+    >>> pruned.pruning_["kept"], pruned.pruning_["validation_accuracy"]   # doctest: +SKIP
+    (124, 0.97)
     """
 
     name = "conv"
@@ -339,14 +347,40 @@ class ConvFeatures:
         diff: bool = True,
         max_dilations_per_kernel: int = MAX_DILATIONS_PER_KERNEL,
         random_state: int | None = None,
+        pool: int | None = None,
+        keep: int | str = "auto",
+        tolerance: float = DEFAULT_TOLERANCE,
+        budget_us: float | None = None,
     ):
         self.n_features = n_features
         self.diff = diff
         self.max_dilations_per_kernel = max_dilations_per_kernel
         self.random_state = random_state
+        self.pool = pool
+        self.keep = keep
+        self.tolerance = tolerance
+        self.budget_us = budget_us
 
-    def fit(self, windows: np.ndarray) -> ConvFeatures:
-        """Choose dilations, channel subsets and biases from training windows ``[N, W, C]``."""
+    @property
+    def supervised(self) -> bool:
+        """True when ``fit`` needs the labels (a pruned pool)."""
+        return self.pool is not None
+
+    def fit(self, windows: np.ndarray, y=None, splits=None) -> ConvFeatures:
+        """Choose dilations, channel subsets and biases from training windows ``[N, W, C]``.
+
+        With ``pool``, also the kept features: ``y`` (labels) is required, and ``splits``
+        (``(train, validation)`` index pairs) are the folds ``keep="auto"`` validates on
+        (default: :func:`trainer.selection.folds`).
+        """
+        if self.pool is not None:
+            self._check_pruning()
+            from trainer.features.pruned_conv import fit_pruned
+
+            for attr in ("kept_", "pruned_"):
+                self.__dict__.pop(attr, None)
+            fit_pruned(self, self._check(windows, fitted=False), y, splits)
+            return self
         if int(self.n_features) < N_KERNELS:
             raise ValueError(
                 f"n_features must be at least {N_KERNELS} (one per kernel), got {self.n_features}"
@@ -369,6 +403,18 @@ class ConvFeatures:
             )
         return self
 
+    def _check_pruning(self) -> None:
+        if int(self.n_features) != DEFAULT_N_FEATURES:
+            raise ValueError("give conv either n_features (all features) or pool (pruned), "
+                             "not both; e.g. 'conv:pool=10080:keep=auto'")
+        if int(self.pool) < N_KERNELS:
+            raise ValueError(f"pool must be at least {N_KERNELS} features, got {self.pool}")
+        if self.keep != "auto" and not (isinstance(self.keep, int) and self.keep >= 1):
+            raise ValueError(f"keep must be 'auto' or a positive number of features, "
+                             f"got {self.keep!r}")
+        if not 0 <= float(self.tolerance) < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
+
     def transform(self, windows: np.ndarray) -> np.ndarray:
         """Features float32 ``[N, n_features_out_]`` of windows ``[N, W, C]``."""
         x = self._check(windows, fitted=True)
@@ -377,6 +423,9 @@ class ConvFeatures:
         chunk = max(1, _CHUNK_ELEMENTS // (w * c * KERNEL_LENGTH))
         for lo in range(0, n, chunk):
             xs = x[lo : lo + chunk]
+            if hasattr(self, "pruned_"):
+                out[lo : lo + chunk] = self.pruned_.transform(xs)
+                continue
             parts = [self.banks_["conv"].transform(xs)]
             if "conv_diff" in self.banks_:
                 parts.append(self.banks_["conv_diff"].transform(_difference(xs)))
@@ -390,6 +439,8 @@ class ConvFeatures:
         time. Returns the name of a float32 ``[batch, n_features_out_]`` tensor.
         """
         self._check_fitted()
+        if hasattr(self, "pruned_"):
+            return g.op("Identity", [self.pruned_.to_onnx(g, window)], name="conv_features")
         parts = self.banks_["conv"].to_onnx(g, window, "conv")
         if "conv_diff" in self.banks_:
             w = self.window_
@@ -414,11 +465,18 @@ class ConvFeatures:
         names = []
         for prefix, bank in self.banks_.items():
             names += bank.feature_names(list(channels), prefix)
+        if hasattr(self, "kept_"):
+            names = [names[i] for i in self.kept_]
         return names
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for model metadata and reports."""
         self._check_fitted()
+        pruned = {}
+        if hasattr(self, "pruned_"):
+            from trainer.features.pruned_conv import pruned_description
+
+            pruned = {"pruning": pruned_description(self)}
         return {
             "family": self.name,
             "recipe": "MiniRocket (Dempster et al. 2021), multivariate, PPV, nudged biases",
@@ -434,12 +492,15 @@ class ConvFeatures:
                 }
                 for prefix, bank in self.banks_.items()
             },
+            **pruned,
         }
 
     @property
     def n_features_out_(self) -> int:
-        """Number of features ``transform`` returns (a multiple of 84)."""
+        """Number of features ``transform`` returns (a multiple of 84 unless pruned)."""
         self._check_fitted()
+        if hasattr(self, "kept_"):
+            return len(self.kept_)
         return sum(bank.n_features for bank in self.banks_.values())
 
     def _check_fitted(self) -> None:

@@ -1,0 +1,196 @@
+"""The numpy runtime: parity with onnxruntime on every kind of model the trainer ships,
+refusal of what it does not run, and the runtime choice through the edge's entry points."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edge import contract
+from edge.models import ModelError, load_model
+from edge.runtime import RuntimeUnavailable, open_session, resolve
+from edge.runtime.numpy_backend import NumpySession, UnsupportedModel
+from tests.models import mean_model
+from tests.runtime_models import parity_models, windows
+
+# int8: onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into integer kernels (and
+# runs weight-only DequantizeLinear -> MatMul as MatMulNBits, activations rounded to int8 per
+# row) where the numpy runtime follows the operator definitions: the two may round a value
+# one step apart. Measured: QOperator models identical, QDQ within one step of the output
+# quantization (1/255), weight-only within 2e-3.
+INT8_TOLERANCE = 2.0 / 255
+# Weight-only: the numpy runtime keeps the activations float (as the graph says), onnxruntime
+# rounds them to int8 per row; measured up to 8.5e-3 apart on the raw + stats model.
+WEIGHT_ONLY_TOLERANCE = 0.02
+FLOAT_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def models():
+    return parity_models()
+
+
+def _outputs(model: bytes, runtime: str, X: np.ndarray) -> dict[str, np.ndarray]:
+    sess = open_session(model, runtime=runtime)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {contract.INPUT_NAME: X}), strict=True))
+
+
+@pytest.mark.slow
+def test_outputs_match_onnxruntime_for_every_model_and_variant(models):
+    built, X = models
+    # windows the models were not fitted on too: outside the calibration ranges
+    Xs = np.concatenate([X, windows(4, seed=99)[0]])
+    failures = []
+    for (name, variant), model in built.items():
+        want = _outputs(model, "onnxruntime", Xs)
+        got = _outputs(model, "numpy", Xs)
+        assert set(got) == set(want)
+        tol = (FLOAT_TOLERANCE if variant == "float" else WEIGHT_ONLY_TOLERANCE
+               if variant.startswith("weight_only") else INT8_TOLERANCE)
+        p_want, p_got = want[contract.OUTPUT_NAME], got[contract.OUTPUT_NAME]
+        assert p_got.dtype == np.float32 and p_got.shape == p_want.shape
+        error = float(np.abs(p_got - p_want).max())
+        agree = float((p_got.argmax(1) == p_want.argmax(1)).mean())
+        if error > tol or agree < (1.0 if variant == "float" else 0.98):
+            failures.append(f"{name}/{variant}: max |dp| {error:.2e}, label agreement {agree}")
+        for extra in set(want) - {contract.OUTPUT_NAME}:
+            if want[extra].dtype.kind == "f":  # anomaly_score: float, or int8 moved a step
+                scale = max(1.0, float(np.abs(want[extra]).max()))
+                rtol, atol = (1e-4, 1e-5) if variant == "float" else (0.02, 0.01)
+                if not np.allclose(got[extra], want[extra], rtol=rtol, atol=atol * scale):
+                    failures.append(f"{name}/{variant}: output {extra} differs")
+            elif not np.array_equal(got[extra], want[extra]):
+                failures.append(f"{name}/{variant}: output {extra} differs")
+    assert not failures, "\n".join(failures)
+
+
+def test_numpy_runtime_is_batch_independent_on_an_int8_model(models):
+    built, X = models
+    sess = NumpySession(built[("stats_spectral", "static_qop_channel")])
+    together = sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[:8]})[0]
+    alone = np.concatenate([sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X[i:i + 1]})[0]
+                            for i in range(8)])
+    assert np.array_equal(together, alone)
+
+
+def test_every_operator_the_trainer_emitted_is_in_the_list_and_runs(models):
+    built, _ = models
+    from edge.runtime.numpy_backend import KERNELS
+
+    seen = set()
+    for model in built.values():
+        seen |= contract.model_ops(model)
+    assert seen <= contract.SUPPORTED_OPS, sorted(seen - contract.SUPPORTED_OPS)
+    assert seen <= set(KERNELS), sorted(seen - set(KERNELS))
+
+
+def _foreign_model(op: str = "Relu", **attrs) -> bytes:
+    node = helper.make_node(op, ["window"], ["probabilities"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, [None, 2])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, [None, 2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]) \
+        .SerializeToString()
+
+
+def test_an_operator_outside_the_list_is_refused_at_load_by_name():
+    with pytest.raises(UnsupportedModel, match=r"operator\(s\) Relu not supported"):
+        NumpySession(_foreign_model("Relu"))
+
+
+def test_an_attribute_the_kernel_does_not_implement_is_refused_at_load():
+    with pytest.raises(UnsupportedModel, match="Softmax.*attribute"):
+        NumpySession(_foreign_model("Softmax", axis=1, bogus=3))
+    with pytest.raises(UnsupportedModel, match="Pad mode='wrap'"):
+        NumpySession(_foreign_model("Pad", mode="wrap"))
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "no graph"),
+    (b"\x0a\xff\xff", "truncated"),
+    (b"not a model at all, just text", "wire type|truncated|no graph"),
+])
+def test_bytes_that_are_not_a_model_are_refused_with_a_reason(data, message):
+    with pytest.raises(UnsupportedModel, match=message):
+        NumpySession(data)
+
+
+def test_external_data_is_refused():
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.ClearField("float_data")
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    node = helper.make_node("Add", ["window", "w"], ["probabilities"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, [None, 2])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, [None, 2])], [tensor])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(UnsupportedModel, match="external data"):
+        NumpySession(model.SerializeToString())
+
+
+def test_load_model_reports_the_runtime_and_the_same_labels(tmp_path):
+    path = mean_model(tmp_path / "m.onnx")
+    x = np.linspace(-1, 3, 4 * 8 * 3, dtype=np.float32).reshape(4, 8, 3)
+    by_runtime = {r: load_model(path, runtime=r) for r in ("numpy", "onnxruntime")}
+    assert by_runtime["numpy"].runtime == "numpy"
+    assert by_runtime["onnxruntime"].runtime == "onnxruntime"
+    assert load_model(path).runtime == resolve("auto") == "onnxruntime"
+    np.testing.assert_allclose(by_runtime["numpy"].predict(x), by_runtime["onnxruntime"]
+                               .predict(x), atol=FLOAT_TOLERANCE)
+    assert by_runtime["numpy"].info == by_runtime["onnxruntime"].info
+
+
+def test_load_model_with_numpy_names_the_unsupported_operator(tmp_path):
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(_foreign_model("Relu"))
+    with pytest.raises(ModelError, match="Relu"):  # the allow-list refuses it first
+        load_model(path, runtime="numpy")
+    # allowed for onnxruntime (allow_ops), the numpy runtime still cannot run it
+    with pytest.raises(ModelError, match="numpy runtime.*Relu"):
+        load_model(path, runtime="numpy", extra_ops=frozenset({("", "Relu")}))
+
+
+def test_auto_falls_back_to_numpy_without_onnxruntime(monkeypatch):
+    from edge.runtime import onnxruntime_backend
+
+    monkeypatch.setattr(onnxruntime_backend, "available", lambda: False)
+    assert resolve("auto") == "numpy"
+    with pytest.raises(RuntimeUnavailable, match="--runtime numpy"):
+        resolve("onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        resolve("tflite")
+
+
+def test_export_fails_when_a_model_strays_from_the_list():
+    from trainer.export import check_operators
+
+    with pytest.raises(contract.ContractError, match="Relu outside edge.contract.SUPPORTED_OPS"):
+        check_operators(onnx.load_from_string(_foreign_model("Relu")))
+
+
+def test_auto_runs_numpy_in_a_process_where_onnxruntime_does_not_import(tmp_path):
+    """As on a Pi Zero: `sigmoid-edge run --check-config` with onnxruntime unimportable."""
+    import subprocess
+    import sys
+
+    path = mean_model(tmp_path / "m.onnx")
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # import onnxruntime -> ImportError
+            "from edge.cli import main\n"
+            "code = main(sys.argv[1:])\n"
+            "assert 'onnxruntime' not in sys.modules or sys.modules['onnxruntime'] is None\n"
+            "sys.exit(code)")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "run", "--model", str(path), "--broker",
+         "mqtt://localhost:1", "--check-config"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "runtime numpy" in proc.stdout
+    forced = subprocess.run(
+        [sys.executable, "-c", code, "run", "--model", str(path), "--broker",
+         "mqtt://localhost:1", "--runtime", "onnxruntime", "--check-config"],
+        capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 1 and "use --runtime numpy" in forced.stderr
