@@ -4,7 +4,8 @@
 can ship: every feature family (stats, spectral, raw and their first-difference views,
 conv and diff_conv, the pruned pool), hidden layers, ``fit --anomaly`` (autoencoder),
 ``fit-anomaly`` with k-means, ``fit-cluster``, each float, and the int8 variants
-``quantize.choose`` picks among (static QDQ/QOperator per tensor/channel, whole graph or network only, and weight-only).
+``quantize.choose`` picks among (static QDQ/QOperator per tensor/channel, whole graph or
+network only, and weight-only).
 """
 
 from __future__ import annotations
