@@ -81,6 +81,13 @@ def pub_files(workdir: Path, n: int, devices: int, payload, topic: str = "sensor
     return out
 
 
+def one_sample_files(workdir: Path, n: int, devices: int = 4, seed: int = 0):
+    """``n`` one-sample JSON objects ``{"x", "y", "z"}`` in one publisher file per device."""
+    vals = np.random.default_rng(seed).normal(0, 1, (n, 3)).round(4).tolist()
+    return pub_files(workdir, n, devices,
+                     lambda i: json.dumps(dict(zip("xyz", vals[i], strict=True))))
+
+
 def blast(broker: Broker, files, qos: int) -> None:
     """Start one mosquitto_pub -l per device file, all at once; wait for them."""
     procs = []
@@ -255,10 +262,7 @@ def medians(runs: dict[str, list[tuple[float, float]]]) -> dict:
 
 
 def bench_throughput(broker, model, workdir, n, qos, rounds) -> dict:
-    rng = np.random.default_rng(0)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                   strict=True))))
+    files = one_sample_files(workdir, n, 4, seed=0)
     runs = {"null": [], "daemon": [], "stdlib": [], "null_edge": []}
     last = None
     for _ in range(rounds):
@@ -292,10 +296,7 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
 
 def bench_scrape(broker, model, workdir, n, rounds) -> dict:
     """Throughput with a 1 s /metrics scrape vs without, alternating rounds (QoS 1)."""
-    rng = np.random.default_rng(2)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                   strict=True))))
+    files = one_sample_files(workdir, n, 4, seed=2)
     runs = {"plain": [], "scraped": []}
     scrapes, cpu = [], []
     size = 0
@@ -527,10 +528,7 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     import zlib
 
     devices = 20
-    rng = np.random.default_rng(2)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, devices, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                         strict=True))))
+    files = one_sample_files(workdir, n, devices, seed=2)
     owner = [zlib.crc32(f"dev{d}".encode()) % 2 for d in range(devices)]
     others = [f for f, o in zip(files, owner, strict=True) if o == 1]
     n_others = len(others) * (n // devices)
