@@ -27,6 +27,9 @@
    and the share of a shard daemon's CPU spent on the other shard's messages (measured by
    sending it only those). On a 2-core machine the broker and publishers compete for the
    same cores, so this measures cost more than scaling.
+8. Metrics scrape: one-sample JSON throughput (QoS 1) of the daemon with ``--metrics-port``
+   and a client fetching ``/metrics`` every second, vs the same daemon without a metrics
+   server, alternating rounds. Goal: within 3%.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def pub_files(workdir: Path, n: int, devices: int, payload, topic: str = "sensor
         path.write_text("\n".join(payload(i) for i in range(per)) + "\n", encoding=encoding)
         out.append((topic.format(d=d), path))
     return out
+
+
+def one_sample_files(workdir: Path, n: int, devices: int = 4, seed: int = 0):
+    """``n`` one-sample JSON objects ``{"x", "y", "z"}`` in one publisher file per device."""
+    vals = np.random.default_rng(seed).normal(0, 1, (n, 3)).round(4).tolist()
+    return pub_files(workdir, n, devices,
+                     lambda i: json.dumps(dict(zip("xyz", vals[i], strict=True))))
 
 
 def blast(broker: Broker, files, qos: int) -> None:
@@ -140,24 +150,58 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
     return n / (done[0] - sub.first[0]), n / (done[1] - sub.first[1])
 
 
+class Scraper:
+    """Fetch ``url`` every ``interval`` seconds, as Prometheus would.
+
+    With ``curl`` in a child process, so the client's own CPU is not counted as the daemon's
+    (both run in this process otherwise).
+    """
+
+    def __init__(self, url: str, interval: float = 1.0):
+        self.url, self.interval = url, interval
+        self.times: list[float] = []
+        self.sizes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        curl = require("curl")
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            body = subprocess.run([curl, "-fsS", "--max-time", "5", self.url],
+                                  capture_output=True, check=True).stdout
+            self.times.append(time.perf_counter() - began)
+            self.sizes.append(len(body))
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      runtime: str = "auto") -> tuple:
+                      runtime: str = "auto", scrape: bool = False) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
     ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
-    the inference runtime (edge/runtime/).
+    the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
+    second while the messages flow (the scrape times go into ``stats["scrapes"]``).
     """
     from edge.config import load_config
     from edge.daemon import Daemon
     from edge.formats import Decoder
     from edge.payload import PayloadParser
+    from tests.mqtt_helpers import free_port
 
-    cfg = load_config({"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-                       "queue_size": 200000, "payload": payload, "runtime": runtime},
-                      env={})
+    values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
+              "queue_size": 200000, "payload": payload, "runtime": runtime}
+    if scrape:
+        values["metrics_port"] = free_port()
+    cfg = load_config(values, env={})
     d = Daemon(cfg)
     if fast_json is not None:
         d.parser = Decoder("json", PayloadParser(d.slot.current.info.channels,
@@ -175,6 +219,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.subscribed.wait(5)
     if before is not None:
         before()
+    scraper = Scraper(f"http://127.0.0.1:{cfg.metrics_port}/metrics") if scrape else None
     (blast_with or blast)(broker, files, qos)
     total = n * samples_per_msg
     deadline = time.monotonic() + timeout
@@ -185,6 +230,17 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
         time.sleep(0.002)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    if scraper is not None:
+        scraper.stop()
+        stats["scrapes"] = scraper.times
+        stats["scrape_bytes"] = scraper.sizes[-1]
+        # CPU of one scrape's collection and formatting (the daemon idle now, all threads).
+        from prometheus_client import generate_latest
+
+        began = time.process_time()
+        for _ in range(200):
+            generate_latest(d.metrics.registry)
+        stats["scrape_cpu_s"] = (time.process_time() - began) / 200
     d.stop()
     if d.stats.samples < total:
         raise RuntimeError(f"daemon buffered {d.stats.samples} of {total} samples: {stats}")
@@ -206,10 +262,7 @@ def medians(runs: dict[str, list[tuple[float, float]]]) -> dict:
 
 
 def bench_throughput(broker, model, workdir, n, qos, rounds) -> dict:
-    rng = np.random.default_rng(0)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                   strict=True))))
+    files = one_sample_files(workdir, n, 4, seed=0)
     runs = {"null": [], "daemon": [], "stdlib": [], "null_edge": []}
     last = None
     for _ in range(rounds):
@@ -239,6 +292,24 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                                                     fast_json=False)[:2])
     return {"per_msg": per_msg, "messages": n_msgs, "windows": stats["windows"],
             "inferences": stats["inferences"], "batch_max": stats["batch_max"], **medians(runs)}
+
+
+def bench_scrape(broker, model, workdir, n, rounds) -> dict:
+    """Throughput with a 1 s /metrics scrape vs without, alternating rounds (QoS 1)."""
+    files = one_sample_files(workdir, n, 4, seed=2)
+    runs = {"plain": [], "scraped": []}
+    scrapes, cpu = [], []
+    size = 0
+    for _ in range(rounds):
+        runs["plain"].append(run_daemon_inproc(broker, model, files, n, 1)[:2])
+        *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=True)
+        runs["scraped"].append(tuple(rates))
+        scrapes += stats["scrapes"]
+        cpu.append(stats["scrape_cpu_s"])
+        size = stats["scrape_bytes"]
+    return {"scrapes": len(scrapes), "scrape_ms": 1000 * statistics.median(scrapes),
+            "scrape_cpu_ms": 1000 * statistics.median(cpu),
+            "scrape_bytes": size, **medians(runs)}
 
 
 FORMATS = ("json", "binary", "cbor", "sparkplug")
@@ -457,10 +528,7 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     import zlib
 
     devices = 20
-    rng = np.random.default_rng(2)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, devices, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                         strict=True))))
+    files = one_sample_files(workdir, n, devices, seed=2)
     owner = [zlib.crc32(f"dev{d}".encode()) % 2 for d in range(devices)]
     others = [f for f, o in zip(files, owner, strict=True) if o == 1]
     n_others = len(others) * (n // devices)
@@ -551,11 +619,13 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--only", choices=("throughput", "batches", "formats", "startup", "latency",
-                                        "shards"),
+                                       "shards", "scrape"),
                     action="append", help="run only these parts (repeatable)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run")
+    ap.add_argument("--rounds", type=int, help="rounds per comparison (default 3; quick: 1)")
     args = ap.parse_args()
-    parts = set(args.only or ("throughput", "batches", "formats", "startup", "latency"))
+    parts = set(args.only or ("throughput", "batches", "formats", "startup", "latency",
+                              "scrape"))
     quick = args.quick
     import onnxruntime
 
@@ -573,7 +643,7 @@ def main() -> int:
             lat_model = mean_model(tmp / "lat.onnx", window=16, hop=8, sample_rate_hz=10.0,
                                    name="bench-lat", labels=("a", "b", "c", "d"))
             n = 20000 if quick else 100000
-            rounds = 1 if quick else 3
+            rounds = args.rounds or (1 if quick else 3)
             results = {}
             for qos in (0, 1) if "throughput" in parts else ():
                 r = bench_throughput(broker, model, tmp, n, qos, rounds)
@@ -606,6 +676,19 @@ def main() -> int:
                         v = b[name]
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
+            if "scrape" in parts:
+                sc = bench_scrape(broker, model, tmp, n, max(rounds, 2 if quick else 5))
+                ratio = sc["scraped"]["wall"] / sc["plain"]["wall"]
+                print(f"[8] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), median of "
+                      f"{len(sc['plain']['wall_all'])} alternating rounds (goal >= 0.97x): "
+                      f"without {sc['plain']['wall']:,.0f} msg/s, with "
+                      f"{sc['scraped']['wall']:,.0f} msg/s ({ratio:.3f}x); CPU "
+                      f"{sc['scraped']['cpu'] / sc['plain']['cpu']:.3f}x; rounds without "
+                      f"{sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
+                      f"{sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
+                      f"{sc['scrape_ms']:.1f} ms each; {sc['scrape_cpu_ms']:.2f} ms CPU to "
+                      f"collect and format one (= {sc['scrape_cpu_ms'] / 10:.3f}% of a core at "
+                      "one scrape a second)", flush=True)
             if "shards" in parts:
                 sh = bench_shards(broker, model, tmp, 20000 if quick else 100000, rounds)
                 results["shards"] = sh

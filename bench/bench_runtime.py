@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from bench.bench_daemon import (  # noqa: E402
     BROKER_CONF,
-    pub_files,
+    one_sample_files,
     run_daemon_inproc,
     start_daemon,
     stop_daemon,
@@ -152,10 +152,7 @@ def _daemon_model(workdir: Path) -> Path:
 
 
 def bench_daemon(broker, model, workdir, n, rounds) -> dict:
-    rng = np.random.default_rng(0)
-    vals = rng.normal(0, 1, (n, 3)).round(4).tolist()
-    files = pub_files(workdir, n, 4, lambda i: json.dumps(dict(zip("xyz", vals[i],
-                                                                   strict=True))))
+    files = one_sample_files(workdir, n)
     runs = {"onnxruntime": [], "numpy": []}
     for _ in range(rounds):
         for runtime in runs:

@@ -167,6 +167,11 @@ def _add_run(sub) -> None:
                    help="announce each device to Home Assistant (MQTT discovery, retained)")
     p.add_argument("--ha-prefix", metavar="PREFIX",
                    help="Home Assistant's discovery prefix (default homeassistant)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus /metrics and /healthz on this port (default: off)")
+    p.add_argument("--metrics-host", metavar="ADDR",
+                   help="address the metrics server listens on (default 127.0.0.1; 0.0.0.0 "
+                        "for a Prometheus on another machine)")
     p.add_argument("--log-level", dest="run_log_level", type=str.lower, choices=LOG_LEVELS,
                    help="how much to log (default info)")
     p.add_argument("--check-config", action="store_true",
@@ -180,7 +185,7 @@ RUN_KEYS = (
     "tls_cert", "tls_key", "threads", "runtime", "hop", "max_devices", "queue_size",
     "stats_interval", "trusted_keys", "smoothing", "min_confidence", "on_change",
     "only_anomalies", "ha_discovery", "ha_prefix", "capture", "capture_below", "capture_rate",
-    "capture_sample", "anomaly_window_count",
+    "capture_sample", "anomaly_window_count", "metrics_port", "metrics_host",
 )
 
 
@@ -247,6 +252,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sigmoid-edge: model error: {e}", file=sys.stderr)
         return 1
     except MqttError as e:
+        print(f"sigmoid-edge: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the metrics port cannot be bound (edge/metrics.py says which)
         print(f"sigmoid-edge: {e}", file=sys.stderr)
         return 1
 

@@ -174,6 +174,9 @@ class Config:
     # Home Assistant MQTT discovery (edge/homeassistant.py).
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
+    # Prometheus /metrics and /healthz (edge/metrics.py); 0 = off.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # Keys beyond the schema.
     max_payload_bytes: int = 256 * 1024
     max_pending_outputs: int = 10000
@@ -238,6 +241,10 @@ class Config:
     @property
     def stats_topic(self) -> str:
         return topics.node_topic(topics.STATS, self.node)
+
+    @property
+    def info_topic(self) -> str:
+        return topics.node_topic(topics.INFO, self.node)
 
     @property
     def errors_topic(self) -> str:
@@ -503,6 +510,12 @@ def validate(cfg: Config) -> Config:
                 "max_depth"):
         if getattr(cfg, key) < 1:
             raise _fail(cfg, key, f"must be at least 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.metrics_port <= 65535:
+        raise _fail(cfg, "metrics_port", "must be a TCP port (1-65535), or 0 for no metrics "
+                    f"server, got {cfg.metrics_port}")
+    if not cfg.metrics_host or any(c.isspace() for c in cfg.metrics_host):
+        raise _fail(cfg, "metrics_host", "must be an address to listen on (127.0.0.1 for this "
+                    f"machine only, 0.0.0.0 for every interface), got {cfg.metrics_host!r}")
     if cfg.hop < 0:
         raise _fail(cfg, "hop", f"must be 0 (the model's hop) or positive, got {cfg.hop}")
     if cfg.stats_interval <= 0:

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import deque
 
-from edge import topics
+from edge import __version__, topics
 from edge.capture import Capture
 from edge.config import Config, check_device_name, shard_of
 from edge.formats import Decoder
@@ -166,6 +166,9 @@ class Daemon:
         self.link.subscribe(self.filter, cfg.qos, self.on_input, default=True)
         if self.updates.push_enabled:  # without a trusted key remote push is off
             self.link.subscribe(cfg.model_topic, 1, self._on_push)
+        self.link.on_connected.append(self.publish_info)
+        self.metrics = None  # edge.metrics.MetricsServer, started by start() with metrics_port
+        self._rate_basis = (time.monotonic(), 0, 0)
         self.ha = None
         if cfg.ha_discovery:
             from edge.homeassistant import Discovery
@@ -343,6 +346,24 @@ class Daemon:
             parser.adopt(self.parser)
         self.parser = parser
         self.stats.model_swaps += 1
+        if self.link.connected.is_set():  # else on_connected publishes it
+            self.publish_info()
+
+    def publish_info(self) -> None:
+        """Publish the retained ``info`` (on every connect and after every model change).
+
+        What ``sigmoid-train fleet`` reads: who this node is, what it runs, where it listens.
+        """
+        cfg = self.cfg
+        self.link.publish(cfg.info_topic, to_json({
+            "node": cfg.node, "software": "sigmoid-edge", "software_version": __version__,
+            "model": self.slot.current.identity, "runtime": self.slot.current.runtime,
+            "started": round(self.stats.started, 3), "input_topic": cfg.input_topic,
+            "output_topic": cfg.output_topic, "shard": cfg.shard or None,
+            "metrics_port": cfg.metrics_port or None,
+            "stats_interval": cfg.stats_interval, "push_enabled": self.updates.push_enabled,
+            "time": round(time.time(), 3),
+        }), qos=1, retain=True)
 
     def reload(self, origin: str = "SIGHUP") -> bool:
         """Reload the model file; on any failure the current model keeps serving.
@@ -359,7 +380,20 @@ class Daemon:
 
     # lifecycle
     def start(self, timeout: float = 10.0) -> None:
-        """Start the worker and connect (raises :class:`edge.mqtt.MqttError` on failure)."""
+        """Serve metrics (if set), start the worker and connect.
+
+        Raises
+        ------
+        OSError
+            The metrics port cannot be bound (nothing else has started).
+        edge.mqtt.MqttError
+            The broker cannot be reached or refuses us.
+        """
+        if self.cfg.metrics_port:
+            from edge.metrics import MetricsServer  # prometheus_client only when asked for
+
+            self.metrics = MetricsServer(self, self.cfg.metrics_host, self.cfg.metrics_port)
+            self.metrics.start()
         self.runner.start()
         self.updates.start()
         self.link.start(timeout)
@@ -380,7 +414,16 @@ class Daemon:
         if self.journal is not None:
             snap["journal"] = {"bytes": self.journal.size, "commits": self.journal.commits,
                                "compactions": self.journal.compactions}
-        self.link.publish(self.cfg.stats_topic, to_json(snap), qos=1)
+        # Rates over the last interval, so one (retained) stats message says how busy we are.
+        now, stats = time.monotonic(), self.stats
+        began, messages, windows = self._rate_basis
+        span = max(now - began, 1e-3)
+        snap["rates"] = {"messages_per_s": round((stats.messages_in - messages) / span, 2),
+                         "windows_per_s": round((stats.windows - windows) / span, 2)}
+        self._rate_basis = (now, stats.messages_in, stats.windows)
+        snap["time"] = round(time.time(), 3)
+        # Retained: `sigmoid-train fleet status` sees every node's latest stats at once.
+        self.link.publish(self.cfg.stats_topic, to_json(snap), qos=1, retain=True)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the model. Returns the exit code."""
@@ -431,4 +474,6 @@ class Daemon:
             self.journal.close()
         self.publish_stats()
         self.link.stop(timeout)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped")

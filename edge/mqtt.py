@@ -292,6 +292,9 @@ class MqttLink:
         self.outages = 0
         self.attempts = 0
         self.publish_refused = 0
+        # Called on the network thread after every accepted (re)connect, after `online`
+        # (e.g. to publish the retained info again: a broker may have lost it).
+        self.on_connected: list[Callable[[], None]] = []
         self._pending_subs: set[int] = set()
         self._stopping = False
         self._stop = threading.Event()
@@ -438,6 +441,11 @@ class MqttLink:
         if self.status_topic:
             # The broker handles our packets in order, so `online` follows the subscription.
             client.publish(self.status_topic, "online", qos=1, retain=True)
+        for hook in self.on_connected:
+            try:
+                hook()
+            except Exception:  # a hook must not keep us from marking the link connected
+                log.exception("on_connected hook failed")
         log.info("connected to %s, subscribed to %s", self.address.url,
                  ", ".join(self.subscriptions) or "nothing")
         self.connected.set()

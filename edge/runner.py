@@ -80,6 +80,8 @@ class PostProcess:
         Publish only when a device's label differs from the last one published.
     max_devices : int
         Devices whose history is kept (least recently used forgotten).
+    counts : dict, optional
+        Windows classified by label are counted here (before ``on_change`` drops any).
     anomaly_min_windows, anomaly_window_count : int
         K and N of the anomaly alarm rule "K of the device's last N windows are anomalous"
         (K = 0: every anomalous window is an alarm; N = 0: N = K).
@@ -87,8 +89,10 @@ class PostProcess:
 
     def __init__(self, labels, *, smoothing: int = 1, min_confidence: float = 0.0,
                  on_change: bool = False, max_devices: int = 1000,
+                 counts: dict[str, int] | None = None,
                  anomaly_min_windows: int = 0, anomaly_window_count: int = 0):
         self.labels = tuple(labels)
+        self.counts = {} if counts is None else counts
         self.smoothing = smoothing
         self.min_confidence = min_confidence
         self.on_change = on_change
@@ -156,9 +160,11 @@ class PostProcess:
         best = probs.argmax(axis=1).tolist()
         conf = probs.max(axis=1).tolist()
         labels, threshold, last = self.labels, self.min_confidence, self._last
+        counts = self.counts
         keep = []
         for i, device in enumerate(devices):
             label = labels[best[i]] if conf[i] >= threshold else UNCERTAIN
+            counts[label] = counts.get(label, 0) + 1
             if self.on_change:
                 if last.get(device) == label:
                     continue
@@ -231,6 +237,7 @@ class Runner:
         self.shared = shared
         self.post_args = dict(smoothing=smoothing, min_confidence=min_confidence,
                               on_change=on_change, max_devices=max_devices,
+                              counts=stats.labels,
                               anomaly_min_windows=anomaly_min_windows,
                               anomaly_window_count=anomaly_window_count)
         self.queue: deque = deque(maxlen=queue_size)
@@ -557,6 +564,7 @@ class Runner:
         windows that did not (non-finite outputs, or the runtime raised on that window
         alone when run on its own), and ``error`` describes the first failure.
         """
+        began = time.perf_counter()
         try:
             probs, scores = model.predict_scored(windows)
         except Exception as e:  # find the windows the runtime refuses, one at a time
@@ -573,6 +581,7 @@ class Runner:
                     scores[i] = sc[0]
             error: Exception = e
         else:
+            self.stats.inference_seconds.observe(time.perf_counter() - began)
             error = FloatingPointError("the model returned non-finite outputs")
         failed = ~np.isfinite(probs).all(axis=1)
         if scores is not None:
@@ -695,4 +704,6 @@ class Runner:
         for device in set(devices):
             received = newest.get(device)
             if received is not None:
-                stats.latencies.append(now - received)
+                lag = now - received
+                stats.latencies.append(lag)
+                stats.latency_seconds.observe(lag)

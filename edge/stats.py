@@ -13,6 +13,7 @@ import math
 import os
 import resource
 import time
+from bisect import bisect_left
 from collections import Counter, deque
 
 import numpy as np
@@ -32,8 +33,47 @@ def rss_bytes(pid: int | None = None) -> int:
         return 0 if pid else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# Histogram bounds (seconds). Inference on a Pi takes 0.1-50 ms per batch; a classification
+# follows its last sample by a linger (2 ms) plus the batch, or by a backlog when overloaded.
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class Histogram:
+    """Cumulative observation counts in fixed buckets, with one writer thread and no lock.
+
+    The worker observes once per batch (inference) or once per device per batch (latency);
+    a reader (a Prometheus scrape) may see ``count`` one observation ahead of a bucket,
+    which is fine for monitoring and costs the hot path nothing.
+
+    Parameters
+    ----------
+    bounds : tuple of float
+        Upper bounds (inclusive, Prometheus ``le``), increasing; ``+Inf`` is implied.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # per bucket, not cumulative; last: +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``[(le, observations <= le), ..., (inf, count)]`` as Prometheus exposes them."""
+        out, total = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), list(self.counts), strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+
 class Stats:
-    """Counters and a latency reservoir.
+    """Counters, histograms and a latency reservoir.
 
     Attributes
     ----------
@@ -51,6 +91,11 @@ class Stats:
         classifications published (after ``on_change``).
     model_swaps, model_rejects : int
         Accepted and refused model reloads or pushes.
+    labels : dict
+        Windows classified, by label (``uncertain`` below ``min_confidence``).
+    inference_seconds, latency_seconds : Histogram
+        Seconds per model call, and from a window's last message arriving to its
+        classification being handed to the MQTT client.
     window_rejects : collections.Counter
         Windows the model gave no usable output for, by reason (``inference_failed``:
         non-finite probabilities or anomaly score, or the runtime raised); the worker's own
@@ -88,6 +133,9 @@ class Stats:
         self.anomalous_windows = 0
         self.anomaly_alarms = 0
         self.batch_max = 0
+        self.labels: dict[str, int] = {}
+        self.inference_seconds = Histogram(INFERENCE_BUCKETS)
+        self.latency_seconds = Histogram(LATENCY_BUCKETS)
         self.captures = 0
         self.captures_limited = 0
         self.capture_drops = 0
@@ -133,6 +181,7 @@ class Stats:
             "batch_max": self.batch_max,
             "model_swaps": self.model_swaps,
             "model_rejects": self.model_rejects,
+            "labels": dict(self.labels),
             "captures": self.captures,
             "captures_limited": self.captures_limited,
             "capture_drops": self.capture_drops,

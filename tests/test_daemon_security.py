@@ -39,10 +39,10 @@ def test_daemon_over_tls_with_password_and_acl(sb, model):
         mosquitto_pub(sb.broker, "sensors/t1/a", "\n".join(["[2, 2, 2]"] * 8), lines=True,
                       qos=1, extra=sb.client_args("sensor"))
         wait_for(lambda: daemon.stats.published == 2)
-        msgs = ops.take(3)  # the retained status, then two classifications
+        msgs = ops.take(4)  # the retained status and info, then two classifications
     topics = [m.topic for m in msgs]
     assert topics.count("edge/t1/classification") == 2
-    assert "sigmoid-edge/testnode/status" in topics
+    assert "sigmoid-edge/testnode/status" in topics and "sigmoid-edge/testnode/info" in topics
     assert daemon.link.publish_refused == 0
 
 

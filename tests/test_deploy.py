@@ -35,7 +35,7 @@ SCHEMA_KEYS = {
     "model", "broker", "client_id", "qos", "output_qos", "node", "input_topic", "output_topic",
     "mqtt_version", "username", "password_file", "tls_ca", "tls_cert", "tls_key", "threads",
     "runtime", "hop", "max_devices", "queue_size", "stats_interval", "trusted_keys", "log_level",
-    "channels", "postprocess", "payload",
+    "channels", "postprocess", "payload", "metrics_port", "metrics_host",
 }
 POSTPROCESS_KEYS = {"smoothing", "min_confidence", "on_change"}
 
@@ -130,11 +130,12 @@ def test_installer_creates_an_edge_only_venv_config_and_unit(staged):
     venv = staged / "opt/sigmoid-edge/venv"
     version = run([str(venv / "bin/sigmoid-edge"), "--version"])
     assert version.returncode == 0 and version.stdout.startswith("sigmoid-edge "), version
-    # Only the edge install: onnxruntime, numpy and paho are there, the trainer's onnx is not.
+    # Only the edge install: onnxruntime, numpy, paho and prometheus_client (--metrics-port)
+    # are there, the trainer's onnx is not.
     probe = run([str(venv / "bin/python"), "-c",
                  "import importlib.util as u; print([bool(u.find_spec(m)) for m in "
-                 "('onnxruntime', 'numpy', 'paho.mqtt', 'onnx', 'tqdm')])"])
-    assert probe.stdout.strip() == "[True, True, True, False, False]", probe
+                 "('onnxruntime', 'numpy', 'paho.mqtt', 'prometheus_client', 'onnx', 'tqdm')])"])
+    assert probe.stdout.strip() == "[True, True, True, True, False, False]", probe
 
     conf = staged / "etc/sigmoid-edge/config.toml"
     env = staged / "etc/sigmoid-edge/sigmoid-edge.env"
@@ -277,15 +278,22 @@ def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_docker_compose_config_is_valid_with_profiles():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
-    services = compose("--profile", "simulator", "--profile", "trainer", "config", "--services")
+    services = compose("--profile", "simulator", "--profile", "trainer", "--profile", "monitoring",
+                       "config", "--services")
     assert set(services.stdout.split()) == {"mosquitto", "edge", "simulator", "trainer",
-                                            "edge-shard-0", "edge-shard-1"}
+                                            "edge-shard-0", "edge-shard-1", "prometheus",
+                                            "grafana"}
     text = compose("config", env={"SIGMOID_EDGE_MODEL": "/srv/models/m.onnx"}).stdout
     assert "/srv/models/m.onnx:/models/model.int8.onnx:ro" in text
     assert "deploy/mosquitto/docker.conf:/mosquitto/config/mosquitto.conf:ro" in text
     assert "eclipse-mosquitto:2" in text and "read_only: true" in text
     assert re.search(r"profiles:\s*\n\s*- simulator", text)
     assert re.search(r"profiles:\s*\n\s*- trainer", text)
+    monitoring = compose("--profile", "monitoring", "config").stdout
+    assert "deploy/monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in monitoring
+    assert "deploy/monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in monitoring
+    assert re.search(r"image: prom/prometheus:v\d", monitoring)
+    assert re.search(r"image: grafana/grafana:\d", monitoring)
 
 
 @pytest.mark.slow
@@ -344,6 +352,50 @@ def test_healthcheck_reports_each_failure_and_passes_a_running_daemon(tmp_path):
         daemon.wait()
     code, why = check(daemon.pid)
     assert code == 1 and why.startswith(f"no process {daemon.pid}")
+
+
+def test_healthcheck_asks_the_daemons_healthz_when_metrics_are_on(tmp_path):
+    """With metrics_port set, the daemon's /healthz decides (here a stand-in HTTP server)."""
+    import http.server
+    import threading
+
+    answer = {"code": 503, "body": b"not connected to the broker at mqtt://mosquitto:1883\n"}
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(answer["code"] if self.path == "/healthz" else 404)
+            self.end_headers()
+            self.wfile.write(answer["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    model = tmp_path / "model.int8.onnx"
+    model.write_bytes(b"\x08\x0a")
+    config = tmp_path / "config.toml"
+    config.write_text(f'model = "{model}"\nmetrics_port = {server.server_address[1]}\n'
+                      'metrics_host = "0.0.0.0"\n')
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                               "/opt/sigmoid-edge/venv/bin/sigmoid-edge", "run"])
+    cmd = [sys.executable, str(DEPLOY / "docker" / "healthcheck.py"), "--pid", str(daemon.pid),
+           "--config", str(config)]
+    try:
+        down = run(cmd)
+        answer.update(code=200, body=b"ok\n")
+        up = run(cmd)
+        server.shutdown()
+        server.server_close()
+        gone = run(cmd)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    assert (down.returncode, down.stdout.strip()) == (
+        1, f"{url}: 503 not connected to the broker at mqtt://mosquitto:1883")
+    assert (up.returncode, up.stdout.strip()) == (0, "healthy")
+    assert gone.returncode == 1 and gone.stdout.startswith(f"no answer from {url}")
 
 
 # ---------------------------------------------------------------------------- mosquitto

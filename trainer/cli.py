@@ -72,24 +72,14 @@ def _add_push(sub) -> None:
         "--broker mqtts://pi.local:8883 --node press-7 --key signing.key "
         "--username trainer --tls-ca ca.crt",
     )
-    # No abbreviations: "--password SECRET" must be an error, not "--password-file SECRET".
-    p.allow_abbrev = False
     p.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
-    p.add_argument("--broker", required=True, metavar="URL",
-                   help="mqtt://host[:1883] or mqtts://host[:8883]")
     p.add_argument("--node", required=True, help="the daemon's node name (--node of the daemon)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--key", metavar="KEY", help="signing.key from keygen: sign now")
     how.add_argument("--sig", metavar="SIG",
                      help="push with an existing MODEL.sig instead (signed elsewhere with "
                           "'sigmoid-train sign'; the key never needs to be on this machine)")
-    p.add_argument("--username", help="broker user name")
-    p.add_argument("--password-file", metavar="FILE",
-                   help="file whose first line is the broker password "
-                        "(or set SIGMOID_EDGE_PASSWORD; never on the command line)")
-    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate of the broker (mqtts://)")
-    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
-    p.add_argument("--tls-key", metavar="FILE", help="client certificate's private key")
+    _add_broker(p)
     p.add_argument("--retain", action="store_true",
                    help="retain the push so a daemon that connects later still gets it")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
@@ -97,21 +87,135 @@ def _add_push(sub) -> None:
     p.set_defaults(func=_push)
 
 
+def _add_broker(p) -> None:
+    """The broker options of push and fleet (the daemon's, minus the password flag)."""
+    # No abbreviations: "--password SECRET" must be an error, not "--password-file SECRET".
+    p.allow_abbrev = False
+    p.add_argument("--broker", required=True, metavar="URL",
+                   help="mqtt://host[:1883] or mqtts://host[:8883]")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="file whose first line is the broker password "
+                        "(or set SIGMOID_EDGE_PASSWORD; never on the command line)")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate of the broker (mqtts://)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", metavar="FILE", help="client certificate's private key")
+
+
+def _broker_settings(args):
+    from trainer.push import broker_settings, read_password
+
+    return broker_settings(
+        args.broker, username=args.username, password=read_password(args.password_file),
+        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+    )
+
+
 def _push(args) -> int:
     from edge.signing import SignatureError, describe
-    from trainer.push import PushError, broker_settings, push_model, read_password
+    from trainer.push import PushError, push_model
 
     try:
-        settings = broker_settings(
-            args.broker, username=args.username, password=read_password(args.password_file),
-            tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        )
+        settings = _broker_settings(args)
         signature = push_model(args.model, args.key, args.node, settings, sig_path=args.sig,
                                retain=args.retain, timeout=args.timeout)
     except (PushError, SignatureError) as exc:
         return _fail("push", str(exc))
     print(f"pushed {describe(signature)} to sigmoid-edge/{args.node}/model")
     return 0
+
+
+def _add_fleet(sub) -> None:
+    p = add_command(
+        sub, "fleet", "Watch every daemon on a broker, and roll a model out to them in stages.",
+        "sigmoid-train fleet status --broker mqtt://broker.local:1883",
+    )
+    fleet = p.add_subparsers(dest="fleet_command", metavar="{status,push}")
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+    st = add_command(
+        fleet, "status", "List every node seen: online/offline, model, uptime, rates, errors.",
+        "sigmoid-train fleet status --broker mqtt://broker.local:1883 --json",
+    )
+    _add_broker(st)
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.add_argument("--wait", type=float, default=2.0, metavar="S",
+                    help="seconds to listen for the nodes' retained messages (default 2)")
+    st.set_defaults(func=_fleet_status)
+
+    pu = add_command(
+        fleet, "push",
+        "Sign a model once and push it in waves: canaries first, halting at the first failure.",
+        "sigmoid-train fleet push model.int8.onnx --broker mqtt://broker.local:1883 "
+        "--key signing.key --all --canary 1 --soak 60",
+    )
+    pu.add_argument("model", metavar="MODEL", help="the model file (.onnx)")
+    pu.add_argument("--key", required=True, metavar="KEY", help="signing.key from keygen")
+    which = pu.add_mutually_exclusive_group(required=True)
+    which.add_argument("--nodes", type=_names, metavar="A,B,C",
+                       help="these nodes, in this order (the first --canary are the canaries)")
+    which.add_argument("--all", action="store_true",
+                       help="every node that has published its info, by name")
+    pu.add_argument("--canary", type=_positive, default=1, metavar="N",
+                    help="nodes in the first wave; each later wave is twice the one before "
+                         "(default 1)")
+    pu.add_argument("--soak", type=_non_negative, default=30.0, metavar="S",
+                    help="seconds a wave must serve the model with inferences flowing, no "
+                         "rollback and errors under --max-error-rate before the next wave "
+                         "(default 30; 0 = accepted is enough)")
+    pu.add_argument("--max-error-rate", type=_non_negative, default=0.01, metavar="R",
+                    help="highest share of messages rejected or dropped during the soak "
+                         "(default 0.01)")
+    pu.add_argument("--timeout", type=_non_negative, default=60.0, metavar="S",
+                    help="seconds to wait for each node to accept or refuse (default 60)")
+    pu.add_argument("--dry-run", action="store_true", help="print the plan, push nothing")
+    _add_broker(pu)
+    pu.set_defaults(func=_fleet_push)
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected node names like a,b,c, got {text!r}")
+    return names
+
+
+def _fleet_status(args) -> int:
+    import json
+
+    from trainer.fleet import fleet_status, format_table
+    from trainer.push import PushError
+
+    try:
+        rows = fleet_status(_broker_settings(args), wait=args.wait)
+    except PushError as exc:
+        return _fail("fleet status", str(exc))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(format_table(rows))
+    else:
+        print(f"no sigmoid-edge node seen on {args.broker} within {args.wait:g} s")
+    return 0
+
+
+def _fleet_push(args) -> int:
+    from edge.signing import SignatureError
+    from trainer.fleet import fleet_push, report
+    from trainer.push import PushError
+
+    try:
+        rollout = fleet_push(
+            _broker_settings(args), args.model, args.key, nodes=None if args.all else args.nodes,
+            canary=args.canary, soak=args.soak, max_error_rate=args.max_error_rate,
+            timeout=args.timeout, dry_run=args.dry_run, say=lambda line: print(line, flush=True))
+    except (PushError, SignatureError) as exc:
+        return _fail("fleet push", str(exc))
+    if args.dry_run:
+        print("dry run: nothing was pushed")
+        return 0
+    print(report(rollout))
+    return 0 if rollout.complete else 1
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -606,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keygen(sub)
     _add_sign(sub)
     _add_push(sub)
+    _add_fleet(sub)
     _add_collect(sub)
     _add_label(sub)
     return parser

@@ -123,7 +123,8 @@ def connect(settings: BrokerSettings, timeout: float = 10.0) -> mqtt.Client:
     raise PushError(message)
 
 
-def _close(client: mqtt.Client) -> None:
+def close(client: mqtt.Client) -> None:
+    """Disconnect and stop the network loop of a client from :func:`connect`."""
     try:
         client.disconnect()
     finally:
@@ -199,10 +200,39 @@ def push_model(model_path: str | Path, key_path: str | Path | None, node: str,
     SignatureError
         If the signing key cannot be used, or ``sig_path`` does not match the model.
     """
-    if (key_path is None) == (sig_path is None):
-        raise PushError("give either --key (sign now) or --sig (an existing MODEL.sig)")
+    check_node(node)
+    payload, signature = prepare_push(model_path, key_path, sig_path)
+    client = connect(settings, timeout=min(timeout, 10.0))
+    try:
+        publish_confirmed(client, PUSH_TOPIC.format(node=node), payload, retain=retain,
+                          timeout=timeout)
+    finally:
+        close(client)
+    return signature
+
+
+def check_node(node: str) -> None:
+    """Raise :class:`PushError` unless ``node`` is one topic level a daemon could have."""
     if not check_node_name(node):
         raise PushError(f"--node {NODE_NAME_RULE}, got {node!r}")
+
+
+def prepare_push(model_path: str | Path, key_path: str | Path | None,
+                 sig_path: str | Path | None = None) -> tuple[bytes, Signature]:
+    """Read and sign a model (or check its ``MODEL.sig``): the push message and signature.
+
+    One message serves any number of nodes (``sigmoid-train fleet push`` signs once).
+
+    Raises
+    ------
+    PushError
+        Neither or both of ``key_path`` and ``sig_path``; the model is unreadable or larger
+        than a daemon accepts.
+    SignatureError
+        If the signing key cannot be used, or ``sig_path`` does not match the model.
+    """
+    if (key_path is None) == (sig_path is None):
+        raise PushError("give either --key (sign now) or --sig (an existing MODEL.sig)")
     model_path = Path(model_path)
     try:
         size = model_path.stat().st_size
@@ -220,13 +250,7 @@ def push_model(model_path: str | Path, key_path: str | Path | None, node: str,
     if len(payload) > MAX_MODEL_BYTES:
         raise PushError(f"the push message is {len(payload)} bytes; a daemon accepts at most "
                         f"{MAX_MODEL_BYTES} bytes")
-    client = connect(settings, timeout=min(timeout, 10.0))
-    try:
-        publish_confirmed(client, PUSH_TOPIC.format(node=node), payload, retain=retain,
-                          timeout=timeout)
-    finally:
-        _close(client)
-    return signature
+    return payload, signature
 
 
 def _matching_signature(model: bytes, model_path: Path, sig_path: Path) -> Signature:
