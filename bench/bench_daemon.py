@@ -11,9 +11,6 @@
    daemon's own work costs on top of the same receive path.
 2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``), as installed and
    with the standard library's json only. Goal: >= 500k/s.
-6. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
-   Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
-   binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 3. p99 publish-to-classification latency at 1k msg/s spread over 100 devices, daemon as a
    real ``sigmoid-edge run`` process; each sample's ``ts`` is its publish time, so
    ``window_end`` of a classification is the publish time of the message that completed
@@ -27,6 +24,9 @@
    and the share of a shard daemon's CPU spent on the other shard's messages (measured by
    sending it only those). On a 2-core machine the broker and publishers compete for the
    same cores, so this measures cost more than scaling.
+7. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
+   Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
+   binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 8. Metrics scrape: one-sample JSON throughput (QoS 1) of the daemon with ``--metrics-port``
    and a client fetching ``/metrics`` every second, vs the same daemon without a metrics
    server, alternating rounds. Goal: within 3%.
