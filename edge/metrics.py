@@ -124,6 +124,18 @@ class DaemonCollector(Collector):
         yield counter("device_evictions", "Devices forgotten beyond max_devices", s.evictions)
         yield counter("interleaved_devices", "Shared subscription: devices seen arriving with "
                       "holes (their messages split between daemons)", s.interleaved_devices)
+        yield counter("captures", "Windows captured for labelling (--capture)", s.captures)
+        yield counter("captures_limited", "Captures skipped by the per-device rate limit",
+                      s.captures_limited)
+        yield counter("capture_drops", "Captures not published because max_pending_outputs "
+                      "were waiting for the broker", s.capture_drops)
+        lag = GaugeMetricFamily(PREFIX + "input_lag_seconds", "Now minus the samples' own "
+                                "time (ts) when they were taken in, recent p50 and p99: a broker "
+                                "backlog shows here", labels=["quantile"])
+        for q, ms in zip(("0.5", "0.99"), s.latency_ms(s.input_lags).values(), strict=True):
+            if ms is not None:
+                lag.add_metric([q], ms / 1000.0)
+        yield lag
         buffers = d.runner.buffers
         yield gauge("devices", "Devices with a window buffer", len(buffers) if buffers else 0)
         yield _histogram("inference_duration_seconds", "Seconds per model call",

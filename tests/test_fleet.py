@@ -253,7 +253,9 @@ def infos(fleet: Fleet) -> dict[str, dict]:
 @pytest.mark.slow
 def test_metrics_count_the_traffic_sent(fleet):
     before = scrape(fleet, "a")
-    good = "\n".join(json.dumps({"x": 0.1, "y": 0.1, "z": 0.1}) for _ in range(40))
+    t0 = time.time() - 2.0  # samples taken 2 s ago: an input lag of about 2 s
+    good = "\n".join(json.dumps({"x": 0.1, "y": 0.1, "z": 0.1, "ts": t0 + i / 100})
+                     for i in range(40))
     mosquitto_pub(fleet.broker, "sensors/m1/acc", good, qos=1, lines=True)
     mosquitto_pub(fleet.broker, "sensors/m2/acc", "{not json\n[1, 2\n[1, 2]", qos=1, lines=True)
 
@@ -286,6 +288,8 @@ def test_metrics_count_the_traffic_sent(fleet):
     assert value(after, "sigmoid_edge_devices") >= 1
     assert 10e6 < value(after, "sigmoid_edge_resident_memory_bytes") < 1e9
     assert value(after, "sigmoid_edge_model_updates_total", outcome="accepted") == 0
+    assert 1.5 < value(after, "sigmoid_edge_input_lag_seconds", quantile="0.5") < 60
+    assert after[("sigmoid_edge_captures_total", frozenset())] == 0  # --capture is off
     # Every metric the Grafana dashboard and the alert rules query is one the daemon exports.
     exported = set(re.findall(r"sigmoid_edge_\w+", get(fleet.url("a", "/metrics"))[1]))
     queried = set(re.findall(r"sigmoid_edge_\w+", DASHBOARD.read_text() + ALERTS.read_text()))
