@@ -485,7 +485,8 @@ def cpu_seconds(pid: int) -> float:
 def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
     """Start one daemon per shard, blast ``files``, wait until each has counted ``expect[i]``
     messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time."""
-    nodes = [f"bench{i}" for i in range(len(shards))]
+    # Fresh node names: stats are retained, so an earlier run's must not count as this one's.
+    nodes = [f"shards{time.monotonic_ns()}-{i}" for i in range(len(shards))]
     latest: dict[str, dict] = {}
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     sub.on_message = lambda c, u, m: latest.__setitem__(m.topic.split("/")[1],
@@ -503,7 +504,7 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
             env=env, cwd=ROOT))
     try:
         deadline = time.monotonic() + 60
-        while len(latest) < len(nodes) and time.monotonic() < deadline:
+        while not all(n in latest for n in nodes) and time.monotonic() < deadline:
             time.sleep(0.05)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
         t0 = time.perf_counter()
