@@ -116,6 +116,29 @@ def test_pruned_graph_matches_numpy_and_costs_what_is_kept(pruned, data):
     assert all(n.name.startswith("conv_") for n in g_nodes.node if n.op_type != "Identity")
 
 
+def test_long_window_counts_every_sth_position_in_numpy_and_graph():
+    """positions=64 on 300 samples: PPV on every 4th position, the same in the pool, the
+    pruned numpy twin and the graph (one strided Conv per dilation)."""
+    Xtr, ytr = synthetic.make_windows(n_per_class=6, window=300, channels=2,
+                                      labels=LABELS[:2], seed=5)
+    Xte, _ = synthetic.make_windows(n_per_class=4, window=300, channels=2,
+                                    labels=LABELS[:2], seed=6)
+    few = ConvFeatures(pool=840, keep=40, positions=64, random_state=2).fit(Xtr, ytr)
+    assert few.describe()["stride"] == 4 and few.pruned_.stride == 4
+    ours = few.transform(Xte)
+    assert flipped_fraction(ours, graph_features(few, Xte)) <= MAX_FLIPPED_FRACTION
+    pool = ConvFeatures(n_features=840, random_state=2).fit_banks(Xtr, stride=4)
+    assert flipped_fraction(pool.transform(Xte)[:, few.kept_], ours) <= MAX_FLIPPED_FRACTION
+    # A proportion over 75 positions: a multiple of 1/count for the count of its positions.
+    counts = few.pruned_.mask.sum(axis=1)
+    assert counts.max() == 75 and np.allclose(np.round(ours * counts) / counts, ours, atol=1e-6)
+    convs = [n for n in _graph(few).graph.node if n.op_type == "Conv"]
+    assert convs and all(
+        [a.ints for a in n.attribute if a.name == "strides"] == [[4]] for n in convs)
+    every = ConvFeatures(pool=840, keep=40, positions=0, random_state=2).fit(Xtr, ytr)
+    assert every.describe()["stride"] == 1
+
+
 def test_keep_n_and_channel_subsets(data):
     Xtr, ytr, Xte, _ = data
     few = ConvFeatures(pool=420, keep=12, random_state=1).fit(Xtr, ytr)
@@ -137,6 +160,25 @@ def test_budget_stops_pruning_at_a_size_that_fits(data, monkeypatch):
         list(pruning.schedule(840)).index(p["largest_within_budget"]) - 1]
     assert fam.n_features_out_ <= 50 and p["batch1_latency_us"] <= 50
     assert any("batch1_latency_us" in s for s in p["steps"])
+
+
+def test_selection_keeps_the_pruning_timing_when_a_retiming_is_slower(data, monkeypatch):
+    """The selection re-times each candidate; for a pruned pool alone the lower of its own
+    timing and the pruning's (the same graph) counts, so load noise cannot undo the size
+    the pruning fitted to the budget. A pool beside other families is timed as a whole."""
+    from trainer.selection import select
+
+    Xtr, ytr, _, _ = data
+    monkeypatch.setattr(pruned_conv, "features_latency_us",
+                        lambda family, window, n_classes: float(family.n_features_out_))
+    spec = "conv:pool=840:keep=auto:budget_us=40"
+    best, table = select(Xtr, ytr, [[spec], [spec, "stats"]],
+                         [{"hidden_layers": (), "max_epochs": 20}],
+                         latency_of=lambda features, families: 120.0, latency_budget_us=100)
+    alone, beside = table
+    assert alone["batch1_latency_us"] == alone["pruning"][0]["kept"] <= 40
+    assert beside["batch1_latency_us"] == 120.0
+    assert best["features"] == [spec]  # the only candidate within the budget
 
 
 def test_clear_errors(data):
