@@ -275,7 +275,7 @@ def test_large_offset_is_centred(vibration):
 def reference_transform(features: ConvFeatures, x: np.ndarray) -> np.ndarray:
     """The recipe written plainly, in float64: pad, convolve each kernel over the channels
     it sums, count the outputs above each bias (over the positions where an unpadded
-    kernel fits), in ``transform`` order."""
+    kernel fits, on every ``stride``-th position), in ``transform`` order."""
     series = {"conv": x.astype(np.float64), "conv_diff": np.diff(x.astype(np.float64), axis=1)}
     parts = []
     for prefix, bank in features.banks_.items():
@@ -288,21 +288,22 @@ def reference_transform(features: ConvFeatures, x: np.ndarray) -> np.ndarray:
                 for k in kernels:
                     out = sum(KERNELS[k, j] * xp[:, j * d: j * d + w][:, :, bank.channel_mask[i, k]]
                               .sum(axis=2) for j in range(9))
-                    if not padded:
-                        out = out[:, half: w - half]
+                    st = bank.stride
+                    out = (out[:, ::st] if padded else
+                           out[:, -(-half // st) * st: w - half: st])  # the stride's grid
                     for b in bank.biases[i][k]:
                         parts.append((out > b).mean(axis=1))
     return np.stack(parts, axis=1)
 
 
-@pytest.mark.parametrize("w, c", [(40, 1), (23, 3), (7, 2)])
-def test_fast_transform_equals_the_plain_recipe(w, c):
+@pytest.mark.parametrize("w, c, stride", [(40, 1, 1), (23, 3, 1), (7, 2, 1), (61, 2, 3)])
+def test_fast_transform_equals_the_plain_recipe(w, c, stride):
     # Small integers, mean exactly 0 (each window and its negation): every sum is exact in
     # float32 in any order, so the fast transform must match the plain one bit for bit.
     rng = np.random.default_rng(w)
     half = rng.integers(-8, 9, size=(6, w, c)).astype(np.float32)
     x = np.concatenate([half, -half])
-    features = ConvFeatures(n_features=336, random_state=3).fit(x)
+    features = ConvFeatures(n_features=336, random_state=3).fit_banks(x, stride)
     assert not features.banks_["conv"].center.any()
     assert (~features.banks_["conv"].padded).any() == (w > 9)  # both groups are exercised
     expected = reference_transform(features, x).astype(np.float32)
