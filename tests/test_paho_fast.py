@@ -54,6 +54,14 @@ def test_paho_clients_have_the_attributes_we_read():
     assert idle_in_packet() == mqtt.Client(CallbackAPIVersion.VERSION2)._in_packet
 
 
+@pytest.mark.parametrize("cls, key", [(mqtt.MQTTMessage, "message_slots"),
+                                      (mqtt.MQTTMessageInfo, "message_info_slots")])
+def test_paho_messages_have_the_slots_we_fill(cls, key):
+    assert sorted(cls.__slots__) == sorted(PAHO_INTERNALS[key]), \
+        f"paho's {cls.__name__} now has the slots {cls.__slots__}: edge/paho_fast.py _message " \
+        "fills in the old ones"
+
+
 def test_paho_properties_have_the_attributes_we_copy():
     got = set(vars(Properties(PacketTypes.PUBLISH)))
     assert got == set(PAHO_INTERNALS["properties_attributes"]), \
@@ -63,7 +71,7 @@ def test_paho_properties_have_the_attributes_we_copy():
 def test_every_override_is_listed():
     # A new override added to FastClient without its entry here would escape the checks.
     overridden = {name for name, value in vars(FastClient).items()
-                  if callable(value) and hasattr(mqtt.Client, name)}
+                  if callable(value) and hasattr(mqtt.Client, name) and not name.startswith("__")}
     assert overridden <= set(PAHO_INTERNALS["methods"]), overridden
 
 
@@ -128,9 +136,14 @@ def _run(cls, data: bytes, cuts: list[int], protocol, skip=None, manual_ack=Fals
     client._sock = ours
     got = []
 
-    def on_message(c, userdata, m):
+    def on_message(c, userdata, m, via="on_message"):
         props = None if m.properties is None else m.properties.json()
-        got.append((m._topic, m.payload, m.qos, m.mid, m.retain, m.dup, props))
+        got.append((via, m._topic, m.payload, m.qos, m.mid, m.retain, m.dup, props, m.state,
+                    m.info.mid, m.info.rc, m.info.is_published(), type(m.timestamp)))
+
+    # A topic filter takes its messages away from on_message, in both clients.
+    client.message_callback_add("sensors/dev4/#",
+                                lambda c, u, m: on_message(c, u, m, via="filter"))
 
     if skip is None:
         client.on_message = on_message
@@ -166,6 +179,7 @@ def test_fast_client_delivers_what_paho_delivers(protocol, cutting):
     # Only the QoS 2 message and (MQTT 5) the one with properties went to paho's own.
     assert Counting.handled == (2 if protocol == mqtt.MQTTv5 else 1)
     assert len(expected) == 307  # not the PINGRESP, not QoS 2 (it waits for its PUBREL)
+    assert sum(g[0] == "filter" for g in got) == 60
     assert got == expected
     assert written == acks  # the same PUBACKs (and PUBREC) in the same order
 
@@ -174,7 +188,7 @@ def test_a_packet_larger_than_a_read_arrives_whole():
     payload = bytes(range(256)) * (3 * RECV_CHUNK // 256)
     data = _publish(b"sigmoid-edge/n/model", payload, True, qos=1, mid=5)
     got, written = _run(FastClient, data, [100, RECV_CHUNK, 2 * RECV_CHUNK + 3], mqtt.MQTTv5)
-    assert [(g[0], g[1] == payload, g[3]) for g in got] == [(b"sigmoid-edge/n/model", True, 5)]
+    assert [(g[1], g[2] == payload, g[4]) for g in got] == [(b"sigmoid-edge/n/model", True, 5)]
     assert written == bytes([0x40, 2, 0, 5])  # its PUBACK
 
 
@@ -192,7 +206,7 @@ def test_skipped_topics_are_acknowledged_and_not_delivered(manual_ack):
     seen.clear()
     got, written = _run(FastClient, data, cuts, mqtt.MQTTv5, skip=skip, manual_ack=manual_ack)
     assert got == expected and len(got) == 307 - 3 - 120
-    assert not any(g[0].startswith(b"sensors/dev1/") for g in got)
+    assert not any(g[1].startswith(b"sensors/dev1/") for g in got)
     assert b"sensors/dev1/a" in seen  # asked with the raw topic
     assert written == acks
 
@@ -223,3 +237,28 @@ def test_reads_never_cross_sockets():
         client._sock = None
         for s in (a, a_peer, b, b_peer):
             s.close()
+
+
+def test_a_filter_added_later_takes_its_topic_from_on_message():
+    # FastClient remembers topics that no filter matches; a new filter must undo that.
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    got = []
+    client.on_message = lambda c, u, m: got.append(("on_message", m.payload))
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        client._sock = ours
+        broker.sendall(_publish(b"sensors/dev0/a", b"1", True))
+        client.loop_read()
+        client.message_callback_add("sensors/+/a", lambda c, u, m: got.append(("filter",
+                                                                              m.payload)))
+        broker.sendall(_publish(b"sensors/dev0/a", b"2", True))
+        client.loop_read()
+        client.message_callback_remove("sensors/+/a")
+        broker.sendall(_publish(b"sensors/dev0/a", b"3", True))
+        client.loop_read()
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+    assert got == [("on_message", b"1"), ("filter", b"2"), ("on_message", b"3")]
