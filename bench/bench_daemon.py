@@ -7,7 +7,7 @@
    publish) vs a null paho subscriber that only ``json.loads`` each message, same QoS, same
    broker, same publishers (``mosquitto_pub -l``, one per device), alternating rounds.
    Goal: >= 0.95x. The daemon runs as installed (orjson) and with the standard library's
-   json only; a second null subscriber on edge.mqtt's client (read-ahead) shows what the
+   json only; a second null subscriber on edge.mqtt's client (own framing) shows what the
    daemon's own work costs on top of the same receive path.
 2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``), as installed and
    with the standard library's json only. Goal: >= 500k/s.
@@ -28,8 +28,9 @@
    Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
    binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 8. Metrics scrape: one-sample JSON throughput (QoS 1) of the daemon with ``--metrics-port``
-   and a client fetching ``/metrics`` every second, vs the same daemon without a metrics
-   server, alternating rounds. Goal: within 3%.
+   and a client process fetching ``/metrics`` every second, vs the same daemon without a
+   metrics server (and the client process idle), in pairs of rounds whose order alternates;
+   the median and range of the per-pair ratios (``--only scrape``). Goal: within 3%.
 """
 
 from __future__ import annotations
@@ -151,45 +152,61 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 
 class Scraper:
-    """Fetch ``url`` every ``interval`` seconds, as Prometheus would.
+    """Fetch ``url`` every ``interval`` seconds from a child process, as Prometheus would.
 
-    With ``curl`` in a child process, so the client's own CPU is not counted as the daemon's
-    (both run in this process otherwise).
+    The child (this script with ``--scrape``) starts before the round is timed and stays
+    for the whole round, so neither its start nor its CPU is counted as the daemon's, and
+    no process is started per scrape (a ``curl`` a second cost more than the scrape). With
+    ``url=None`` it only waits: the rounds without metrics get the same idle process.
     """
 
-    def __init__(self, url: str, interval: float = 1.0):
-        self.url, self.interval = url, interval
+    def __init__(self, url: str | None, interval: float = 1.0):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--scrape", url or "-",
+                                      str(interval)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the scraper process did not start")
         self.times: list[float] = []
         self.sizes: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        curl = require("curl")
-        while not self._stop.is_set():
-            began = time.perf_counter()
-            body = subprocess.run([curl, "-fsS", "--max-time", "5", self.url],
-                                  capture_output=True, check=True).stdout
-            self.times.append(time.perf_counter() - began)
-            self.sizes.append(len(body))
-            self._stop.wait(self.interval)
 
     def stop(self):
-        self._stop.set()
-        self._thread.join()
+        out = self.proc.communicate("", timeout=30)[0]  # EOF on its stdin: it stops
+        for line in out.splitlines():
+            took, size = line.split()
+            self.times.append(float(took))
+            self.sizes.append(int(size))
+
+
+def scrape_main(url: str, interval: str) -> int:
+    """``--scrape``: the child side of :class:`Scraper`; one line per scrape at the end."""
+    from urllib.request import urlopen
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print("ready", flush=True)
+    rows = []
+    while not stop.wait(0 if url != "-" and not rows else float(interval)):
+        if url == "-":
+            continue
+        began = time.perf_counter()
+        with urlopen(url, timeout=5) as reply:
+            size = len(reply.read())
+        rows.append(f"{time.perf_counter() - began:.6f} {size}")
+    print("\n".join(rows), flush=True)
+    return 0
 
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      runtime: str = "auto", scrape: bool = False) -> tuple:
+                      runtime: str = "auto", scrape: bool | None = None) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
     ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
-    the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
-    second while the messages flow (the scrape times go into ``stats["scrapes"]``).
+    the inference runtime (edge/runtime/). ``scrape=True``: with a metrics server, fetched every
+    second while the messages flow (the scrape times go into ``stats["scrapes"]``);
+    ``scrape=False``: no metrics server, the scraper's child process idle beside it.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -219,7 +236,9 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.subscribed.wait(5)
     if before is not None:
         before()
-    scraper = Scraper(f"http://127.0.0.1:{cfg.metrics_port}/metrics") if scrape else None
+    # scrape=False in a round that is compared with scraped ones: the same idle child.
+    scraper = None if scrape is None else Scraper(
+        f"http://127.0.0.1:{cfg.metrics_port}/metrics" if scrape else None)
     (blast_with or blast)(broker, files, qos)
     total = n * samples_per_msg
     deadline = time.monotonic() + timeout
@@ -232,6 +251,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     stats = d.stats.snapshot()
     if scraper is not None:
         scraper.stop()
+    if scrape:
         stats["scrapes"] = scraper.times
         stats["scrape_bytes"] = scraper.sizes[-1]
         # CPU of one scrape's collection and formatting (the daemon idle now, all threads).
@@ -295,21 +315,34 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
 
 
 def bench_scrape(broker, model, workdir, n, rounds) -> dict:
-    """Throughput with a 1 s /metrics scrape vs without, alternating rounds (QoS 1)."""
+    """Throughput with a 1 s /metrics scrape vs without (QoS 1), in pairs of rounds.
+
+    The pairs alternate their order (plain first, then scraped first, ...) so a machine
+    getting busier or quieter during the run does not favour one side; each pair's ratio
+    compares two rounds a few seconds apart. Returns the medians, every round, and the
+    median, lowest and highest of the per-pair ratios (wall and messages per CPU-second).
+    """
     files = one_sample_files(workdir, n, 4, seed=2)
     runs = {"plain": [], "scraped": []}
     scrapes, cpu = [], []
     size = 0
-    for _ in range(rounds):
-        runs["plain"].append(run_daemon_inproc(broker, model, files, n, 1)[:2])
-        *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=True)
-        runs["scraped"].append(tuple(rates))
-        scrapes += stats["scrapes"]
-        cpu.append(stats["scrape_cpu_s"])
-        size = stats["scrape_bytes"]
-    return {"scrapes": len(scrapes), "scrape_ms": 1000 * statistics.median(scrapes),
-            "scrape_cpu_ms": 1000 * statistics.median(cpu),
-            "scrape_bytes": size, **medians(runs)}
+    for i in range(rounds):
+        for scraped in (False, True) if i % 2 == 0 else (True, False):
+            *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=scraped)
+            runs["scraped" if scraped else "plain"].append(tuple(rates))
+            if scraped:
+                scrapes += stats["scrapes"]
+                cpu.append(stats["scrape_cpu_s"])
+                size = stats["scrape_bytes"]
+    med = statistics.median
+    pairs = {k: [s[k] / p[k] for p, s in zip(runs["plain"], runs["scraped"], strict=True)]
+             for k in (0, 1)}
+    walls = [p[0] for p in runs["plain"]]
+    return {"scrapes": len(scrapes), "scrape_ms": 1000 * med(scrapes),
+            "scrape_cpu_ms": 1000 * med(cpu), "scrape_bytes": size,
+            "pair_wall": (med(pairs[0]), min(pairs[0]), max(pairs[0])),
+            "pair_cpu": (med(pairs[1]), min(pairs[1]), max(pairs[1])),
+            "plain_spread": max(walls) / min(walls) - 1, **medians(runs)}
 
 
 FORMATS = ("json", "binary", "cbor", "sparkplug")
@@ -678,15 +711,21 @@ def main() -> int:
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
             if "scrape" in parts:
-                sc = bench_scrape(broker, model, tmp, n, max(rounds, 2 if quick else 5))
+                sc = bench_scrape(broker, model, tmp, n, args.rounds or (4 if quick else 8))
+                results["scrape"] = sc
                 ratio = sc["scraped"]["wall"] / sc["plain"]["wall"]
-                print(f"[8] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), median of "
-                      f"{len(sc['plain']['wall_all'])} alternating rounds (goal >= 0.97x): "
-                      f"without {sc['plain']['wall']:,.0f} msg/s, with "
-                      f"{sc['scraped']['wall']:,.0f} msg/s ({ratio:.3f}x); CPU "
-                      f"{sc['scraped']['cpu'] / sc['plain']['cpu']:.3f}x; rounds without "
-                      f"{sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
-                      f"{sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
+                pw, pc = sc["pair_wall"], sc["pair_cpu"]
+                print(f"[8] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), "
+                      f"{len(sc['plain']['wall_all'])} pairs of rounds in alternating order "
+                      f"(goal >= 0.97x):\n"
+                      f"    without {sc['plain']['wall']:,.0f} msg/s, with "
+                      f"{sc['scraped']['wall']:,.0f} msg/s (medians: {ratio:.3f}x); rounds "
+                      f"without {sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
+                      f"identical rounds without a scrape spread by {sc['plain_spread']:.0%}\n"
+                      f"    per pair, with / without: wall median {pw[0]:.3f}x (lowest "
+                      f"{pw[1]:.3f}x, highest {pw[2]:.3f}x), msgs per CPU-s median {pc[0]:.3f}x "
+                      f"({pc[1]:.3f}x to {pc[2]:.3f}x)\n"
+                      f"    {sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
                       f"{sc['scrape_ms']:.1f} ms each; {sc['scrape_cpu_ms']:.2f} ms CPU to "
                       f"collect and format one (= {sc['scrape_cpu_ms'] / 10:.3f}% of a core at "
                       "one scrape a second)", flush=True)
@@ -744,6 +783,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--scrape"]:
+        raise SystemExit(scrape_main(*sys.argv[2:4]))
     if sys.argv[1:2] == ["--publish"]:
         raise SystemExit(publish_main(*sys.argv[2:5]))
     raise SystemExit(main())
