@@ -171,7 +171,7 @@ class Scraper:
 
     def stop(self):
         out = self.proc.communicate("", timeout=30)[0]  # EOF on its stdin: it stops
-        for line in out.splitlines():
+        for line in filter(None, out.splitlines()):
             took, size = line.split()
             self.times.append(float(took))
             self.sizes.append(int(size))
@@ -192,7 +192,8 @@ def scrape_main(url: str, interval: str) -> int:
         with urlopen(url, timeout=5) as reply:
             size = len(reply.read())
         rows.append(f"{time.perf_counter() - began:.6f} {size}")
-    print("\n".join(rows), flush=True)
+    if rows:
+        print("\n".join(rows), flush=True)
     return 0
 
 
