@@ -768,6 +768,7 @@ def main() -> int:
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
                       f"(goal <= 1.5 s); all {[round(x, 2) for x in s['all']]}", flush=True)
             if "latency" not in parts:
+                print(f"load average after: {os.getloadavg()[0]:.2f}")
                 return 0
             lat = bench_latency(broker, lat_model, args.latency_seconds or (5 if quick else 30))
             print(f"[3] latency at {lat['rate']:.0f} msg/s over 100 devices: p50 "
