@@ -22,8 +22,9 @@
    process vs two with ``--shard 0/2`` and ``--shard 1/2`` on the same broker: summed
    classification throughput, each daemon's CPU per owned message vs the single daemon's,
    and the share of a shard daemon's CPU spent on the other shard's messages (measured by
-   sending it only those). On a 2-core machine the broker and publishers compete for the
-   same cores, so this measures cost more than scaling.
+   sending it only those; also less what the daemon spends per second with no input at
+   all, measured for 2 s before each round). On a 2-core machine the broker and publishers
+   compete for the same cores, so this measures cost more than scaling.
 7. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
    Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
    binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
@@ -65,6 +66,8 @@ try:
 except ImportError:
     HAVE_ORJSON = False
 
+# Seconds each --shard benchmark daemon is watched with no input, for its idle CPU rate.
+IDLE_S = 2.0
 # Unbounded queues so a slow subscriber is measured, not broker drops. set_tcp_nodelay: without
 # it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
 BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
@@ -540,7 +543,13 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
         deadline = time.monotonic() + 60
         while not all(n in latest for n in nodes) and time.monotonic() < deadline:
             time.sleep(0.05)
+        # What each daemon spends with no input at all (stats publishing, timers, paho's
+        # keepalive), per second: a cost of time, not of messages.
+        idle0, began = [cpu_seconds(p.pid) for p in procs], time.perf_counter()
+        time.sleep(IDLE_S)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
+        idle = [(c - c0) / (time.perf_counter() - began) for c, c0 in zip(cpu0, idle0,
+                                                                          strict=True)]
         t0 = time.perf_counter()
         blast(broker, files, 0)
         deadline = time.monotonic() + 180
@@ -550,7 +559,7 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
-        return {"wall": wall, "cpu": cpu, "stats": [latest[n] for n in nodes]}
+        return {"wall": wall, "cpu": cpu, "idle": idle, "stats": [latest[n] for n in nodes]}
     finally:
         for p in procs:
             stop_daemon(p)
@@ -576,21 +585,28 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     med = statistics.median
     one_cpu_per_msg = med(r["cpu"][0] / n for r in single)
     alien_cpu_per_msg = med(r["cpu"][0] / n_others for r in alien)
+    # The same, less what the daemon spends per second with no input at all.
+    alien_net_per_msg = med(max(r["cpu"][0] - r["idle"][0] * r["wall"], 0.0) / n_others
+                            for r in alien)
     out = {"messages": n, "devices": devices,
            "single_rate": med(n / r["wall"] for r in single),
            "pair_rate": med(n / r["wall"] for r in pair),
            "single_cpu_per_msg_us": one_cpu_per_msg * 1e6,
            "not_mine_cpu_per_msg_us": alien_cpu_per_msg * 1e6,
+           "not_mine_net_cpu_per_msg_us": alien_net_per_msg * 1e6,
+           "idle_cpu_share": med(r["idle"][0] for r in alien),
            "classifications": [r["stats"][0]["classifications"] for r in single][-1:]
            + [sum(s["classifications"] for s in r["stats"]) for r in pair][-1:]}
-    per_owned, share_alien = [], []
+    per_owned, share_alien, share_net = [], [], []
     for k in range(2):
         owned = med(r["stats"][k]["messages_in"] - r["stats"][k]["not_mine"] for r in pair)
         cpu = med(r["cpu"][k] for r in pair)
         per_owned.append(cpu / owned * 1e6)
         share_alien.append(alien_cpu_per_msg * (n - owned) / cpu)
+        share_net.append(alien_net_per_msg * (n - owned) / cpu)
     out["pair_cpu_per_owned_msg_us"] = per_owned
     out["pair_share_of_cpu_on_other_shards"] = share_alien
+    out["pair_share_net"] = share_net
     return out
 
 
@@ -744,8 +760,10 @@ def main() -> int:
                                   for x in sh["pair_cpu_per_owned_msg_us"]) + "\n"
                       f"    another shard's message costs {sh['not_mine_cpu_per_msg_us']:.1f} "
                       "us; share of each shard daemon's CPU on them (goal < 10%): "
-                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"]),
-                      flush=True)
+                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"])
+                      + f"\n    less the idle daemon's own CPU ({sh['idle_cpu_share']:.2%} of a "
+                      f"core with no input): {sh['not_mine_net_cpu_per_msg_us']:.1f} us, share "
+                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_net"]), flush=True)
             f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
