@@ -12,6 +12,7 @@ real broker is checked by ``tests/test_mqtt_client.py``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 # for the rest of a large packet (a model push) up to RECV_MAX at a time.
 RECV_CHUNK = 64 * 1024
 RECV_MAX = 4 * 1024 * 1024
+# With skip_topic set: a small read that held nothing but skipped messages waits this long
+# before paho's loop selects again, so that the next read finds many messages instead of
+# one or two (a wake-up of paho's loop costs about as much as 15 skipped messages). What
+# arrives meanwhile, a message of this daemon's too, waits at most this long.
+SKIP_LINGER_S = 0.001
+SKIP_LINGER_BYTES = 4096
 
 # What FastClient relies on in paho.mqtt.client.Client: the methods it overrides or calls,
 # with their parameters (self excluded); the paho method that calls each override (if
@@ -193,7 +200,8 @@ class FastClient(mqtt.Client):
     for every QoS 0 or auto-acknowledged QoS 1 PUBLISH, with the topic's bytes as they came;
     when it says True the message is acknowledged as paho would and dropped before any
     message object exists (almost all of a message's cost for a daemon that keeps one
-    device in N).
+    device in N). A small read that held only skipped messages waits
+    :data:`SKIP_LINGER_S` before returning, so paho's loop wakes up once for many of them.
     """
 
     wait_policy: Callable[[], None] | None = None
@@ -203,6 +211,8 @@ class FastClient(mqtt.Client):
     _rparts: list[bytes] = []  # the start of a packet cut at the end of a chunk (own list)
     _rhave = 0  # bytes in _rparts
     _rneed = 0  # bytes that packet has in all (0: its length is not all there yet)
+    _kept = False  # the last read held a packet that was not skipped
+    _skipped = False  # ... and one that was
 
     def __init__(self, *args, **kwargs):
         # Raw topics that no message_callback_add filter matches (see _deliver).
@@ -241,6 +251,7 @@ class FastClient(mqtt.Client):
             data = b"".join(parts)
             parts.clear()
             self._rhave = 0
+        self._kept = self._skipped = False
         rc, pos = self._frames(data, sock)
         if rc:
             return self._loop_rc_handle(rc)
@@ -255,6 +266,8 @@ class FastClient(mqtt.Client):
             self._rneed = 0
         if self._out_packet:  # e.g. PUBACKs for what we just read: send them now
             self.loop_write()
+        if self._skipped and not self._kept and len(data) < SKIP_LINGER_BYTES:
+            time.sleep(SKIP_LINGER_S)
         return _SUCCESS
 
     def _frames(self, buf: bytes, sock) -> tuple[MQTTErrorCode, int]:
@@ -288,6 +301,7 @@ class FastClient(mqtt.Client):
                     topic = buf[start + 2:topic_end]
                     if skip is not None and (qos == 0 or not manual) and skip(topic):
                         pos = stop
+                        self._skipped = True
                         if qos:
                             rc = self._send_puback(buf[topic_end] << 8 | buf[topic_end + 1])
                             if rc:
@@ -298,6 +312,7 @@ class FastClient(mqtt.Client):
                         body += 1
                     else:
                         fast = topic_end > start + 2  # paho refuses an empty 3.1.1 topic
+                    self._kept = True
                     if fast:
                         pos = stop
                         mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
@@ -315,6 +330,7 @@ class FastClient(mqtt.Client):
                             return _SUCCESS, pos
                         continue
             pos = stop
+            self._kept = True
             rc = self._paho_handle(cmd, buf[start:stop])
             if rc or self._sock is not sock:
                 return rc, pos

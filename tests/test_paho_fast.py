@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge import paho_fast
 from edge.paho_fast import PAHO_INTERNALS, RECV_CHUNK, FastClient, idle_in_packet
 
 
@@ -262,3 +263,28 @@ def test_a_filter_added_later_takes_its_topic_from_on_message():
         ours.close()
         broker.close()
     assert got == [("on_message", b"1"), ("filter", b"2"), ("on_message", b"3")]
+
+
+def test_a_read_of_only_skipped_messages_lingers_and_others_do_not(monkeypatch):
+    # So that paho's loop wakes up once for many of another shard's messages.
+    naps = []
+    monkeypatch.setattr("edge.paho_fast.time.sleep", naps.append)
+    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.skip_topic = lambda topic: topic.startswith(b"sensors/other")
+    got = []
+    client.on_message = lambda c, u, m: got.append(m.payload)
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        client._sock = ours
+        broker.sendall(_publish(b"sensors/other/a", b"1", True) * 3)
+        client.loop_read()
+        assert naps == [paho_fast.SKIP_LINGER_S]
+        broker.sendall(_publish(b"sensors/other/a", b"2", True)
+                       + _publish(b"sensors/mine/a", b"3", True))
+        client.loop_read()
+        assert naps == [paho_fast.SKIP_LINGER_S] and got == [b"3"]  # one of ours: at once
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
