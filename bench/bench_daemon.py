@@ -183,13 +183,15 @@ class Scraper:
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      runtime: str = "auto", scrape: bool = False) -> tuple:
+                      runtime: str = "auto", scrape: bool = False,
+                      until_idle: bool = False) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
     ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
     the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
     second while the messages flow (the scrape times go into ``stats["scrapes"]``).
+    ``until_idle``: stop the clock when the worker has classified the last windows too.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -228,6 +230,12 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     # Every sample buffered and every window classified and handed to paho.
     while d.runner.queue and time.monotonic() < deadline:
         time.sleep(0.002)
+    # The queue is empty as soon as the worker took the last items, and ``samples`` counts
+    # them as they are pushed: the windows of that last cycle are classified (and counted)
+    # after both. ``until_idle``: wait for the worker to finish it (it goes idle only with
+    # an empty queue after a whole cycle).
+    while until_idle and not d.runner._idle and time.monotonic() < deadline:
+        time.sleep(0.0005)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
     if scraper is not None:
@@ -334,55 +342,83 @@ def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, 
         "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
 
 
-class PahoBlast:
-    """Publishers for payloads ``mosquitto_pub -l`` cannot send (NUL and newline bytes).
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length" field."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
-    ``procs`` child processes (this script with ``--publish``) each connect one paho client,
-    read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
-    PUBACK round trips to wait for) and exit once all of it is written. Every format of [7]
-    goes through them.
+
+def mqtt_publish_packets(messages: list[tuple[str, bytes]]) -> bytes:
+    """QoS 0 PUBLISH packets (MQTT 3.1.1 framing) of ``(topic, payload)``, back to back."""
+    out = []
+    for topic, payload in messages:
+        t = topic.encode()
+        body = len(t).to_bytes(2, "big") + t
+        out += [b"\x30", _remaining_length(len(body) + len(payload)), body, payload]
+    return b"".join(out)
+
+
+class RawBlast:
+    """A publisher that is not the bottleneck: pre-encoded QoS 0 PUBLISH packets.
+
+    Every format of [7] goes through it (blocks, CBOR and protobuf hold NUL and newline
+    bytes, so ``mosquitto_pub -l`` cannot send them). One child process (this script with
+    ``--publish``) connects a plain socket (MQTT 3.1.1 CONNECT, waits for the CONNACK),
+    says "ready", waits for the go and writes the packets, all encoded here beforehand, with
+    ``sendall`` in 256 kB slices; then DISCONNECT. No client library, no per-message work
+    in the sender: about a second of one core per GB, so the broker and the daemon set the
+    rate.
     """
 
-    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
-                 procs: int = 2):
-        import pickle
-
-        self.procs = []
-        for k in range(procs):
-            path = workdir / f"blast{k}.pickle"
-            path.write_bytes(pickle.dumps(messages[k::procs]))
-            self.procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--publish", broker.host, str(broker.port),
-                 str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        for p in self.procs:  # each says "ready" once connected
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a publisher did not connect")
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]]):
+        path = workdir / "blast.mqtt"
+        path.write_bytes(mqtt_publish_packets(messages))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher did not connect")
 
     def __call__(self, *_args) -> None:
-        for p in self.procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in self.procs:
-            if p.wait(120) != 0:
-                raise RuntimeError("a publisher failed")
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if self.proc.wait(120) != 0:
+            raise RuntimeError("the publisher failed")
 
 
 def publish_main(host: str, port: str, path: str) -> int:
-    """``--publish``: the child side of :class:`PahoBlast`."""
-    import pickle
+    """``--publish``: the child side of :class:`RawBlast`."""
+    import socket
 
-    messages = pickle.loads(Path(path).read_bytes())
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.max_inflight_messages_set(100)
-    client.connect(host, int(port))
-    client.loop_start()
+    packets = Path(path).read_bytes()
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    client_id = f"bench-raw-{os.getpid()}".encode()
+    body = (b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id)
+    sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+    connack = b""
+    while len(connack) < 4:
+        chunk = sock.recv(4 - len(connack))
+        if not chunk:
+            return 1
+        connack += chunk
+    if connack[0] != 0x20 or connack[3] != 0:
+        print(f"CONNACK refused: {connack!r}", flush=True)
+        return 1
     print("ready", flush=True)
     sys.stdin.readline()
-    infos = [client.publish(topic, payload, qos=0) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(60)
-    client.disconnect()
-    client.loop_stop()
+    view = memoryview(packets)
+    step = 256 * 1024
+    for lo in range(0, len(view), step):
+        sock.sendall(view[lo:lo + step])
+    sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker delivers everything before it
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)  # the broker closes once it has read it all
+    sock.close()
     return 0
 
 
@@ -435,10 +471,11 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         for fmt in FORMATS:
             topic = topics.get(fmt, "sensors/dev{d}/a")
             messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
-            blaster = PahoBlast(broker, workdir, messages)
+            blaster = RawBlast(broker, workdir, messages)
             rate, cpu, stats[fmt] = run_daemon_inproc(
                 broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
-                before=births if fmt == "sparkplug" else None, blast_with=blaster)
+                before=births if fmt == "sparkplug" else None, blast_with=blaster,
+                until_idle=True)
             runs[fmt].append((rate, cpu))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,

@@ -146,16 +146,26 @@ def test_daemon_counts_fuzzed_messages_and_keeps_classifying(broker, tmp_path):
     assert doc["label"] == "high"
 
 
-uniform = st.builds(
-    lambda n, value, stamp, dtype, seq, ts: sparkplug.encode(
-        [{"alias": 1 + i % 3, **({"timestamp": stamp + i} if stamp is not None else {}),
+def uniform_payload(n, value, stamp, dtype, seq, ts, aliases=(1, 2, 3)):
+    """``n`` metrics of one layout, with aliases cycling through ``aliases``."""
+    return sparkplug.encode(
+        [{"alias": aliases[i % len(aliases)],
+          **({"timestamp": stamp + i} if stamp is not None else {}),
           **({"datatype": dtype} if dtype is not None else {}), value[0]: value[1]}
-         for i in range(n)], seq=seq, timestamp=ts),
+         for i in range(n)], seq=seq, timestamp=ts)
+
+
+UNIFORM_ARGS = (
     st.integers(1, 12),
     st.tuples(st.just("float_value"), st.floats(width=32)) | st.tuples(
         st.just("double_value"), st.floats()),
     st.none() | st.integers(0, 2**62), st.none() | st.integers(0, 20),
     st.none() | st.integers(0, 255), st.none() | st.integers(0, 2**62))
+uniform = st.builds(uniform_payload, *UNIFORM_ARGS)
+# Alias orders: the model's, another channel order, a metric that is no channel (4), one
+# no birth defined (9), a channel missing.
+ALIAS_ORDERS = st.sampled_from([(1, 2, 3), (3, 1, 2), (1, 2, 3, 4), (4, 2, 1, 3), (1, 9, 3),
+                                (2, 1)])
 
 
 @SOME
@@ -178,3 +188,43 @@ def test_sparkplug_fast_reader_agrees_with_protobuf(payload, damage, data):
         assert not any(m.HasField("timestamp") for m in p.metrics)
     assert ts == (p.timestamp if p.HasField("timestamp") else None)
     assert seq == (p.seq if p.HasField("seq") else None)
+
+
+def _events(dec, topic: str, payload: bytes):
+    """``handle``'s events with arrays as lists, or the rejection reason."""
+    try:
+        events = dec.handle(topic, payload)
+    except Rejected as r:
+        return r.reason
+    return [(device, None if values is None else np.asarray(values).tolist(),
+             None if ts is None else np.asarray(ts, dtype=np.float64).tolist())
+            for device, values, ts in events]
+
+
+@SOME
+@given(st.data())
+def test_sparkplug_template_reader_agrees_with_protobuf(data):
+    """A device's layout template (learnt from its last message) reads what protobuf reads.
+
+    Two messages of one layout (value type, which fields; mostly the same metric count) that
+    differ in aliases, values, timestamps and payload fields, the second one maybe damaged.
+    """
+    n, (kind, _), stamp, dtype = (data.draw(arg) for arg in UNIFORM_ARGS[:4])
+    value = st.floats(width=32) if kind == "float_value" else st.floats()
+    payloads = [uniform_payload(
+        size, (kind, data.draw(value)), None if stamp is None else data.draw(st.integers(0, 2**62)),
+        dtype, data.draw(UNIFORM_ARGS[4]), data.draw(UNIFORM_ARGS[5]),
+        data.draw(ALIAS_ORDERS)) for size in (n, data.draw(st.sampled_from([n, n, n + 1, n + 3])))]
+    if data.draw(st.booleans()):
+        payloads[1] = mutate(payloads[1], data)
+    fast = sparkplug.SparkplugDecoder(XYZ)
+    slow = sparkplug.SparkplugDecoder(XYZ)
+    slow._fast_samples = lambda *_: None  # every message through protobuf objects
+    birth = sparkplug.encode([{"name": name, "alias": alias, "datatype": 9, "float_value": 0}
+                              for name, alias in (("x", 1), ("y", 2), ("z", 3), ("w", 4))])
+    assert _events(fast, "spBv1.0/g/DBIRTH/n/d", birth) == \
+        _events(slow, "spBv1.0/g/DBIRTH/n/d", birth)
+    for payload in payloads:
+        assert _events(fast, "spBv1.0/g/DDATA/n/d", payload) == \
+            _events(slow, "spBv1.0/g/DDATA/n/d", payload)
+    assert slow._devices[("g", "n", "d")].template is None
