@@ -105,9 +105,11 @@ class NullSubscriber:
     """A paho subscriber that only json.loads each message (the comparison baseline).
 
     ``edge_client``: on edge.mqtt's client (read-ahead) instead of a stock paho client.
+    ``loads``: what it does with each payload instead; ``topic``: what it subscribes to.
     """
 
-    def __init__(self, broker: Broker, qos: int, edge_client: bool = False):
+    def __init__(self, broker: Broker, qos: int, edge_client: bool = False,
+                 loads=json.loads, topic: str = "sensors/+/#"):
         self.count = 0
         self.first = self.last = 0.0
         if edge_client:
@@ -121,14 +123,14 @@ class NullSubscriber:
         def on_message(client, userdata, msg):
             if not self.count:
                 self.first = (time.perf_counter(), time.process_time())
-            json.loads(msg.payload)
+            loads(msg.payload)
             self.count += 1
 
         self.client.on_message = on_message
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe("sensors/+/#", qos)
+        self.client.subscribe(topic, qos)
         ready.wait(5)
 
     def close(self):
@@ -136,10 +138,15 @@ class NullSubscriber:
         self.client.loop_stop()
 
 
-def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, float]:
-    """(messages per wall second, messages per CPU second of this process)."""
-    sub = NullSubscriber(broker, qos, edge_client)
-    blast(broker, files, qos)
+def run_null(broker, files, n, qos, edge_client: bool = False, blast_with=None,
+             **kwargs) -> tuple[float, float]:
+    """(messages per wall second, messages per CPU second of this process).
+
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``kwargs`` go to
+    :class:`NullSubscriber`.
+    """
+    sub = NullSubscriber(broker, qos, edge_client, **kwargs)
+    (blast_with or blast)(broker, files, qos)
     deadline = time.monotonic() + 120
     while sub.count < n and time.monotonic() < deadline:
         time.sleep(0.002)  # the same completion poll as for the daemon
@@ -184,7 +191,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
                       runtime: str = "auto", scrape: bool = False,
-                      until_idle: bool = False) -> tuple:
+                      until_idle: bool = False, config: dict | None = None) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
@@ -192,6 +199,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
     second while the messages flow (the scrape times go into ``stats["scrapes"]``).
     ``until_idle``: stop the clock when the worker has classified the last windows too.
+    ``config``: more daemon settings.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -200,7 +208,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     from tests.mqtt_helpers import free_port
 
     values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-              "queue_size": 200000, "payload": payload, "runtime": runtime}
+              "queue_size": 200000, "payload": payload, "runtime": runtime, **(config or {})}
     if scrape:
         values["metrics_port"] = free_port()
     cfg = load_config(values, env={})
@@ -467,20 +475,34 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         client.disconnect()
         client.loop_stop()
 
+    broker_cpu = {fmt: [] for fmt in FORMATS}
+    runs["receive_only"] = []
     for _ in range(rounds):
         for fmt in FORMATS:
             topic = topics.get(fmt, "sensors/dev{d}/a")
             messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
             blaster = RawBlast(broker, workdir, messages)
+            began = cpu_seconds(broker.proc.pid)
+            # Every classification is published (no max_pending_outputs bound): the whole way.
             rate, cpu, stats[fmt] = run_daemon_inproc(
                 broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
                 before=births if fmt == "sparkplug" else None, blast_with=blaster,
-                until_idle=True)
+                until_idle=True, config={"max_pending_outputs": 10**9})
+            broker_cpu[fmt].append((cpu_seconds(broker.proc.pid) - began) / n_msgs)
             runs[fmt].append((rate, cpu))
+        # The receive path alone: the daemon's MQTT client taking the binary messages and
+        # doing nothing with them (what bounds any daemon built on it).
+        messages = [(f"sensors/dev{i % devices}/a", payloads["binary"]) for i in range(n_msgs)]
+        wall, cpu = run_null(broker, None, n_msgs, 0, edge_client=True, loads=len,
+                             blast_with=RawBlast(broker, workdir, messages))
+        runs["receive_only"].append((wall * per_msg, cpu * per_msg))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
-            "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
+            "windows": {fmt: st["windows"] for fmt, st in stats.items()},
+            "output_drops": {fmt: st["output_drops"] for fmt, st in stats.items()},
+            "broker_us": {fmt: 1e6 * statistics.median(v) for fmt, v in broker_cpu.items()},
+            **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -743,7 +765,7 @@ def main() -> int:
                       "us; share of each shard daemon's CPU on them (goal < 10%): "
                       + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"]),
                       flush=True)
-            f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
+            f = bench_formats(broker, model, tmp, 500 if quick else 10000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
             if f:
@@ -757,9 +779,15 @@ def main() -> int:
                     dec = f["decode"][fmt]
                     print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
                           f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
-                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}; "
+                          f"CPU-s; {f['windows'][fmt]} windows ({f['output_drops'][fmt]} not "
+                          f"published); rounds {v['wall_all']}; "
                           f"decoding alone {dec:11,.0f} samples per CPU-s "
-                          f"({dec / f['decode']['json']:.2f}x json)", flush=True)
+                          f"({dec / f['decode']['json']:.2f}x json); broker "
+                          f"{f['broker_us'][fmt]:.0f} us CPU a message", flush=True)
+                v = f["receive_only"]
+                print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
+                      f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
+                      f"CPU-s; rounds {v['wall_all']}", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
