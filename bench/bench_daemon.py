@@ -227,6 +227,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
+    began = {t.native_id: thread_cpu_seconds(t.native_id) for t in threading.enumerate()}
     if before is not None:
         before()
     scraper = Scraper(f"http://127.0.0.1:{cfg.metrics_port}/metrics") if scrape else None
@@ -246,6 +247,8 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
         time.sleep(0.0005)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    stats["thread_cpu"] = {t.name: thread_cpu_seconds(t.native_id) - began.get(t.native_id, 0.0)
+                           for t in threading.enumerate() if t.native_id in began}
     if scraper is not None:
         scraper.stop()
         stats["scrapes"] = scraper.times
@@ -476,6 +479,7 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         client.loop_stop()
 
     broker_cpu = {fmt: [] for fmt in FORMATS}
+    threads = {fmt: {} for fmt in FORMATS}  # "paho" (network) / "sigmoid" (worker) CPU a msg
     runs["receive_only"] = []
     for _ in range(rounds):
         for fmt in FORMATS:
@@ -489,6 +493,9 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                 before=births if fmt == "sparkplug" else None, blast_with=blaster,
                 until_idle=True, config={"max_pending_outputs": 10**9})
             broker_cpu[fmt].append((cpu_seconds(broker.proc.pid) - began) / n_msgs)
+            for name, seconds in stats[fmt]["thread_cpu"].items():
+                if name.startswith(("paho", "sigmoid-edge-worker")):
+                    threads[fmt].setdefault(name.split("-")[0], []).append(seconds / n_msgs)
             runs[fmt].append((rate, cpu))
         # The receive path alone: the daemon's MQTT client taking the binary messages and
         # doing nothing with them (what bounds any daemon built on it).
@@ -502,6 +509,10 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
             "windows": {fmt: st["windows"] for fmt, st in stats.items()},
             "output_drops": {fmt: st["output_drops"] for fmt, st in stats.items()},
             "broker_us": {fmt: 1e6 * statistics.median(v) for fmt, v in broker_cpu.items()},
+            "network_us": {fmt: 1e6 * statistics.median(t.get("paho", [0]))
+                           for fmt, t in threads.items()},
+            "worker_us": {fmt: 1e6 * statistics.median(t.get("sigmoid", [0]))
+                          for fmt, t in threads.items()},
             **medians(runs)}
 
 
@@ -535,10 +546,18 @@ def stop_daemon(proc) -> None:
     proc.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, stat: str = "/proc/{pid}/stat") -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(stat.format(pid=pid)).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU time of one thread of this process so far (0 once it is gone)."""
+    try:
+        return cpu_seconds(tid, "/proc/self/task/{pid}/stat")
+    except OSError:
+        return 0.0
 
 
 def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
@@ -782,8 +801,9 @@ def main() -> int:
                           f"CPU-s; {f['windows'][fmt]} windows ({f['output_drops'][fmt]} not "
                           f"published); rounds {v['wall_all']}; "
                           f"decoding alone {dec:11,.0f} samples per CPU-s "
-                          f"({dec / f['decode']['json']:.2f}x json); broker "
-                          f"{f['broker_us'][fmt]:.0f} us CPU a message", flush=True)
+                          f"({dec / f['decode']['json']:.2f}x json); CPU a message: network "
+                          f"thread {f['network_us'][fmt]:.0f} us, worker {f['worker_us'][fmt]:.0f}"
+                          f" us, broker {f['broker_us'][fmt]:.0f} us", flush=True)
                 v = f["receive_only"]
                 print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
                       f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
