@@ -240,7 +240,7 @@ class SparkplugDecoder:
             if state is not None and state.template is not None:
                 quick = state.template.read(payload)
             if quick is None:
-                fast = _read_uniform(payload)
+                fast = uniform_metrics(payload)
         if quick is not None:
             seq = quick[3]
         elif fast is not None:
@@ -307,17 +307,21 @@ class SparkplugDecoder:
             raise Rejected("invalid_sparkplug", f"not a Sparkplug B payload: {e}"[:120]) from None
 
     def _fast_samples(self, payload: bytes, u: _Uniform, state: _Device, node: _Node):
-        """:meth:`_samples` of a :func:`_read_uniform` result; None: let protobuf read it.
+        """:meth:`_samples` of a :func:`uniform_metrics` result; None: let protobuf read it.
 
         Also keeps the layout as the device's :class:`_Template` for its next messages.
         """
         aliases, values = u.aliases, u.values
-        lookup = state.lookup
-        if lookup is None:
-            lookup = state.lookup = self._alias_lookup(state, node)
-        if int(aliases.max()) >= len(lookup):
-            return None  # beyond the array (or undefined): the general reader decides
-        chans = lookup[aliases]
+        if u.names is not None:  # names win over aliases, as in _samples
+            index = self.index
+            chans = np.array([index.get(name, -1) for name in u.names], dtype=np.int64)
+        else:
+            lookup = state.lookup
+            if lookup is None:
+                lookup = state.lookup = self._alias_lookup(state, node)
+            if int(aliases.max()) >= len(lookup):
+                return None  # beyond the array (or undefined): the general reader decides
+            chans = lookup[aliases]
         width = self.width
         if len(chans) % width == 0 and (chans.reshape(-1, width) == self._cycle).all():
             # The usual layout: sample-major, channels in the model's order.
@@ -492,8 +496,12 @@ def _top_fields(b: bytes, pos: int, end: int, found: dict):
 
 
 def _metric_layout(m: bytes):
-    """Positions of a metric's fields: ({name: [byte positions]}, value (dtype, pos)) or None."""
-    fields, value, pos = {}, None, 0
+    """Where a metric's fields are: ``(fields, value, name)`` or None (not a fast layout).
+
+    ``fields``: {"alias" / "timestamp" / "datatype": [byte positions of the varint]};
+    ``value``: (dtype, position); ``name``: (position, length) of the name's bytes, or None.
+    """
+    fields, value, name, pos = {}, None, None, 0
     while pos < len(m):
         tag = m[pos]
         if tag in _FAST_VARINTS and _FAST_VARINTS[tag] not in fields:
@@ -507,11 +515,15 @@ def _metric_layout(m: bytes):
             if pos + 1 + size > len(m):
                 return None
             value, pos = (dtype, pos + 1), pos + 1 + size
+        elif tag == 0x0A and name is None and pos + 1 < len(m) and 0 < m[pos + 1] < 0x80:
+            name, pos = (pos + 2, m[pos + 1]), pos + 2 + m[pos + 1]  # an empty name: protobuf
+            if pos > len(m):
+                return None
         else:
             return None
-    if value is None or "alias" not in fields:
+    if value is None or ("alias" not in fields and name is None):
         return None
-    return fields, value
+    return fields, value, name
 
 
 def _leading_fields(b: bytes, top: dict) -> int | None:
@@ -537,14 +549,33 @@ def _column(rows: np.ndarray, positions: list[int]) -> np.ndarray:
 
 
 class _Uniform:
-    """What :func:`_read_uniform` found: the metrics, and their byte layout for a template."""
+    """What :func:`uniform_metrics` found: the metrics, and their byte layout.
 
-    __slots__ = ("pos", "n", "row", "fields", "dtype", "at", "aliases", "values", "times",
-                 "ts", "seq")
+    Attributes
+    ----------
+    aliases : ndarray of uint64, or None
+        Each metric's alias (None when they carry none).
+    names : list of str, or None
+        Each metric's name (None when they carry none; a name wins over an alias).
+    values : ndarray of float32 or float64
+    times : ndarray of uint64, or None
+        The metric timestamps (ms), None when they carry none.
+    ts, seq : int or None
+        The payload's timestamp and sequence number.
+    """
+
+    __slots__ = ("pos", "n", "row", "fields", "name", "dtype", "at", "aliases", "names",
+                 "values", "times", "ts", "seq")
 
 
-def _read_uniform(payload: bytes) -> _Uniform | None:
-    """The numpy reader of :func:`uniform_metrics` (None: not that layout)."""
+def uniform_metrics(payload: bytes) -> _Uniform | None:
+    """A DATA payload whose metrics share one byte layout, read with numpy; else None.
+
+    The layout: every metric has the same fields in the same order with varints of the same
+    lengths, an alias or a name (names of one length), and a Float or Double value; the
+    payload's timestamp and seq may come before or after the metrics. Anything else is
+    None: protobuf reads it.
+    """
     b, top = payload, {}
     pos = _leading_fields(b, top)
     if pos is None or pos + 2 > len(b) or not 0 < b[pos + 1] < 0x80:
@@ -554,7 +585,7 @@ def _read_uniform(payload: bytes) -> _Uniform | None:
     layout = _metric_layout(b[pos + 2:pos + row])
     if layout is None:
         return None
-    fields, (dtype, at) = layout
+    fields, (dtype, at), name = layout
     arr = np.frombuffer(b, np.uint8, offset=pos)
     rows = arr[:len(arr) // row * row].reshape(-1, row)
     same = (rows[:, 0] == 0x12) & (rows[:, 1] == size)
@@ -566,28 +597,27 @@ def _read_uniform(payload: bytes) -> _Uniform | None:
     mask = np.zeros(size, dtype=np.uint8)
     mask[[p[0] - 1 for p in fields.values()] + [at - 1]] = 0xFF
     mask[[q for p in fields.values() for q in p]] = 0x80
+    if name is not None:
+        mask[[name[0] - 2, name[0] - 1]] = 0xFF  # the name's tag and length
     if ((rows ^ rows[0]) & mask).any():
         return None  # another layout somewhere: protobuf reads it
     u = _Uniform()
-    u.pos, u.n, u.row, u.fields, u.dtype, u.at = pos, n, row, fields, dtype, at
+    u.names = None
+    if name is not None:
+        start, length = name
+        blob = np.ascontiguousarray(rows[:, start:start + length]).tobytes()
+        try:
+            u.names = [blob[i:i + length].decode("utf-8")
+                       for i in range(0, len(blob), length)]
+        except UnicodeDecodeError:
+            return None
+    u.pos, u.n, u.row, u.fields, u.name, u.dtype, u.at = pos, n, row, fields, name, dtype, at
     width = np.dtype(dtype).itemsize
     u.values = np.ascontiguousarray(rows[:, at:at + width]).view(dtype).ravel()
     u.times = _column(rows, fields["timestamp"]) if "timestamp" in fields else None
-    u.aliases = _column(rows, fields["alias"])
+    u.aliases = _column(rows, fields["alias"]) if "alias" in fields else None
     u.ts, u.seq = top.get(0x08), top.get(0x18)
     return u
-
-
-def uniform_metrics(payload: bytes):
-    """A DDATA of uniform alias metrics -> (aliases, values, timestamps, ts, seq), else None.
-
-    ``timestamps`` is None when the metrics carry none; ``ts`` and ``seq`` are the payload's
-    (None when absent).
-    """
-    u = _read_uniform(payload)
-    if u is None:
-        return None
-    return u.aliases, u.values, u.times, u.ts, u.seq
 
 
 class _Template:
@@ -601,14 +631,17 @@ class _Template:
     """
 
     __slots__ = ("n", "span", "mask", "expected", "records", "select", "width", "k",
-                 "time_rows", "times_first")
+                 "time_bytes", "time_shifts")
 
     def __init__(self, payload: bytes, u: _Uniform, select: np.ndarray | None, width: int):
         self.n, self.span = u.n, u.n * u.row
         mask = np.zeros(u.row, dtype=np.uint8)
         mask[:2] = 0xFF  # the metric's tag and length
         mask[[p[0] + 1 for p in u.fields.values()] + [u.at + 1]] = 0xFF  # field tags
-        mask[[q + 2 for q in u.fields["alias"]]] = 0xFF  # the aliases themselves
+        mask[[q + 2 for q in u.fields.get("alias", ())]] = 0xFF  # the aliases themselves
+        if u.name is not None:  # the name: tag, length and bytes
+            start, length = u.name
+            mask[start:start + length + 2] = 0xFF
         mask[[q + 2 for name, p in u.fields.items() if name != "alias" for q in p]] |= 0x80
         region = np.frombuffer(payload, np.uint8, self.span, u.pos)
         full = np.tile(mask, u.n)
@@ -618,9 +651,13 @@ class _Template:
                                  "itemsize": u.row})
         self.select, self.width = select, width  # metric indices in [sample, channel] order
         self.k = u.n // width if select is None else len(select) // width
+        first = np.arange(0, u.n, width) if select is None else select[:self.k]
         ts = u.fields.get("timestamp")
-        self.time_rows = None if ts is None else (u.row, [q + 2 for q in ts])
-        self.times_first = np.arange(0, u.n, width) if select is None else select[:self.k]
+        # The first channel's timestamp varints: [k, bytes] positions in the metric bytes.
+        self.time_bytes = None if ts is None else (
+            first[:, None] * u.row + np.array([q + 2 for q in ts]))
+        self.time_shifts = None if ts is None else np.uint64(7) * np.arange(
+            len(ts), dtype=np.uint64)
 
     def read(self, payload: bytes):
         """``(rows [k, C], first-channel timestamps or None, ts, seq)``, or None: no match."""
@@ -640,10 +677,9 @@ class _Template:
         else:
             rows = values[self.select].reshape(self.width, self.k).T
         times = None
-        if self.time_rows is not None:
-            row, positions = self.time_rows
-            raw = np.frombuffer(payload, np.uint8, self.span, pos).reshape(self.n, row)
-            times = _column(raw[self.times_first], positions)
+        if self.time_bytes is not None:
+            raw = np.frombuffer(payload, np.uint8, self.span, pos)[self.time_bytes] & 0x7F
+            times = (raw.astype(np.uint64) << self.time_shifts).sum(axis=1, dtype=np.uint64)
         return rows, times, top.get(0x08), top.get(0x18)
 
 
