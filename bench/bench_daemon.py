@@ -481,6 +481,7 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
     broker_cpu = {fmt: [] for fmt in FORMATS}
     threads = {fmt: {} for fmt in FORMATS}  # "paho" (network) / "sigmoid" (worker) CPU a msg
     runs["receive_only"] = []
+    runs["binary_hop3200"] = []
     for _ in range(rounds):
         for fmt in FORMATS:
             topic = topics.get(fmt, "sensors/dev{d}/a")
@@ -497,9 +498,16 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                 if name.startswith(("paho", "sigmoid-edge-worker")):
                     threads[fmt].setdefault(name.split("-")[0], []).append(seconds / n_msgs)
             runs[fmt].append((rate, cpu))
+        # Binary with 1% of the windows (hop 3200): what the classifications cost.
+        messages = [(f"sensors/dev{i % devices}/a", payloads["binary"]) for i in range(n_msgs)]
+        rate, cpu, few = run_daemon_inproc(
+            broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload="binary",
+            blast_with=RawBlast(broker, workdir, messages), until_idle=True,
+            config={"max_pending_outputs": 10**9, "hop": 3200})
+        runs["binary_hop3200"].append((rate, cpu))
+        stats["binary_hop3200"] = few
         # The receive path alone: the daemon's MQTT client taking the binary messages and
         # doing nothing with them (what bounds any daemon built on it).
-        messages = [(f"sensors/dev{i % devices}/a", payloads["binary"]) for i in range(n_msgs)]
         wall, cpu = run_null(broker, None, n_msgs, 0, edge_client=True, loads=len,
                              blast_with=RawBlast(broker, workdir, messages))
         runs["receive_only"].append((wall * per_msg, cpu * per_msg))
@@ -804,6 +812,10 @@ def main() -> int:
                           f"({dec / f['decode']['json']:.2f}x json); CPU a message: network "
                           f"thread {f['network_us'][fmt]:.0f} us, worker {f['worker_us'][fmt]:.0f}"
                           f" us, broker {f['broker_us'][fmt]:.0f} us", flush=True)
+                v = f["binary_hop3200"]
+                print(f"    binary, hop 3200 ({f['windows']['binary_hop3200']} windows, 1% of "
+                      f"the above): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per CPU-s; "
+                      f"rounds {v['wall_all']}", flush=True)
                 v = f["receive_only"]
                 print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
                       f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
