@@ -395,10 +395,12 @@ class RawBlast:
             raise RuntimeError("the publisher did not connect")
 
     def __call__(self, *_args) -> None:
+        began = time.perf_counter()
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
         if self.proc.wait(120) != 0:
             raise RuntimeError("the publisher failed")
+        self.seconds = time.perf_counter() - began  # until the broker had read it all
 
 
 def publish_main(host: str, port: str, path: str) -> int:
@@ -479,6 +481,7 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         client.loop_stop()
 
     broker_cpu = {fmt: [] for fmt in FORMATS}
+    pub_share = {fmt: [] for fmt in FORMATS}
     threads = {fmt: {} for fmt in FORMATS}  # "paho" (network) / "sigmoid" (worker) CPU a msg
     runs["receive_only"] = []
     runs["binary_hop3200"] = []
@@ -494,6 +497,8 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                 before=births if fmt == "sparkplug" else None, blast_with=blaster,
                 until_idle=True, config={"max_pending_outputs": 10**9})
             broker_cpu[fmt].append((cpu_seconds(broker.proc.pid) - began) / n_msgs)
+            # Share of the round the publisher took (the broker had read every message then).
+            pub_share[fmt].append(blaster.seconds * rate / (n_msgs * per_msg))
             for name, seconds in stats[fmt]["thread_cpu"].items():
                 if name.startswith(("paho", "sigmoid-edge-worker")):
                     threads[fmt].setdefault(name.split("-")[0], []).append(seconds / n_msgs)
@@ -517,6 +522,7 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
             "windows": {fmt: st["windows"] for fmt, st in stats.items()},
             "output_drops": {fmt: st["output_drops"] for fmt, st in stats.items()},
             "broker_us": {fmt: 1e6 * statistics.median(v) for fmt, v in broker_cpu.items()},
+            "publisher_share": {fmt: statistics.median(v) for fmt, v in pub_share.items()},
             "network_us": {fmt: 1e6 * statistics.median(t.get("paho", [0]))
                            for fmt, t in threads.items()},
             "worker_us": {fmt: 1e6 * statistics.median(t.get("sigmoid", [0]))
@@ -811,7 +817,8 @@ def main() -> int:
                           f"decoding alone {dec:11,.0f} samples per CPU-s "
                           f"({dec / f['decode']['json']:.2f}x json); CPU a message: network "
                           f"thread {f['network_us'][fmt]:.0f} us, worker {f['worker_us'][fmt]:.0f}"
-                          f" us, broker {f['broker_us'][fmt]:.0f} us", flush=True)
+                          f" us, broker {f['broker_us'][fmt]:.0f} us; the publisher was done "
+                          f"after {f['publisher_share'][fmt]:.0%} of the round", flush=True)
                 v = f["binary_hop3200"]
                 print(f"    binary, hop 3200 ({f['windows']['binary_hop3200']} windows, 1% of "
                       f"the above): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per CPU-s; "
