@@ -43,6 +43,10 @@ _NUMERIC_KINDS = ("int_value", "long_value", "float_value", "double_value", "boo
 _payload_class = None
 _UNKNOWN = -2  # in an alias lookup array: no birth defined this alias
 MAX_LOOKUP = 65536  # aliases above this go to the general reader's dict lookups
+# Metric bytes up to which a device keeps a _Template (it holds two integers of that size):
+# bounds its memory at max_devices x 32 kB; larger messages take the general numpy reader,
+# whose per-message cost is small beside theirs anyway.
+MAX_TEMPLATE_BYTES = 16384
 
 
 def payload_class():
@@ -325,7 +329,7 @@ class SparkplugDecoder:
         width = self.width
         if len(chans) % width == 0 and (chans.reshape(-1, width) == self._cycle).all():
             # The usual layout: sample-major, channels in the model's order.
-            state.template = _Template(payload, u, None, width)
+            state.template = _Template.make(payload, u, None, width)
             first = None if u.times is None else u.times[::width]
             return self._fast_rows(values.reshape(-1, width), first, u.ts, state)
         if chans.min() == _UNKNOWN:
@@ -341,7 +345,7 @@ class SparkplugDecoder:
         if not (k and counts.min() == counts.max()):
             return None  # report by exception or uneven: the general reader
         select = kept[np.argsort(chans, kind="stable")]  # metric indices, channel-major
-        state.template = _Template(payload, u, select, width)
+        state.template = _Template.make(payload, u, select, width)
         first = None if u.times is None else u.times[select[:k]]
         return self._fast_rows(values[select].reshape(width, k).T, first, u.ts, state)
 
@@ -632,6 +636,11 @@ class _Template:
 
     __slots__ = ("n", "span", "mask", "expected", "records", "select", "width", "k",
                  "time_bytes", "time_shifts")
+
+    @classmethod
+    def make(cls, payload: bytes, u: _Uniform, select: np.ndarray | None, width: int):
+        """The template of ``u``'s layout, or None beyond :data:`MAX_TEMPLATE_BYTES`."""
+        return cls(payload, u, select, width) if u.n * u.row <= MAX_TEMPLATE_BYTES else None
 
     def __init__(self, payload: bytes, u: _Uniform, select: np.ndarray | None, width: int):
         self.n, self.span = u.n, u.n * u.row
