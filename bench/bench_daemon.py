@@ -108,10 +108,12 @@ def blast(broker: Broker, files, qos: int) -> None:
 class NullSubscriber:
     """A paho subscriber that only json.loads each message (the comparison baseline).
 
-    ``edge_client``: on edge.mqtt's client (read-ahead) instead of a stock paho client.
+    ``edge_client``: on edge.mqtt's client (its own framing) instead of a stock paho client.
+    ``loads``: what it does with each payload instead; ``topic``: what it subscribes to.
     """
 
-    def __init__(self, broker: Broker, qos: int, edge_client: bool = False):
+    def __init__(self, broker: Broker, qos: int, edge_client: bool = False,
+                 loads=json.loads, topic: str = "sensors/+/#"):
         self.count = 0
         self.first = self.last = 0.0
         if edge_client:
@@ -125,14 +127,14 @@ class NullSubscriber:
         def on_message(client, userdata, msg):
             if not self.count:
                 self.first = (time.perf_counter(), time.process_time())
-            json.loads(msg.payload)
+            loads(msg.payload)
             self.count += 1
 
         self.client.on_message = on_message
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe("sensors/+/#", qos)
+        self.client.subscribe(topic, qos)
         ready.wait(5)
 
     def close(self):
@@ -140,10 +142,15 @@ class NullSubscriber:
         self.client.loop_stop()
 
 
-def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, float]:
-    """(messages per wall second, messages per CPU second of this process)."""
-    sub = NullSubscriber(broker, qos, edge_client)
-    blast(broker, files, qos)
+def run_null(broker, files, n, qos, edge_client: bool = False, blast_with=None,
+             **kwargs) -> tuple[float, float]:
+    """(messages per wall second, messages per CPU second of this process).
+
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``kwargs`` go to
+    :class:`NullSubscriber`.
+    """
+    sub = NullSubscriber(broker, qos, edge_client, **kwargs)
+    (blast_with or blast)(broker, files, qos)
     deadline = time.monotonic() + 120
     while sub.count < n and time.monotonic() < deadline:
         time.sleep(0.002)  # the same completion poll as for the daemon
@@ -203,7 +210,8 @@ def scrape_main(url: str, interval: str) -> int:
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      runtime: str = "auto", scrape: bool | None = None) -> tuple:
+                      runtime: str = "auto", scrape: bool | None = None,
+                      until_idle: bool = False, config: dict | None = None) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
@@ -211,6 +219,8 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     the inference runtime (edge/runtime/). ``scrape=True``: with a metrics server, fetched every
     second while the messages flow (the scrape times go into ``stats["scrapes"]``);
     ``scrape=False``: no metrics server, the scraper's child process idle beside it.
+    ``until_idle``: stop the clock when the worker has classified the last windows too.
+    ``config``: more daemon settings.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -219,7 +229,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     from tests.mqtt_helpers import free_port
 
     values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-              "queue_size": 200000, "payload": payload, "runtime": runtime}
+              "queue_size": 200000, "payload": payload, "runtime": runtime, **(config or {})}
     if scrape:
         values["metrics_port"] = free_port()
     cfg = load_config(values, env={})
@@ -238,6 +248,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
+    began = {t.native_id: thread_cpu_seconds(t.native_id) for t in threading.enumerate()}
     if before is not None:
         before()
     # scrape=False in a round that is compared with scraped ones: the same idle child.
@@ -251,8 +262,16 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     # Every sample buffered and every window classified and handed to paho.
     while d.runner.queue and time.monotonic() < deadline:
         time.sleep(0.002)
+    # The queue is empty as soon as the worker took the last items, and ``samples`` counts
+    # them as they are pushed: the windows of that last cycle are classified (and counted)
+    # after both. ``until_idle``: wait for the worker to finish it (it goes idle only with
+    # an empty queue after a whole cycle).
+    while until_idle and not d.runner._idle and time.monotonic() < deadline:
+        time.sleep(0.0005)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    stats["thread_cpu"] = {t.name: thread_cpu_seconds(t.native_id) - began.get(t.native_id, 0.0)
+                           for t in threading.enumerate() if t.native_id in began}
     if scraper is not None:
         scraper.stop()
     if scrape:
@@ -371,55 +390,85 @@ def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, 
         "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
 
 
-class PahoBlast:
-    """Publishers for payloads ``mosquitto_pub -l`` cannot send (NUL and newline bytes).
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length" field."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
-    ``procs`` child processes (this script with ``--publish``) each connect one paho client,
-    read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
-    PUBACK round trips to wait for) and exit once all of it is written. Every format of [7]
-    goes through them.
+
+def mqtt_publish_packets(messages: list[tuple[str, bytes]]) -> bytes:
+    """QoS 0 PUBLISH packets (MQTT 3.1.1 framing) of ``(topic, payload)``, back to back."""
+    out = []
+    for topic, payload in messages:
+        t = topic.encode()
+        body = len(t).to_bytes(2, "big") + t
+        out += [b"\x30", _remaining_length(len(body) + len(payload)), body, payload]
+    return b"".join(out)
+
+
+class RawBlast:
+    """A publisher that is not the bottleneck: pre-encoded QoS 0 PUBLISH packets.
+
+    Every format of [7] goes through it (blocks, CBOR and protobuf hold NUL and newline
+    bytes, so ``mosquitto_pub -l`` cannot send them). One child process (this script with
+    ``--publish``) connects a plain socket (MQTT 3.1.1 CONNECT, waits for the CONNACK),
+    says "ready", waits for the go and writes the packets, all encoded here beforehand, with
+    ``sendall`` in 256 kB slices; then DISCONNECT. No client library, no per-message work
+    in the sender: about a second of one core per GB, so the broker and the daemon set the
+    rate.
     """
 
-    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
-                 procs: int = 2):
-        import pickle
-
-        self.procs = []
-        for k in range(procs):
-            path = workdir / f"blast{k}.pickle"
-            path.write_bytes(pickle.dumps(messages[k::procs]))
-            self.procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--publish", broker.host, str(broker.port),
-                 str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        for p in self.procs:  # each says "ready" once connected
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a publisher did not connect")
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]]):
+        path = workdir / "blast.mqtt"
+        path.write_bytes(mqtt_publish_packets(messages))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher did not connect")
 
     def __call__(self, *_args) -> None:
-        for p in self.procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in self.procs:
-            if p.wait(120) != 0:
-                raise RuntimeError("a publisher failed")
+        began = time.perf_counter()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if self.proc.wait(120) != 0:
+            raise RuntimeError("the publisher failed")
+        self.seconds = time.perf_counter() - began  # until the broker had read it all
 
 
 def publish_main(host: str, port: str, path: str) -> int:
-    """``--publish``: the child side of :class:`PahoBlast`."""
-    import pickle
+    """``--publish``: the child side of :class:`RawBlast`."""
+    import socket
 
-    messages = pickle.loads(Path(path).read_bytes())
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.max_inflight_messages_set(100)
-    client.connect(host, int(port))
-    client.loop_start()
+    packets = Path(path).read_bytes()
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    client_id = f"bench-raw-{os.getpid()}".encode()
+    body = (b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id)
+    sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+    connack = b""
+    while len(connack) < 4:
+        chunk = sock.recv(4 - len(connack))
+        if not chunk:
+            return 1
+        connack += chunk
+    if connack[0] != 0x20 or connack[3] != 0:
+        print(f"CONNACK refused: {connack!r}", flush=True)
+        return 1
     print("ready", flush=True)
     sys.stdin.readline()
-    infos = [client.publish(topic, payload, qos=0) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(60)
-    client.disconnect()
-    client.loop_stop()
+    view = memoryview(packets)
+    step = 256 * 1024
+    for lo in range(0, len(view), step):
+        sock.sendall(view[lo:lo + step])
+    sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker delivers everything before it
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)  # the broker closes once it has read it all
+    sock.close()
     return 0
 
 
@@ -468,19 +517,54 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         client.disconnect()
         client.loop_stop()
 
+    broker_cpu = {fmt: [] for fmt in FORMATS}
+    pub_share = {fmt: [] for fmt in FORMATS}
+    threads = {fmt: {} for fmt in FORMATS}  # "paho" (network) / "sigmoid" (worker) CPU a msg
+    runs["receive_only"] = []
+    runs["binary_hop3200"] = []
     for _ in range(rounds):
         for fmt in FORMATS:
             topic = topics.get(fmt, "sensors/dev{d}/a")
             messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
-            blaster = PahoBlast(broker, workdir, messages)
+            blaster = RawBlast(broker, workdir, messages)
+            began = cpu_seconds(broker.proc.pid)
+            # Every classification is published (no max_pending_outputs bound): the whole way.
             rate, cpu, stats[fmt] = run_daemon_inproc(
                 broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
-                before=births if fmt == "sparkplug" else None, blast_with=blaster)
+                before=births if fmt == "sparkplug" else None, blast_with=blaster,
+                until_idle=True, config={"max_pending_outputs": 10**9})
+            broker_cpu[fmt].append((cpu_seconds(broker.proc.pid) - began) / n_msgs)
+            # Share of the round the publisher took (the broker had read every message then).
+            pub_share[fmt].append(blaster.seconds * rate / (n_msgs * per_msg))
+            for name, seconds in stats[fmt]["thread_cpu"].items():
+                if name.startswith(("paho", "sigmoid-edge-worker")):
+                    threads[fmt].setdefault(name.split("-")[0], []).append(seconds / n_msgs)
             runs[fmt].append((rate, cpu))
+        # Binary with 1% of the windows (hop 3200): what the classifications cost.
+        messages = [(f"sensors/dev{i % devices}/a", payloads["binary"]) for i in range(n_msgs)]
+        rate, cpu, few = run_daemon_inproc(
+            broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload="binary",
+            blast_with=RawBlast(broker, workdir, messages), until_idle=True,
+            config={"max_pending_outputs": 10**9, "hop": 3200})
+        runs["binary_hop3200"].append((rate, cpu))
+        stats["binary_hop3200"] = few
+        # The receive path alone: the daemon's MQTT client taking the binary messages and
+        # doing nothing with them (what bounds any daemon built on it).
+        wall, cpu = run_null(broker, None, n_msgs, 0, edge_client=True, loads=len,
+                             blast_with=RawBlast(broker, workdir, messages))
+        runs["receive_only"].append((wall * per_msg, cpu * per_msg))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
-            "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
+            "windows": {fmt: st["windows"] for fmt, st in stats.items()},
+            "output_drops": {fmt: st["output_drops"] for fmt, st in stats.items()},
+            "broker_us": {fmt: 1e6 * statistics.median(v) for fmt, v in broker_cpu.items()},
+            "publisher_share": {fmt: statistics.median(v) for fmt, v in pub_share.items()},
+            "network_us": {fmt: 1e6 * statistics.median(t.get("paho", [0]))
+                           for fmt, t in threads.items()},
+            "worker_us": {fmt: 1e6 * statistics.median(t.get("sigmoid", [0]))
+                          for fmt, t in threads.items()},
+            **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -513,10 +597,18 @@ def stop_daemon(proc) -> None:
     proc.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, stat: str = "/proc/{pid}/stat") -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(stat.format(pid=pid)).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU time of one thread of this process so far (0 once it is gone)."""
+    try:
+        return cpu_seconds(tid, "/proc/self/task/{pid}/stat")
+    except OSError:
+        return 0.0
 
 
 def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
@@ -764,7 +856,7 @@ def main() -> int:
                       + f"\n    less the idle daemon's own CPU ({sh['idle_cpu_share']:.2%} of a "
                       f"core with no input): {sh['not_mine_net_cpu_per_msg_us']:.1f} us, share "
                       + ", ".join(f"{x:.1%}" for x in sh["pair_share_net"]), flush=True)
-            f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
+            f = bench_formats(broker, model, tmp, 500 if quick else 10000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
             if f:
@@ -778,9 +870,21 @@ def main() -> int:
                     dec = f["decode"][fmt]
                     print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
                           f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
-                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}; "
+                          f"CPU-s; {f['windows'][fmt]} windows ({f['output_drops'][fmt]} not "
+                          f"published); rounds {v['wall_all']}; "
                           f"decoding alone {dec:11,.0f} samples per CPU-s "
-                          f"({dec / f['decode']['json']:.2f}x json)", flush=True)
+                          f"({dec / f['decode']['json']:.2f}x json); CPU a message: network "
+                          f"thread {f['network_us'][fmt]:.0f} us, worker {f['worker_us'][fmt]:.0f}"
+                          f" us, broker {f['broker_us'][fmt]:.0f} us; the publisher was done "
+                          f"after {f['publisher_share'][fmt]:.0%} of the round", flush=True)
+                v = f["binary_hop3200"]
+                print(f"    binary, hop 3200 ({f['windows']['binary_hop3200']} windows, 1% of "
+                      f"the above): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per CPU-s; "
+                      f"rounds {v['wall_all']}", flush=True)
+                v = f["receive_only"]
+                print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
+                      f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
+                      f"CPU-s; rounds {v['wall_all']}", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "

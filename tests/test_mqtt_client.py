@@ -1,6 +1,6 @@
-"""edge.mqtt's paho client: read-ahead and the PUBACK fast path change no byte or callback.
+"""edge.mqtt's paho client: its own framing and the PUBACK fast path change no byte or callback.
 
-Against a real mosquitto, with ``mosquitto_pub`` as the sender: the read-ahead client must
+Against a real mosquitto, with ``mosquitto_pub`` as the sender: the client must
 deliver exactly what a stock paho client delivers, in order, across small packets, packets
 larger than one read and a reconnect; PUBACK reason codes must reach ``on_publish`` as paho
 would decode them.
