@@ -327,7 +327,8 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
                 # session of the model built above serves both checks.
                 same = None if _calibrated(name) else session(m)
                 for fit_idx, check_idx in (halves, halves[::-1]):
-                    sess = same or session(build_variant(float_model, name, X_cal[fit_idx]))
+                    sess = same if same is not None else session(
+                        build_variant(float_model, name, X_cal[fit_idx]))
                     Q = run(sess, X_cal[check_idx])
                     hits += int((Q.argmax(axis=1) == P_cal[check_idx].argmax(axis=1)).sum())
                     err += float(np.abs(Q - P_cal[check_idx]).sum())
