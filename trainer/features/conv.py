@@ -498,6 +498,12 @@ class ConvFeatures:
                 out[lo : lo + chunk] = self.pruned_.transform(x[lo : lo + chunk])
         return out
 
+    @staticmethod
+    def transform_pools(families: list[ConvFeatures], windows: np.ndarray) -> list[np.ndarray]:
+        """:func:`transform_pools` (reached through the class by the pruning, which must not
+        import this module: it imports the pruning)."""
+        return transform_pools(families, windows)
+
     def to_onnx(self, g: GraphBuilder, window: str) -> str:
         """Emit the same computation as ONNX nodes reading ``window`` ``[batch, W, C]``.
 

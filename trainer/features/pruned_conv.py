@@ -35,7 +35,6 @@ import numpy as np
 from onnx import TensorProto
 
 from trainer.features import pruning
-from trainer.features.conv import transform_pools
 from trainer.features.kernels import KERNEL_LENGTH, KERNELS, pool_stride, taps
 from trainer.graph import GraphBuilder
 
@@ -266,7 +265,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
             splits = folds(y, seed)
         accs = []
         # All pools in one pass: the folds' difference banks share their convolutions.
-        pools = transform_pools(
+        pools = type(family).transform_pools(
             [pool_family().fit_banks(x[tr], stride) for tr, _ in splits] + [full], x)
         for k, (tr, va) in enumerate(splits):
             F, pools[k] = pools[k], None
