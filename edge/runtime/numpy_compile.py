@@ -1,0 +1,263 @@
+"""Compile a model graph for the numpy runtime: fused steps, then one generated function.
+
+A model of a few dozen nodes on a batch of one window spends its time in Python and in
+numpy's per-call overhead, not in arithmetic. So at load, once:
+
+1. **Fusion** of chains the trainer's graphs are made of, each into one step that computes
+   the same numbers with fewer numpy calls and allocations:
+
+   - ``QuantizeLinear -> DequantizeLinear`` with the same per-tensor scale and zero point
+     (every activation of a QDQ model): divide, round, clip and multiply in float, without
+     the int8 array in between (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip`);
+   - ``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` (the PPV
+     features of the conv family): a count of the true values, summed in float32 straight
+     from the boolean array (exact: the sums are integers below 2**24);
+   - ``Conv`` nodes reading one input with the same dilation and kernel size (the conv
+     family's padded and unpadded kernels per dilation): one tap matrix (strided view,
+     one copy) and one matmul of the stacked kernels; each node's output is a view of it;
+   - ``Identity``: no step, the name is an alias.
+
+2. **In-place steps**: an elementwise step whose first input is a fresh array of the same
+   shape and dtype that nothing else reads writes its result into it (``out=``); a load-time
+   probe at batch 1 and 2 checks the shapes.
+
+3. **Code generation**: the steps become one Python function, one line per step with its
+   kernel and constants bound as globals (``t3 = k3(t1, c2)``), so a run has no loop, no
+   dictionary of tensors and no per-node bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.runtime import numpy_kernels as nk
+from edge.runtime.onnx_proto import Node
+
+FUSED = "sigmoid-edge.fused"  # the domain of the steps fusion makes
+
+
+@dataclass
+class Step:
+    """One line of the generated function: ``output = kernel(*inputs)``."""
+
+    op: tuple[str, str]
+    kernel: Callable
+    inputs: list[str]
+    output: str
+    inplace: bool = False
+    fresh: bool = True  # the output is a new array (not a view of an input or constant)
+    meta: dict = field(default_factory=dict)
+
+
+# Steps whose output may be a view of an input: never written in place.
+VIEWS = frozenset({("", "Transpose"), ("", "Reshape"), ("", "Unsqueeze"), ("", "Slice"),
+                    ("", "Identity"), (FUSED, "ConvRows")})
+
+
+def _consumers(nodes: list[Node]) -> Counter:
+    return Counter(i for n in nodes for i in n.inputs if i)
+
+
+def _const_equal(values: dict, a: str, b: str) -> bool:
+    if a == b:
+        return True
+    x, y = values.get(a), values.get(b)
+    return x is not None and y is not None and x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def fuse_round_trips(nodes: list[Node], values: dict, outputs: set[str]) -> list[Node]:
+    """``QuantizeLinear -> DequantizeLinear`` pairs (same per-tensor scale and zero point)
+    become one ``QuantizeRoundTrip`` step; see the module docstring."""
+    by_input: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs[:1]:
+            by_input.setdefault(i, []).append(n)
+    uses = _consumers(nodes)
+    replace: dict[int, Node] = {}
+    drop: set[int] = set()
+    for q in nodes:
+        if (q.domain, q.op_type) not in (("", "QuantizeLinear"), ("ai.onnx", "QuantizeLinear")):
+            continue
+        if len(q.inputs) < 3 or q.inputs[1] not in values or q.inputs[2] not in values:
+            continue
+        if values[q.inputs[1]].size != 1 or q.outputs[0] in outputs:
+            continue
+        readers = by_input.get(q.outputs[0], [])
+        if not readers or uses[q.outputs[0]] != len(readers) or not all(
+                r.op_type == "DequantizeLinear" and r.domain in ("", "ai.onnx")
+                and len(r.inputs) >= 3 and _const_equal(values, r.inputs[1], q.inputs[1])
+                and _const_equal(values, r.inputs[2], q.inputs[2]) for r in readers):
+            continue
+        first, *others = readers
+        drop.add(id(q))
+        scale = nk.Scale(values[q.inputs[1]], values[q.inputs[2]])
+        replace[id(first)] = Node("QuantizeRoundTrip", [q.inputs[0]], list(first.outputs),
+                                  name=first.name, domain=FUSED, attributes={"scale": scale})
+        for r in others:
+            replace[id(r)] = Node("Identity", [first.outputs[0]], list(r.outputs), name=r.name)
+    return [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
+def fuse_counts(nodes: list[Node], values: dict, outputs: set[str]) -> list[Node]:
+    """``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` become one
+    ``CountAbove`` step; see the module docstring."""
+    uses = _consumers(nodes)
+    replace: dict[int, Node] = {}
+    drop: set[int] = set()
+
+    def only_reader(name):
+        if name in outputs or uses[name] != 1:
+            return None
+        return next(n for n in nodes if name in n.inputs)
+
+    for g in nodes:
+        if g.op_type != "Greater" or g.domain not in ("", "ai.onnx"):
+            continue
+        cast = only_reader(g.outputs[0])
+        if cast is None or cast.op_type != "Cast" or cast.attributes.get("to") != 1:
+            continue
+        nxt, mask = only_reader(cast.outputs[0]), None
+        chain = [g, cast]
+        if nxt is not None and nxt.op_type == "Mul":
+            other = [i for i in nxt.inputs if i != cast.outputs[0]]
+            m = values.get(other[0]) if len(other) == 1 else None
+            if m is None or not np.all((m == 0) | (m == 1)):
+                continue
+            mask = m.astype(bool)
+            chain.append(nxt)
+            nxt = only_reader(nxt.outputs[0])
+        if nxt is None or nxt.op_type not in ("ReduceMean", "ReduceSum") or (
+                mask is not None and nxt.op_type != "ReduceSum"):
+            continue
+        if len(nxt.inputs) > 1 and nxt.inputs[1] and nxt.inputs[1] not in values:
+            continue
+        chain.append(nxt)
+        for n in chain[:-1]:
+            drop.add(id(n))
+        replace[id(nxt)] = Node(
+            "CountAbove", [g.inputs[0], g.inputs[1]] + list(nxt.inputs[1:2]), list(nxt.outputs),
+            name=nxt.name, domain=FUSED,
+            attributes=dict(nxt.attributes, mean=nxt.op_type == "ReduceMean", mask=mask))
+    return [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+
+
+def count_above(attrs: dict, consts) -> Callable:
+    """The kernel of a fused ``CountAbove`` step (see :func:`fuse_counts`)."""
+    mean, mask = attrs["mean"], attrs["mask"]
+    keep = bool(attrs.get("keepdims", 1))
+    if attrs.get("noop_with_empty_axes", 0):
+        raise nk.UnsupportedModel("noop_with_empty_axes=1 is not supported")
+    axes = nk._axes(attrs, consts, 2)
+    reduce, greater, f32 = np.add.reduce, np.greater, np.float32
+
+    def run(a, b, _axes=None):
+        above = greater(a, b)
+        if mask is not None:
+            above = above & mask
+        total = reduce(above, axis=axes, keepdims=keep, dtype=f32)
+        if mean:
+            np.divide(total, f32(above.size // max(total.size, 1)), out=total)
+        return total
+    return run
+
+
+def group_convs(nodes: list[Node], values: dict) -> list[Node]:
+    """Conv nodes on one input with the same dilation and kernel size become one
+    ``ConvGroup`` step (at the first one's place) and a ``ConvRows`` view per node."""
+    groups: dict[tuple, list[tuple[Node, np.ndarray, int, tuple[int, int]]]] = {}
+    for n in nodes:
+        if n.op_type != "Conv" or n.domain not in ("", "ai.onnx"):
+            continue
+        consts = tuple(values.get(i) if i else None for i in n.inputs)
+        w, d, pads = nk.conv_shape(n.attributes, consts)
+        groups.setdefault((n.inputs[0], d, w.shape[1], w.shape[2]), []).append(
+            (n, w, d, pads))
+    replace: dict[int, list[Node]] = {}
+    for (x, d, _, k), members in groups.items():
+        if len(members) < 2:
+            continue
+        pad = max(max(p) for _, _, _, p in members)
+        kernels = np.concatenate([w for _, w, _, _ in members])
+        biases = [values.get(m.inputs[2]) if len(m.inputs) > 2 and m.inputs[2] else None
+                  for m, *_ in members]
+        bias = None if all(b is None for b in biases) else np.concatenate(
+            [np.zeros(w.shape[0], np.float32) if b is None else b.reshape(-1)
+             for (_, w, _, _), b in zip(members, biases, strict=True)]).astype(np.float32)
+        stacked = f"{members[0][0].outputs[0]}__stacked"
+        first = Node("ConvGroup", [x], [stacked], name=stacked, domain=FUSED,
+                     attributes={"kernels": kernels, "bias": bias, "k": k, "d": d, "pad": pad})
+        row = 0
+        for i, (m, w, _, (before, after)) in enumerate(members):
+            rows = slice(row, row + w.shape[0])
+            row += w.shape[0]
+            cols = slice(pad - before, -(pad - after) or None)
+            view = Node("ConvRows", [stacked], list(m.outputs), name=m.name, domain=FUSED,
+                        attributes={"index": (slice(None), rows, cols)})
+            replace[id(m)] = [first, view] if i == 0 else [view]
+    out = []
+    for n in nodes:
+        out.extend(replace.get(id(n), [n]))
+    return out
+
+
+def fused_kernel(node: Node, consts) -> Callable:
+    """The kernel of a step fusion made (domain :data:`FUSED`)."""
+    a = node.attributes
+    if node.op_type == "QuantizeRoundTrip":
+        return a["scale"].round_trip
+    if node.op_type == "CountAbove":
+        return count_above(a, consts)
+    if node.op_type == "ConvGroup":
+        return nk.stacked_conv(a["kernels"], a["bias"], a["k"], a["d"], a["pad"])
+    if node.op_type == "ConvRows":
+        index = a["index"]
+        return lambda x: x[index]
+    raise AssertionError(node.op_type)
+
+
+def plan_inplace(steps: list[Step], shapes: list[dict], outputs: set[str]) -> None:
+    """Mark the steps that may write into their first input (see the module docstring).
+
+    ``shapes``: for each probe run, ``{tensor: (shape, dtype)}`` of every step output.
+    """
+    fresh = {s.output for s in steps if s.fresh}
+    uses = Counter(i for s in steps for i in s.inputs)
+    for s in steps:
+        if s.op not in nk.INPLACE and s.op != (FUSED, "QuantizeRoundTrip"):
+            continue
+        src = s.inputs[0]
+        if src not in fresh or uses[src] != 1 or src in outputs:
+            continue
+        if all(src in p and p[src] == p[s.output] for p in shapes):
+            s.inplace = True
+
+
+def generate(steps: list[Step], inputs: list[str], results: list[str],
+             constants: dict[str, np.ndarray], label: str) -> Callable:
+    """One Python function ``f(*inputs) -> tuple(results)`` that runs ``steps`` in order."""
+    names: dict[str, str] = {}
+    namespace: dict[str, object] = {}
+
+    def ref(tensor: str) -> str:
+        if tensor not in names:
+            if tensor in constants:
+                names[tensor] = f"c{len(names)}"
+                namespace[names[tensor]] = constants[tensor]
+            else:
+                names[tensor] = f"t{len(names)}"
+        return names[tensor]
+
+    params = [ref(i) for i in inputs]
+    lines = [f"def graph({', '.join(params)}):"]
+    for k, s in enumerate(steps):
+        namespace[f"k{k}"] = s.kernel
+        args = ", ".join([ref(i) if i else "None" for i in s.inputs]
+                         + ([f"out={ref(s.inputs[0])}"] if s.inplace else []))
+        lines.append(f"    {ref(s.output)} = k{k}({args})")
+    lines.append(f"    return ({''.join(ref(r) + ', ' for r in results)})")
+    exec(compile("\n".join(lines), f"<numpy runtime: {label}>", "exec"), namespace)  # noqa: S102
+    return namespace["graph"]
