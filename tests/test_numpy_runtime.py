@@ -67,6 +67,24 @@ def test_outputs_match_onnxruntime_for_every_model_and_variant(models):
     assert not failures, "\n".join(failures)
 
 
+def test_fused_steps_compute_exactly_what_the_nodes_compute(models):
+    """Fusion, grouped Conv, int8 steps and in-place writes change no bit of any output."""
+    from edge.runtime import numpy_compile
+
+    built, X = models
+    fused_ops = set()
+    for key, model in built.items():
+        fast, plain = NumpySession(model), NumpySession(model, optimize=False)
+        fused_ops |= {s.op[1] for s in fast._steps if s.op[0] == numpy_compile.FUSED}
+        assert any(s.inplace for s in fast._steps), key
+        for a, b in zip(fast.run(None, {contract.INPUT_NAME: X}),
+                        plain.run(None, {contract.INPUT_NAME: X}), strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b), key
+    # every fusion ran on some model (QOperator kernels with int8 steps keep their names)
+    assert {"QuantizeRoundTrip", "CountAbove", "ConvGroup", "ConvRows",
+            "QLinearMatMul"} <= fused_ops
+
+
 def test_numpy_runtime_is_batch_independent_on_an_int8_model(models):
     built, X = models
     sess = NumpySession(built[("stats_spectral", "static_qop_channel")])
@@ -171,6 +189,23 @@ def test_export_fails_when_a_model_strays_from_the_list():
 
     with pytest.raises(contract.ContractError, match="Relu outside edge.contract.SUPPORTED_OPS"):
         check_operators(onnx.load_from_string(_foreign_model("Relu")))
+
+
+def test_the_dynamic_int8_variant_is_outside_the_list_and_refused(models):
+    """The trainer measures ``dynamic`` (DynamicQuantizeLinear, MatMulInteger) and never
+    ships it (tests/test_quantize.py): the export check and the numpy runtime refuse it."""
+    from trainer import quantize
+    from trainer.export import check_operators
+
+    built, X = models
+    dynamic = quantize.build_variant(onnx.load_from_string(built[("raw_stats", "float")]),
+                                     "dynamic", X)
+    ops = {n.op_type for n in dynamic.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    with pytest.raises(contract.ContractError, match="DynamicQuantizeLinear"):
+        check_operators(dynamic)
+    with pytest.raises(UnsupportedModel, match="DynamicQuantizeLinear.*not supported"):
+        NumpySession(dynamic.SerializeToString())
 
 
 def test_auto_runs_numpy_in_a_process_where_onnxruntime_does_not_import(tmp_path):

@@ -81,6 +81,9 @@ class NumpySession:
     ----------
     model : bytes or str
         The serialized model, or a path.
+    optimize : bool
+        Fuse chains and write in place (:mod:`edge.runtime.numpy_compile`); False runs
+        one kernel per node, for tests that check the fused steps compute the same.
 
     Raises
     ------
@@ -91,7 +94,7 @@ class NumpySession:
 
     runtime = "numpy"
 
-    def __init__(self, model: bytes | str):
+    def __init__(self, model: bytes | str, optimize: bool = True):
         if isinstance(model, str):
             with open(model, "rb") as f:
                 model = f.read()
@@ -119,15 +122,16 @@ class NumpySession:
         order = _topological(graph.nodes, set(values) | set(input_names))
         dynamic, kernels = self._fold_constants(order, values)
         output_names = [o.name for o in self._outputs]
-        steps, alias = _steps(dynamic, kernels, values, set(output_names))
+        steps, alias = _steps(dynamic, kernels, values, set(output_names), optimize)
         results = [alias.get(o, o) for o in output_names]
         made = set(input_names) | set(values) | {s.output for s in steps}
         for o, r in zip(output_names, results, strict=True):
             if r not in made:
                 raise UnsupportedModel(f"graph output {o!r} is made by no node")
-        probes = _probe(steps, self._inputs, values)
+        probes = _probe(steps, self._inputs, values) if optimize else None
         if probes:
             nc.plan_inplace(steps, probes, set(results))
+        self._steps = steps  # for profiling a model step by step
         self._graph = nc.generate(steps, input_names, results, values,
                                   graph.name or "model")
         self._index = {o: k for k, o in enumerate(output_names)}
@@ -188,12 +192,14 @@ class NumpySession:
         return [out[self._index[name]] for name in output_names]
 
 
-def _steps(nodes: list[Node], kernels: dict, values: dict,
-           outputs: set[str]) -> tuple[list[nc.Step], dict[str, str]]:
+def _steps(nodes: list[Node], kernels: dict, values: dict, outputs: set[str],
+           optimize: bool = True) -> tuple[list[nc.Step], dict[str, str]]:
     """Fused, alias-resolved steps of the dynamic ``nodes``, and the Identity aliases."""
-    nodes = nc.fuse_round_trips(nodes, values, outputs)
-    nodes = nc.fuse_counts(nodes, values, outputs)
-    nodes = nc.group_convs(nodes, values)
+    if optimize:
+        nodes = nc.fuse_round_trips(nodes, values, outputs)
+        nodes = nc.fuse_counts(nodes, values, outputs)
+        nodes = nc.group_convs(nodes, values)
+        nodes = nc.int8_as_steps(nodes, values, outputs)
     alias: dict[str, str] = {}
     steps = []
     for n in nodes:

@@ -204,6 +204,61 @@ def group_convs(nodes: list[Node], values: dict) -> list[Node]:
     return out
 
 
+# Where a QOperator node's output scale and zero point are (inputs), and where the scale and
+# zero point of each input that may arrive as steps are.
+_OUT_SCALE = {("", "QuantizeLinear"): 1, ("", "QLinearMatMul"): 6,
+              ("com.microsoft", "QLinearAdd"): 6, ("com.microsoft", "QLinearMul"): 6,
+              ("com.microsoft", "QLinearSigmoid"): 3, ("com.microsoft", "QLinearSoftmax"): 3}
+_IN_SCALE = {0: 1, 3: 4}
+
+
+def _op(n: Node) -> tuple[str, str]:
+    return ("" if n.domain in ("", "ai.onnx") else n.domain, n.op_type)
+
+
+def int8_as_steps(nodes: list[Node], values: dict, outputs: set[str]) -> list[Node]:
+    """Pass int8 tensors between QOperator nodes as float32 steps (``code - zero point``,
+    see :meth:`~edge.runtime.numpy_kernels.Scale.to_steps`) where the producer and every
+    reader can, with the same scale and zero point: saves the conversion to int8 and the
+    table lookup at every int8 edge (the kernels get ``steps_in`` / ``steps_out``)."""
+    readers: dict[str, list[tuple[Node, int]]] = {}
+    for n in nodes:
+        for k, i in enumerate(n.inputs):
+            if i:
+                readers.setdefault(i, []).append((n, k))
+    steps_in: dict[int, set[int]] = {}
+    steps_out: set[int] = set()
+    for n in nodes:
+        op = _op(n)
+        if op not in nk.STEPS_OUT or n.outputs[0] in outputs:
+            continue
+        at = _OUT_SCALE[op]
+        if len(n.inputs) <= at + 1 or n.inputs[at] not in values \
+                or n.inputs[at + 1] not in values or values[n.inputs[at]].size != 1:
+            continue
+        ok = bool(readers.get(n.outputs[0]))
+        for r, k in readers.get(n.outputs[0], []):
+            pos = _IN_SCALE.get(k)
+            if (k not in nk.STEPS_IN.get(_op(r), ()) or len(r.inputs) <= pos + 1
+                    or not _const_equal(values, r.inputs[pos], n.inputs[at])
+                    or not _const_equal(values, r.inputs[pos + 1], n.inputs[at + 1])):
+                ok = False
+                break
+        if ok:
+            steps_out.add(id(n))
+            for r, k in readers[n.outputs[0]]:
+                steps_in.setdefault(id(r), set()).add(k)
+    out = []
+    for n in nodes:
+        if id(n) in steps_out or id(n) in steps_in:
+            n = Node(n.op_type, list(n.inputs), list(n.outputs), name=n.name, domain=FUSED,
+                     attributes=dict(n.attributes, steps_out=id(n) in steps_out,
+                                     steps_in=tuple(sorted(steps_in.get(id(n), ()))),
+                                     op=_op(n)))
+        out.append(n)
+    return out
+
+
 def fused_kernel(node: Node, consts) -> Callable:
     """The kernel of a step fusion made (domain :data:`FUSED`)."""
     a = node.attributes
@@ -216,6 +271,8 @@ def fused_kernel(node: Node, consts) -> Callable:
     if node.op_type == "ConvRows":
         index = a["index"]
         return lambda x: x[index]
+    if "op" in a:  # a QOperator node with steps (int8_as_steps)
+        return nk.KERNELS[a["op"]][0](a, consts)
     raise AssertionError(node.op_type)
 
 

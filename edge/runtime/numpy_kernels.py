@@ -19,6 +19,10 @@ import numpy as np
 
 from edge.runtime.onnx_proto import DTYPES
 
+# The clip ufunc (one call; np.clip is a Python wrapper around it): numpy >= 2 moved it.
+_CLIP = getattr(np, "_core", None)
+_CLIP = (_CLIP.umath if _CLIP is not None and hasattr(_CLIP, "umath") else np.core.umath).clip
+
 
 class UnsupportedModel(ValueError):
     """The model uses an operator or attribute the numpy runtime does not run."""
@@ -354,6 +358,8 @@ class Scale:
         self.s = np.float32(scale.reshape(()))
         self.z = np.float32(zp.reshape(()))
         self.lo, self.hi = (np.float32(b) for b in BOUNDS[self.dtype])
+        # the saturation bounds of a code minus its zero point (for round_trip)
+        self.lo_z, self.hi_z = self.lo - self.z, self.hi - self.z
         codes = np.arange(256, dtype=np.uint8).view(self.dtype)
         self.table = dequantize(codes, scale.reshape(()), zp.reshape(()))
         self.centred = codes.astype(np.float64) - float(self.z)  # code - zero point
@@ -368,20 +374,34 @@ class Scale:
         """
         y = np.rint(steps, out=steps)
         y += self.z
-        np.minimum(y, self.hi, out=y)
-        np.maximum(y, self.lo, out=y)
-        return y.astype(self.dtype)
+        return _CLIP(y, self.lo, self.hi, out=y).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return self.table[q.view(np.uint8)]
+
+    # "Steps": an int8 tensor held as float32 ``code - zero_point`` (integers, exact), which
+    # the compiler passes between QOperator kernels instead of codes: no conversion to int8
+    # and no table lookup, and ``steps * scale`` is the dequantized value (the table's).
+
+    def to_steps(self, y: np.ndarray) -> np.ndarray:
+        """Steps for values already divided by the scale (``y`` is overwritten)."""
+        np.rint(y, out=y)
+        return _CLIP(y, self.lo_z, self.hi_z, out=y)
+
+    def value(self, q: np.ndarray, steps: bool) -> np.ndarray:
+        """The float value of codes, or of steps."""
+        return np.multiply(q, self.s) if steps else self.table[q.view(np.uint8)]
+
+    def output(self, y: np.ndarray, steps: bool) -> np.ndarray:
+        """Codes (or steps) of values already divided by the scale (``y`` is overwritten)."""
+        return self.to_steps(y) if steps else self.requantize(y)
 
     def round_trip(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``dequantize(quantize(x))`` without the int8 array in between: the same numbers
         (every code minus the zero point is an integer float32 holds exactly)."""
         y = np.divide(x, self.s, out=out)
         np.rint(y, out=y)
-        np.maximum(y, self.lo - self.z, out=y)
-        np.minimum(y, self.hi - self.z, out=y)
+        _CLIP(y, self.lo_z, self.hi_z, out=y)
         return np.multiply(y, self.s, out=y)
 
 
@@ -396,12 +416,19 @@ def scales(consts, *positions) -> list[Scale]:
     return out
 
 
+def _steps_in(attrs, i: int) -> bool:
+    """Whether input ``i`` arrives as steps (see :meth:`Scale.to_steps`): set by the compiler."""
+    return i in attrs.get("steps_in", ())
+
+
 def _quantize_linear(attrs, consts=()):
     axis = attrs.get("axis", 1)
     _no_block(attrs)
     scale = _const(consts, 1)
     if scale is not None and scale.size == 1 and _const(consts, 2) is not None:
         (q,) = scales(consts, 1)
+        if attrs.get("steps_out"):
+            return lambda x, *_: q.to_steps(np.divide(x, q.s))
         return lambda x, *_: q.quantize(x)
     return lambda x, s, z=None: quantize(x, s, z, axis)
 
@@ -413,7 +440,8 @@ def _dequantize_linear(attrs, consts=()):
     if (_const(consts, 0) is None and scale is not None and scale.size == 1
             and _const(consts, 2) is not None):
         (q,) = scales(consts, 1)
-        return lambda x, *_: q.dequantize(x)
+        steps = _steps_in(attrs, 0)
+        return lambda x, *_: q.value(x, steps)
     return lambda x, s, z=None: dequantize(x, s, z, axis)
 
 
@@ -433,11 +461,11 @@ def _qlinear_matmul(attrs, consts=()):
     # requantized in float32 with onnxruntime's multiplier a_scale * b_scale / y_scale.
     b64 = b.astype(np.float64) - _per_axis(b_z, -1, b.ndim).astype(np.float64)
     m = (a_q.s * b_s.astype(np.float32)) / y_q.s
-    centred = a_q.centred
+    centred, steps_in, steps_out = a_q.centred, _steps_in(attrs, 0), attrs.get("steps_out")
 
     def run(a, *_):
-        acc = np.matmul(centred[a.view(np.uint8)], b64).astype(np.float32)
-        return y_q.requantize(np.multiply(acc, m, out=acc))
+        acc = np.matmul(a if steps_in else centred[a.view(np.uint8)], b64).astype(np.float32)
+        return y_q.output(np.multiply(acc, m, out=acc), steps_out)
     return run
 
 
@@ -447,11 +475,13 @@ def _qlinear_binary(fn):
         a_q, b_q, y_q = scales(consts, 1, 4, 6)
         b_const = _const(consts, 3)
         b_float = None if b_const is None else b_q.dequantize(b_const)
+        a_steps, b_steps, steps_out = (_steps_in(attrs, 0), _steps_in(attrs, 3),
+                                       attrs.get("steps_out"))
 
         def run(a, _as, _az, b, *_):
-            other = b_float if b_float is not None else b_q.dequantize(b)
-            y = fn(a_q.dequantize(a), other)
-            return y_q.requantize(np.divide(y, y_q.s, out=y))
+            other = b_float if b_float is not None else b_q.value(b, b_steps)
+            y = fn(a_q.value(a, a_steps), other)
+            return y_q.output(np.divide(y, y_q.s, out=y), steps_out)
         return run
     return make
 
@@ -462,6 +492,11 @@ def _qlinear_unary_table(fn):
         x_q, y_q = scales(consts, 1, 3)
         with np.errstate(all="ignore"):
             table = y_q.quantize(fn(x_q.table))
+        if attrs.get("steps_out"):  # the table holds the output's steps instead of codes
+            table = table.astype(np.float32) - y_q.z
+        if _steps_in(attrs, 0):  # steps + zero point are the codes: index by their bits
+            z, dtype = x_q.z, x_q.dtype
+            return lambda x, *_: table[np.add(x, z).astype(dtype).view(np.uint8)]
         return lambda x, *_: table[x.view(np.uint8)]
     return make
 
@@ -486,7 +521,27 @@ def _qlinear_concat(attrs, consts=()):
 def _qlinear_softmax(attrs, consts=()):
     softmax = _softmax(attrs)
     x_q, y_q = scales(consts, 1, 3)
-    return lambda x, *_: y_q.quantize(softmax(x_q.dequantize(x)))
+    steps_in, steps_out = _steps_in(attrs, 0), attrs.get("steps_out")
+
+    def run(x, *_):
+        y = softmax(x_q.value(x, steps_in))
+        return y_q.output(np.divide(y, y_q.s, out=y), steps_out)
+    return run
+
+
+# Which inputs of a QOperator kernel may arrive as steps, and whether its output may leave
+# as steps (the compiler's choice, passed as the attributes steps_in / steps_out).
+STEPS_IN: dict[tuple[str, str], tuple[int, ...]] = {
+    ("", "DequantizeLinear"): (0,),
+    ("", "QLinearMatMul"): (0,),
+    ("com.microsoft", "QLinearAdd"): (0, 3),
+    ("com.microsoft", "QLinearMul"): (0, 3),
+    ("com.microsoft", "QLinearSigmoid"): (0,),
+    ("com.microsoft", "QLinearSoftmax"): (0,),
+}
+STEPS_OUT = frozenset({("", "QuantizeLinear"), ("", "QLinearMatMul"),
+                       ("com.microsoft", "QLinearAdd"), ("com.microsoft", "QLinearMul"),
+                       ("com.microsoft", "QLinearSigmoid"), ("com.microsoft", "QLinearSoftmax")})
 
 
 _REDUCE_ATTRS = frozenset({"keepdims", "axes", "noop_with_empty_axes"})
