@@ -293,9 +293,33 @@ def plan_inplace(steps: list[Step], shapes: list[dict], outputs: set[str]) -> No
             s.inplace = True
 
 
+def _quiet_errors() -> tuple[Callable, Callable, object]:
+    """``(set, reset, state)``: ``reset(set(state))`` brackets code that runs with numpy's
+    floating-point errors ignored (exp overflow in a sigmoid's tail gives the right 0).
+
+    ``np.errstate`` builds its state object on every entry (several microseconds, a tenth
+    of a small model's run); numpy >= 2 keeps it in a context variable, so the state is
+    built once here and set and reset per run. Older numpy: ``np.errstate``.
+    """
+    try:
+        from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+
+        return _extobj_contextvar.set, _extobj_contextvar.reset, _make_extobj(all="ignore")
+    except (ImportError, AttributeError, TypeError):
+        def enter(_state):
+            errstate = np.errstate(all="ignore")
+            errstate.__enter__()
+            return errstate
+        return enter, lambda errstate: errstate.__exit__(None, None, None), None
+
+
+_SET_QUIET, _RESET, _QUIET = _quiet_errors()
+
+
 def generate(steps: list[Step], inputs: list[str], results: list[str],
              constants: dict[str, np.ndarray], label: str) -> Callable:
-    """One Python function ``f(*inputs) -> tuple(results)`` that runs ``steps`` in order."""
+    """One Python function ``f(*inputs) -> tuple(results)`` that runs ``steps`` in order,
+    with numpy's floating-point errors ignored."""
     names: dict[str, str] = {}
     namespace: dict[str, object] = {}
 
@@ -309,12 +333,14 @@ def generate(steps: list[Step], inputs: list[str], results: list[str],
         return names[tensor]
 
     params = [ref(i) for i in inputs]
-    lines = [f"def graph({', '.join(params)}):"]
+    namespace.update(set_quiet=_SET_QUIET, reset=_RESET, quiet=_QUIET)
+    lines = [f"def graph({', '.join(params)}):", "    token = set_quiet(quiet)", "    try:"]
     for k, s in enumerate(steps):
         namespace[f"k{k}"] = s.kernel
         args = ", ".join([ref(i) if i else "None" for i in s.inputs]
                          + ([f"out={ref(s.inputs[0])}"] if s.inplace else []))
-        lines.append(f"    {ref(s.output)} = k{k}({args})")
-    lines.append(f"    return ({''.join(ref(r) + ', ' for r in results)})")
+        lines.append(f"        {ref(s.output)} = k{k}({args})")
+    lines.append(f"        return ({''.join(ref(r) + ', ' for r in results)})")
+    lines += ["    finally:", "        reset(token)"]
     exec(compile("\n".join(lines), f"<numpy runtime: {label}>", "exec"), namespace)  # noqa: S102
     return namespace["graph"]

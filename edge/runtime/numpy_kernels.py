@@ -77,8 +77,18 @@ def _reduce(ufunc, mean: bool = False):
         if not mean:
             return lambda x, _axes=None: reduce(x, axis=axes, keepdims=keep)
 
+        if axes is not None and len(axes) == 1:
+            axis = axes[0]
+
+            def run_one(x, _axes=None):
+                # The sum in float32, then one division, as onnxruntime (and np.mean) do.
+                total = reduce(x, axis=axis, keepdims=keep)
+                if total.dtype.kind == "f":
+                    return np.divide(total, total.dtype.type(x.shape[axis]), out=total)
+                return total / np.float32(x.shape[axis])
+            return run_one
+
         def run(x, _axes=None):
-            # The sum in float32, then one division, as onnxruntime (and np.mean) do.
             total = reduce(x, axis=axes, keepdims=keep)
             count = x.size // max(total.size, 1)
             if total.dtype.kind == "f":
@@ -196,6 +206,16 @@ def _pad(attrs, consts=()):
             edges.append((lead + (slice(0, before),), lead + (slice(before, before + 1),)))
         if after:
             edges.append((lead + (slice(-after, None),), lead + (slice(-after - 1, -after),)))
+
+    padded = [(axis, b, a) for axis, (b, a) in enumerate(width) if b or a]
+    if mode == "edge" and len(padded) == 1:
+        # One padded axis (the first difference's leading step): one concatenate.
+        axis, before, after = padded[0]
+        lead = (slice(None),) * axis
+        first, last = lead + (slice(0, 1),), lead + (slice(-1, None),)
+        concatenate = np.concatenate
+        return lambda x, *_: concatenate(
+            (x[first],) * before + (x,) + (x[last],) * after, axis=axis)
 
     def run(x, *_):
         shape = tuple(d + b + a for d, (b, a) in zip(x.shape, width, strict=True))
