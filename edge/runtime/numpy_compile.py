@@ -99,7 +99,39 @@ def fuse_round_trips(nodes: list[Node], values: dict, outputs: set[str]) -> list
                                   name=first.name, domain=FUSED, attributes={"scale": scale})
         for r in others:
             replace[id(r)] = Node("Identity", [first.outputs[0]], list(r.outputs), name=r.name)
-    return [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+    fused = [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+    return _drop_repeated_round_trips(fused, values)
+
+
+# Operators whose output holds only values of their inputs (or zero): on a quantization grid
+# when their inputs are.
+_GRID_KEEPING = frozenset({"Reshape", "Transpose", "Slice", "Unsqueeze", "Gather", "Identity",
+                           "Concat", "Pad"})
+
+
+def _drop_repeated_round_trips(nodes: list[Node], values: dict) -> list[Node]:
+    """A round trip of values already on its grid changes nothing: ``k * s / s`` rounds back
+    to the integer ``k`` (the float32 error is below 1e-4 step for |k| <= 255), so it
+    becomes an Identity. The grid of a tensor: the round trip that made it, through
+    operators that only move values (and Pad with zeros or edges)."""
+    grid: dict[str, tuple] = {}
+    out = []
+    for n in nodes:
+        if n.op_type == "QuantizeRoundTrip":
+            q = n.attributes["scale"]
+            key = (float(q.s), float(q.z), q.dtype.str)
+            if grid.get(n.inputs[0]) == key:
+                n = Node("Identity", [n.inputs[0]], list(n.outputs), name=n.name)
+            grid[n.outputs[0]] = key
+        elif n.op_type in _GRID_KEEPING and n.domain in ("", "ai.onnx"):
+            data = n.inputs if n.op_type == "Concat" else n.inputs[:1]
+            keys = {grid.get(i) for i in data}
+            fill = values.get(n.inputs[2]) if n.op_type == "Pad" and len(n.inputs) > 2 \
+                and n.inputs[2] else None
+            if len(keys) == 1 and None not in keys and (fill is None or not fill.any()):
+                grid[n.outputs[0]] = keys.pop()
+        out.append(n)
+    return out
 
 
 def fuse_counts(nodes: list[Node], values: dict, outputs: set[str]) -> list[Node]:
