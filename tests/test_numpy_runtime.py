@@ -85,6 +85,41 @@ def test_fused_steps_compute_exactly_what_the_nodes_compute(models):
             "QLinearMatMul"} <= fused_ops
 
 
+def test_floating_point_errors_are_silent_during_a_run_and_restored_after(monkeypatch):
+    """exp overflow in a sigmoid's tail is the right 0, not a RuntimeWarning per window;
+    numpy's error state outside the run is left as it was (also with numpy < 2's
+    np.errstate fallback)."""
+    import sys
+    import warnings
+
+    from edge.runtime import numpy_compile
+
+    node = helper.make_node("Sigmoid", ["window"], ["probabilities"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, [None, 2])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.array([[-1000.0, 0.0]], np.float32)
+    fallback = numpy_compile._quiet_errors
+    monkeypatch.setitem(sys.modules, "numpy._core._ufunc_config", None)  # as numpy < 2
+    enter, reset, state = fallback()
+    monkeypatch.undo()
+    for quiet in (None, (enter, reset, state)):
+        if quiet:
+            monkeypatch.setattr(numpy_compile, "_SET_QUIET", enter)
+            monkeypatch.setattr(numpy_compile, "_RESET", reset)
+            monkeypatch.setattr(numpy_compile, "_QUIET", state)
+        sess = NumpySession(model.SerializeToString())
+        before = np.geterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (p,) = sess.run(None, {"window": x})
+        np.testing.assert_array_equal(p, [[0.0, 0.5]])
+        assert np.geterr() == before
+        with pytest.warns(RuntimeWarning):
+            np.exp(np.float32(1000.0))  # outside a run numpy warns as usual
+
+
 def test_numpy_runtime_is_batch_independent_on_an_int8_model(models):
     built, X = models
     sess = NumpySession(built[("stats_spectral", "static_qop_channel")])
