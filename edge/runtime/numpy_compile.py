@@ -12,9 +12,10 @@ numpy's per-call overhead, not in arithmetic. So at load, once:
    - ``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` (the PPV
      features of the conv family): a count of the true values, summed in float32 straight
      from the boolean array (exact: the sums are integers below 2**24);
-   - ``Conv`` nodes reading one input with the same dilation and kernel size (the conv
-     family's padded and unpadded kernels per dilation): one tap matrix (strided view,
-     one copy) and one matmul of the stacked kernels; each node's output is a view of it;
+   - ``Conv`` nodes reading one input: one zero-padded copy of it; those with the same
+     dilation and kernel size (the conv family's padded and unpadded kernels per
+     dilation) one gather of the taps and one matmul of the stacked kernels; each node's
+     output is a view of it;
    - ``Identity``: no step, the name is an alias.
 
 2. **In-place steps**: an elementwise step whose first input is a fresh array of the same
@@ -55,7 +56,7 @@ class Step:
 
 # Steps whose output may be a view of an input: never written in place.
 VIEWS = frozenset({("", "Transpose"), ("", "Reshape"), ("", "Unsqueeze"), ("", "Slice"),
-                    ("", "Identity"), (FUSED, "ConvRows")})
+                    ("", "Identity"), (FUSED, "ConvRows"), (FUSED, "ConvPad")})
 
 
 def _consumers(nodes: list[Node]) -> Counter:
@@ -198,42 +199,89 @@ def count_above(attrs: dict, consts) -> Callable:
 
 
 def group_convs(nodes: list[Node], values: dict) -> list[Node]:
-    """Conv nodes on one input with the same dilation and kernel size become one
-    ``ConvGroup`` step (at the first one's place) and a ``ConvRows`` view per node."""
-    groups: dict[tuple, list[tuple[Node, np.ndarray, int, tuple[int, int]]]] = {}
+    """Conv nodes on one input share one zero-padded copy of it (``ConvPad``, at the first
+    one's place); those with the same dilation and kernel size become one ``ConvGroup``
+    step (one gather of the taps, one matmul of the stacked kernels) and a ``ConvRows``
+    view per node."""
+    by_input: dict[str, list[tuple[Node, np.ndarray, int, tuple[int, int]]]] = {}
     for n in nodes:
         if n.op_type != "Conv" or n.domain not in ("", "ai.onnx"):
             continue
         consts = tuple(values.get(i) if i else None for i in n.inputs)
         w, d, pads = nk.conv_shape(n.attributes, consts)
-        groups.setdefault((n.inputs[0], d, w.shape[1], w.shape[2]), []).append(
-            (n, w, d, pads))
-    replace: dict[int, list[Node]] = {}
-    for (x, d, _, k), members in groups.items():
-        if len(members) < 2:
-            continue
-        pad = max(max(p) for _, _, _, p in members)
-        kernels = np.concatenate([w for _, w, _, _ in members])
-        biases = [values.get(m.inputs[2]) if len(m.inputs) > 2 and m.inputs[2] else None
-                  for m, *_ in members]
-        bias = None if all(b is None for b in biases) else np.concatenate(
-            [np.zeros(w.shape[0], np.float32) if b is None else b.reshape(-1)
-             for (_, w, _, _), b in zip(members, biases, strict=True)]).astype(np.float32)
-        stacked = f"{members[0][0].outputs[0]}__stacked"
-        first = Node("ConvGroup", [x], [stacked], name=stacked, domain=FUSED,
-                     attributes={"kernels": kernels, "bias": bias, "k": k, "d": d, "pad": pad})
-        row = 0
-        for i, (m, w, _, (before, after)) in enumerate(members):
-            rows = slice(row, row + w.shape[0])
-            row += w.shape[0]
-            cols = slice(pad - before, -(pad - after) or None)
-            view = Node("ConvRows", [stacked], list(m.outputs), name=m.name, domain=FUSED,
-                        attributes={"index": (slice(None), rows, cols)})
-            replace[id(m)] = [first, view] if i == 0 else [view]
+        by_input.setdefault(n.inputs[0], []).append((n, w, d, pads))
+    before: dict[int, list[Node]] = {}  # id(node) -> the steps that replace it
+    for x, convs in by_input.items():
+        pad_in = max(max(p) for *_, p in convs)
+        padded = f"{x}__padded"
+        before[id(convs[0][0])] = [Node("ConvPad", [x], [padded], name=padded, domain=FUSED,
+                                        attributes={"pad": pad_in})]
+        groups: dict[tuple, list] = {}
+        for member in convs:
+            _, w, d, _ = member
+            groups.setdefault((d, w.shape[1], w.shape[2]), []).append(member)
+        for (d, _, k), members in groups.items():
+            pad = max(max(p) for *_, p in members)
+            kernels = np.concatenate([w for _, w, _, _ in members])
+            biases = [values.get(m.inputs[2]) if len(m.inputs) > 2 and m.inputs[2] else None
+                      for m, *_ in members]
+            bias = None if all(b is None for b in biases) else np.concatenate(
+                [np.zeros(w.shape[0], np.float32) if b is None else b.reshape(-1)
+                 for (_, w, _, _), b in zip(members, biases, strict=True)]).astype(np.float32)
+            stacked = f"{members[0][0].outputs[0]}__stacked"
+            group = Node("ConvGroup", [padded], [stacked], name=stacked, domain=FUSED,
+                         attributes={"kernels": kernels, "bias": bias, "k": k, "d": d,
+                                     "offset": pad_in - pad})
+            row = 0
+            for i, (m, w, _, (left, right)) in enumerate(members):
+                rows = slice(row, row + w.shape[0])
+                row += w.shape[0]
+                cols = slice(pad - left, -(pad - right) or None)
+                view = Node("ConvRows", [stacked], list(m.outputs), name=m.name, domain=FUSED,
+                            attributes={"index": (slice(None), rows, cols)})
+                before.setdefault(id(m), []).extend([group, view] if i == 0 else [view])
     out = []
     for n in nodes:
-        out.extend(replace.get(id(n), [n]))
+        out.extend(before.get(id(n), [n]))
     return out
+
+
+def conv_pad(pad: int) -> Callable:
+    """``[B, C, T] -> [B, C, T + 2 pad]``, zeros either side (shared by an input's Convs)."""
+    if not pad:
+        return lambda x: x
+
+    def run(x):
+        n, c, t = x.shape
+        xp = np.zeros((n, c, t + 2 * pad), x.dtype)
+        xp[:, :, pad:pad + t] = x
+        return xp
+    return run
+
+
+def conv_group(kernels: np.ndarray, bias: np.ndarray | None, k: int, d: int,
+               offset: int) -> Callable:
+    """Stacked 1-D convolutions of a padded input: ``taps[b, c, j, t] = xp[b, c, offset +
+    t + j d]`` gathered with one index array (made once per input length), then one matmul
+    of the flattened kernels ``[K, C k]`` with the taps ``[B, C k, T']``."""
+    w2 = np.ascontiguousarray(kernels.reshape(kernels.shape[0], -1))
+    b = None if bias is None else bias.reshape(1, -1, 1)
+    index_of: dict[int, np.ndarray] = {}
+    span = d * (k - 1)
+
+    def run(xp):
+        n, c, t = xp.shape
+        index = index_of.get(t)
+        if index is None:
+            out_t = t - 2 * offset - span
+            index = index_of[t] = (offset + np.arange(out_t)[None, :]
+                                   + d * np.arange(k)[:, None])
+        taps = xp[:, :, index]  # [B, C, k, T'], C-contiguous
+        out = np.matmul(w2, taps.reshape(n, c * k, index.shape[1]))
+        if b is not None:
+            out += b
+        return out
+    return run
 
 
 # Where a QOperator node's output scale and zero point are (inputs), and where the scale and
@@ -298,8 +346,10 @@ def fused_kernel(node: Node, consts) -> Callable:
         return a["scale"].round_trip
     if node.op_type == "CountAbove":
         return count_above(a, consts)
+    if node.op_type == "ConvPad":
+        return conv_pad(a["pad"])
     if node.op_type == "ConvGroup":
-        return nk.stacked_conv(a["kernels"], a["bias"], a["k"], a["d"], a["pad"])
+        return conv_group(a["kernels"], a["bias"], a["k"], a["d"], a["offset"])
     if node.op_type == "ConvRows":
         index = a["index"]
         return lambda x: x[index]

@@ -297,21 +297,6 @@ def conv_taps(x: np.ndarray, k: int, d: int, before: int, after: int) -> np.ndar
     return view.reshape(n, c * k, out_t)
 
 
-def stacked_conv(kernels: np.ndarray, bias: np.ndarray | None, k: int, d: int,
-                 pad: int) -> Callable:
-    """1-D convolutions ``[B, C, T] * [K, C, k] -> [B, K, T + 2 pad - d (k - 1)]`` as one
-    matmul of the flattened kernels with the tap matrix (see :func:`conv_taps`)."""
-    w2 = np.ascontiguousarray(kernels.reshape(kernels.shape[0], -1))
-    b = None if bias is None else bias.reshape(1, -1, 1)
-
-    def run(x):
-        out = np.matmul(w2, conv_taps(x, k, d, pad, pad))
-        if b is not None:
-            out += b
-        return out
-    return run
-
-
 def _conv(attrs, consts=()):
     w, d, (before, after) = conv_shape(attrs, consts)
     w2 = np.ascontiguousarray(w.reshape(w.shape[0], -1))
