@@ -10,8 +10,8 @@ numpy's per-call overhead, not in arithmetic. So at load, once:
      (every activation of a QDQ model): divide, round, clip and multiply in float, without
      the int8 array in between (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip`);
    - ``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` (the PPV
-     features of the conv family): a count of the true values, summed in float32 straight
-     from the boolean array (exact: the sums are integers below 2**24);
+     features of the conv family): the mask applied to the booleans, then one cast and
+     one float32 sum (exact: the sums are integers below 2**24);
    - ``Conv`` nodes reading one input: one zero-padded copy of it; those with the same
      dilation and kernel size (the conv family's padded and unpadded kernels per
      dilation) one gather of the taps and one matmul of the stacked kernels; each node's
@@ -191,7 +191,9 @@ def count_above(attrs: dict, consts) -> Callable:
         above = greater(a, b)
         if mask is not None:
             above = above & mask
-        total = reduce(above, axis=axes, keepdims=keep, dtype=f32)
+        # Cast, then a plain float32 sum: faster than summing booleans with dtype=float32
+        # (measured 15 against 31 us on a [1, 42, 2, 64] count).
+        total = reduce(above.astype(f32), axis=axes, keepdims=keep)
         if mean:
             np.divide(total, f32(above.size // max(total.size, 1)), out=total)
         return total
