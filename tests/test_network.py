@@ -432,3 +432,24 @@ def test_onnx_matches_predict_proba(output, depth):
     got = session.run(None, {"features": X.astype(np.float32)})[0]
     np.testing.assert_allclose(got, net.predict_proba(X), atol=1e-5)
 
+
+
+def test_wide_input_converges_after_an_overshoot():
+    """800 inputs, 50 rows: Adam's first steps overshoot a minimum they pass; training must
+    resume from the best weights at the learning-rate drop, not stop far above them (the
+    old monitor stopped at epoch 45 with 5x the converged objective)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 800)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    net = SigmoidNetwork(hidden_layers=(), alpha=1.0, tol=1e-6, n_iter_no_change=20,
+                         max_epochs=500, random_state=0).fit(X, y)
+    ref = LogisticRegression(C=1.0, max_iter=1000).fit(X, y)
+
+    def objective(proba, weights):  # the objective both minimise: alpha = 1/C = 1
+        truth = proba[np.arange(len(y)), np.searchsorted(ref.classes_, y)]
+        return -np.log(truth).mean() + 0.5 / len(y) * float((weights ** 2).sum())
+
+    best = objective(ref.predict_proba(X), ref.coef_)
+    assert objective(net.predict_proba(X), net.coefs_[0]) < 1.3 * best

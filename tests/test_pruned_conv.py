@@ -116,6 +116,29 @@ def test_pruned_graph_matches_numpy_and_costs_what_is_kept(pruned, data):
     assert all(n.name.startswith("conv_") for n in g_nodes.node if n.op_type != "Identity")
 
 
+def test_long_window_counts_every_sth_position_in_numpy_and_graph():
+    """positions=64 on 300 samples: PPV on every 4th position, the same in the pool, the
+    pruned numpy twin and the graph (one strided Conv per dilation)."""
+    Xtr, ytr = synthetic.make_windows(n_per_class=6, window=300, channels=2,
+                                      labels=LABELS[:2], seed=5)
+    Xte, _ = synthetic.make_windows(n_per_class=4, window=300, channels=2,
+                                    labels=LABELS[:2], seed=6)
+    few = ConvFeatures(pool=840, keep=40, positions=64, random_state=2).fit(Xtr, ytr)
+    assert few.describe()["stride"] == 4 and few.pruned_.stride == 4
+    ours = few.transform(Xte)
+    assert flipped_fraction(ours, graph_features(few, Xte)) <= MAX_FLIPPED_FRACTION
+    pool = ConvFeatures(n_features=840, random_state=2).fit_banks(Xtr, stride=4)
+    assert flipped_fraction(pool.transform(Xte)[:, few.kept_], ours) <= MAX_FLIPPED_FRACTION
+    # A proportion over 75 positions: a multiple of 1/count for the count of its positions.
+    counts = few.pruned_.mask.sum(axis=1)
+    assert counts.max() == 75 and np.allclose(np.round(ours * counts) / counts, ours, atol=1e-6)
+    convs = [n for n in _graph(few).graph.node if n.op_type == "Conv"]
+    assert convs and all(
+        [a.ints for a in n.attribute if a.name == "strides"] == [[4]] for n in convs)
+    every = ConvFeatures(pool=840, keep=40, positions=0, random_state=2).fit(Xtr, ytr)
+    assert every.describe()["stride"] == 1
+
+
 def test_keep_n_and_channel_subsets(data):
     Xtr, ytr, Xte, _ = data
     few = ConvFeatures(pool=420, keep=12, random_state=1).fit(Xtr, ytr)

@@ -45,6 +45,9 @@ AUTO_EARLY_STOPPING_MIN_SAMPLES = 2000
 # How often the learning rate is divided by LR_DECAY on a plateau before training stops.
 LR_DROPS = 1
 LR_DECAY = 10.0
+# A plateau whose training loss is this much (relative) above the best seen is an overshoot:
+# training resumes from the best weights (see _Monitor).
+OVERSHOOT = 0.01
 
 
 class BaseSigmoidNetwork:
@@ -358,6 +361,7 @@ class BaseSigmoidNetwork:
         monitor = _Monitor(self, val, stop)
         with _one_blas_thread(), _progress(self.verbose, epochs) as bar:
             for _ in range(epochs):
+                monitor.begin_epoch()
                 perm = rng.permutation(n)
                 np.take(X, perm, axis=0, out=X_shuf)  # one copy; batches are views
                 np.take(Y, perm, axis=0, out=Y_shuf)
@@ -802,6 +806,14 @@ class _Monitor:
 
     After ``n_iter_no_change`` epochs without progress the learning rate is divided by
     ``LR_DECAY``; after ``LR_DROPS`` such drops the next plateau stops training.
+
+    Without a split, a plateau can also be an overshoot: on wide inputs (hundreds of
+    standardized features) Adam's first steps at the default rate can throw the loss far
+    above a minimum it passed, and it then stays above that minimum for a whole patience
+    (measured: 801 conv features, loss 0.27 when stopped at epoch 44 against 0.02 when
+    converged, 20 points of test accuracy). So the weights with the lowest training loss
+    are kept, training resumes from them at each drop (with fresh optimizer moments), and
+    they are the ones returned.
     """
 
     def __init__(self, net: BaseSigmoidNetwork, val, stop: bool):
@@ -813,10 +825,22 @@ class _Monitor:
         self.best_acc, self.best_loss = -np.inf, np.inf  # best seen, for the kept weights
         self.ref_acc, self.ref_loss = -np.inf, np.inf    # best by more than tol, for patience
         self.best_params = None
+        # Without a split: the weights each epoch starts from (see begin_epoch).
+        self._track = self.val is None and stop
+        self._start = None
         self.waited = 0
         self.drops = 0
         self.last_score = None
         self.converged = False
+
+    def begin_epoch(self) -> None:
+        """Note the weights this epoch starts from (kept if its loss is the best)."""
+        if not self._track:
+            return
+        if self._start is None:
+            self._start = self.net._pv.params.copy()
+        else:
+            np.copyto(self._start, self.net._pv.params)
 
     def update(self, loss: float, optimizer) -> bool:
         """Record the epoch; return True when training should stop."""
@@ -832,6 +856,11 @@ class _Monitor:
             self.ref_acc, self.ref_loss = max(acc, self.ref_acc), min(val_loss, self.ref_loss)
         else:
             progress = loss < self.ref_loss - net.tol
+            if self._track and loss < self.best_loss:
+                # The epoch's loss was taken on its way from the weights it started with
+                # (exactly those with full batches): keep them.
+                self.best_loss = loss
+                self.best_params, self._start = self._start, self.best_params
             self.ref_loss = min(loss, self.ref_loss)
         if not self.stop:
             return False
@@ -842,6 +871,9 @@ class _Monitor:
             self.drops += 1
             self.waited = 0
             optimizer.learning_rate /= LR_DECAY
+            if self.val is None and loss > self.best_loss * (1 + OVERSHOOT) + net.tol:
+                net._pv.params[...] = self.best_params
+                optimizer.reset()
             return False
         self.converged = True
         return True
@@ -863,7 +895,8 @@ class _Monitor:
         net = self.net
         if self.best_params is not None:
             net._pv.params[...] = self.best_params
-            net.best_validation_score_ = float(self.best_acc)
+            if self.val is not None:
+                net.best_validation_score_ = float(self.best_acc)
         if self.stop and not self.converged:
             warnings.warn(
                 f"{type(net).__name__} reached max_epochs={net.max_epochs} before the "

@@ -41,6 +41,10 @@ class SGD:
         self.velocity = np.zeros(size, dtype)
         self._step = np.empty(size, dtype)
 
+    def reset(self) -> None:
+        """Forget the momentum (after the parameters were moved back)."""
+        self.velocity[...] = 0
+
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Update ``params`` in place from ``grads``."""
         v, s = self.velocity, self._step
@@ -85,6 +89,12 @@ class Adam:
         self.m = np.zeros(size, dtype)
         self.v = np.zeros(size, dtype)
         self._tmp = np.empty(size, dtype)
+
+    def reset(self) -> None:
+        """Forget the moment estimates (after the parameters were moved back)."""
+        self.t = 0
+        self.m[...] = 0
+        self.v[...] = 0
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Update ``params`` in place from ``grads``."""

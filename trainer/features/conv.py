@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
-from trainer.features.kernels import KERNEL_LENGTH, KERNELS, N_KERNELS
+from trainer.features.kernels import KERNEL_LENGTH, KERNELS, N_KERNELS, first_position
 from trainer.features.kernels import taps as _taps
 from trainer.graph import GraphBuilder
 
@@ -58,6 +58,14 @@ GAP_SPLIT = (3.0 - np.sqrt(5.0)) / 2.0
 # Accuracy a pruned pool (keep="auto") may give up for fewer features: half a point, as
 # Detach-ROCKET's default.
 DEFAULT_TOLERANCE = 0.005
+# A pruned pool counts each feature's PPV on every s-th position, s = W // POOL_POSITIONS
+# (about this many positions, at least): the cost of a kept feature in the exported graph is
+# its convolution and comparisons over the positions counted, so on long windows a budget
+# holds s times more features. A proportion over 128 positions has a standard error of at
+# most 4.4 points. Measured (logistic head, BENCHMARKS.md): ACSF1 (W=1460, s=11) and
+# OSULeaf (W=427, s=3) within a window or two of every position at 100-800 kept features;
+# 64 positions measured no worse there, 128 is the cautious choice.
+POOL_POSITIONS = 128
 # Bound the float32 work array of one transform chunk (windows x positions x taps).
 _CHUNK_ELEMENTS = 8_000_000
 
@@ -168,11 +176,16 @@ class KernelBank:
         Biases per dilation, one row per kernel.
     center : ndarray of float32, shape (C,)
         Training mean per channel, subtracted first (zeros for a difference).
+    stride : int
+        PPV counts positions ``0, s, 2s, ...`` only (1: all; a pruned pool on a long
+        window, see :data:`POOL_POSITIONS`). The grid is the window's, so the window and
+        its difference, padded and unpadded kernels, all count on the same positions.
     """
 
     def __init__(self, x: np.ndarray, per_kernel: int, max_dilations: int,
-                 rng: np.random.Generator, centre: bool = True):
+                 rng: np.random.Generator, centre: bool = True, stride: int = 1):
         n, w, c = x.shape
+        self.stride = int(stride)
         self.dilations, self.features_per_dilation = fit_dilations(w, per_kernel, max_dilations)
         n_dil = len(self.dilations)
         # A difference needs no centring (its offset is gone already); centring it would turn
@@ -191,7 +204,8 @@ class KernelBank:
         # Alternate padding over kernels and dilations as the paper does; a series too short
         # for an unpadded kernel falls back to padding.
         parity = (np.arange(n_dil)[:, None] + np.arange(N_KERNELS)[None, :]) % 2 == 0
-        fits = (w - (KERNEL_LENGTH - 1) * self.dilations >= 1)[:, None]
+        half = (KERNEL_LENGTH // 2) * self.dilations
+        fits = (first_position(half, self.stride) < w - half)[:, None]
         self.padded = parity | ~fits
 
         quantiles = golden_quantiles(N_KERNELS * per_kernel)
@@ -231,6 +245,7 @@ class KernelBank:
         """PPV features of one chunk of series ``[N, T, C]`` float32."""
         xc = x - self.center if self.center.any() else x
         n, w, c = xc.shape
+        s = self.stride
         parts = []
         for i, d in enumerate(self.dilations):
             taps = _taps(xc, int(d)).reshape(n, w, c * KERNEL_LENGTH)
@@ -239,7 +254,8 @@ class KernelBank:
             # Time last, so the count below runs over contiguous memory (2x faster).
             conv_t = np.ascontiguousarray(conv.transpose(0, 2, 1))  # [N, 84, T]
             for padded, kernels in self.groups(i):
-                o = conv_t[:, kernels] if padded else conv_t[:, kernels, pad : w - pad]
+                o = (conv_t[:, kernels, ::s] if padded else
+                     conv_t[:, kernels, first_position(pad, s) : w - pad : s])
                 above = o[:, :, None, :] > self.biases[i][kernels][:, :, None]
                 ppv = np.count_nonzero(above, axis=-1).astype(np.float32) / np.float32(
                     o.shape[-1])
@@ -248,6 +264,8 @@ class KernelBank:
 
     def to_onnx(self, g: GraphBuilder, series: str, prefix: str) -> list[str]:
         """Emit the bank over ``series`` ``[batch, T, C]``; return its ``[batch, k]`` outputs."""
+        if self.stride != 1:
+            raise ValueError("a strided bank is exported through its pruned features")
         c = self.center.shape[0]
         centred = series
         if self.center.any():
@@ -321,6 +339,10 @@ class ConvFeatures:
     budget_us : float or None, default None
         With ``pool``: the kept features' graph must take at most this batch-1 CPU time on
         this machine (timed); ``sigmoid-train fit`` sets it from ``--latency-budget-us``.
+    positions : int, default 128
+        With ``pool``: each feature's PPV counts every ``s``-th position,
+        ``s = max(1, W // positions)`` (see :data:`POOL_POSITIONS`); 0: every position.
+        Unused without ``pool``.
 
     Attributes
     ----------
@@ -351,6 +373,7 @@ class ConvFeatures:
         keep: int | str = "auto",
         tolerance: float = DEFAULT_TOLERANCE,
         budget_us: float | None = None,
+        positions: int = POOL_POSITIONS,
     ):
         self.n_features = n_features
         self.diff = diff
@@ -360,6 +383,7 @@ class ConvFeatures:
         self.keep = keep
         self.tolerance = tolerance
         self.budget_us = budget_us
+        self.positions = positions
 
     @property
     def supervised(self) -> bool:
@@ -389,18 +413,22 @@ class ConvFeatures:
             raise ValueError(
                 f"max_dilations_per_kernel must be >= 1, got {self.max_dilations_per_kernel}"
             )
-        x = self._check(windows, fitted=False)
+        return self.fit_banks(self._check(windows, fitted=False))
+
+    def fit_banks(self, x: np.ndarray, stride: int = 1) -> ConvFeatures:
+        """Fit every feature (no pruning) on checked windows; PPV on every ``stride``-th
+        position (a pruned pool's draw, see :func:`pool_stride`)."""
         self.window_, self.channels_ = x.shape[1], x.shape[2]
         rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
         per_kernel = int(self.n_features) // N_KERNELS
         with_diff = bool(self.diff) and per_kernel >= 2 and x.shape[1] >= 2
         raw_share = (per_kernel + 1) // 2 if with_diff else per_kernel
         max_dil = int(self.max_dilations_per_kernel)
-        self.banks_ = {"conv": KernelBank(x, raw_share, max_dil, rng)}
+        self.banks_ = {"conv": KernelBank(x, raw_share, max_dil, rng, stride=stride)}
         if with_diff:
             self.banks_["conv_diff"] = KernelBank(
-                _difference(x), per_kernel - raw_share, max_dil, rng, centre=False
-            )
+                _difference(x), per_kernel - raw_share, max_dil, rng, centre=False,
+                stride=stride)
         return self
 
     def _check_pruning(self) -> None:
@@ -414,6 +442,9 @@ class ConvFeatures:
                              f"got {self.keep!r}")
         if not 0 <= float(self.tolerance) < 1:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
+        if not (isinstance(self.positions, int) and self.positions >= 0):
+            raise ValueError(f"positions must be a whole number >= 0 (0: every position), "
+                             f"got {self.positions!r}")
 
     def transform(self, windows: np.ndarray) -> np.ndarray:
         """Features float32 ``[N, n_features_out_]`` of windows ``[N, W, C]``."""
@@ -485,6 +516,7 @@ class ConvFeatures:
             "random_state": self.random_state,
             "window": int(self.window_),
             "channels": int(self.channels_),
+            "stride": int(self.banks_["conv"].stride),
             "banks": {
                 prefix: {
                     "dilations": [int(d) for d in bank.dilations],

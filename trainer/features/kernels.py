@@ -25,3 +25,13 @@ def taps(x: np.ndarray, dilation: int) -> np.ndarray:
     xp = np.zeros((n, w + 2 * pad, c), dtype=x.dtype)
     xp[:, pad : pad + w] = x
     return np.stack([xp[:, j * dilation : j * dilation + w] for j in range(KERNEL_LENGTH)], axis=-1)
+
+
+def pool_stride(window: int, positions: int) -> int:
+    """Every how many positions a pool's PPV counts: ``W // positions`` (0: every one)."""
+    return max(1, int(window) // int(positions)) if positions else 1
+
+
+def first_position(start, stride: int):
+    """The first position on the grid ``0, s, 2s, ...`` at or after ``start``."""
+    return -(-start // stride) * stride

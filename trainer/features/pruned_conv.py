@@ -35,7 +35,7 @@ import numpy as np
 from onnx import TensorProto
 
 from trainer.features import pruning
-from trainer.features.kernels import KERNEL_LENGTH, KERNELS, taps
+from trainer.features.kernels import KERNEL_LENGTH, KERNELS, pool_stride, taps
 from trainer.graph import GraphBuilder
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class PrunedConv:
     def __init__(self, banks: dict, kept: np.ndarray, window: int):
         self.banks, self.window = banks, int(window)
         self.kept = np.asarray(kept, np.int64)
+        # Every bank of a pool counts on the same grid of positions (KernelBank.stride).
+        self.stride = next(iter(banks.values())).stride
         c = next(iter(banks.values())).channel_mask.shape[2]
         self.n_channels = c
         bank_of, dil_of, ker_of, mask_of, bias_of, lo_of, len_of = [], [], [], [], [], [], []
@@ -111,7 +113,7 @@ class PrunedConv:
         self.rows = rows
         self.identity_rows = bool(np.array_equal(rows, np.arange(offset)))
         lo, length = np.concatenate(lo_of), np.concatenate(len_of)
-        t = np.arange(self.window)
+        t = np.arange(0, self.window, self.stride)  # the positions the strided Conv outputs
         self.mask = ((t >= lo[:, None]) & (t < (length - lo)[:, None])).astype(np.float32)
         self.all_counted = bool(self.mask.all())
         self.inv_count = (np.float32(1.0) / self.mask.sum(axis=1)).astype(np.float32)
@@ -139,9 +141,9 @@ class PrunedConv:
         """Kept PPV features ``[N, k]`` of windows ``[N, W, C]`` float32."""
         s = self.stacked(x)
         n, w, _ = s.shape
-        convs = [taps(s, d).reshape(n, w, -1)
+        convs = [taps(s, d)[:, ::self.stride].reshape(n, -(-w // self.stride), -1)
                  @ np.ascontiguousarray(weights.reshape(len(weights), -1).T)
-                 for d, weights in self.plan]  # [N, T, R_d] each
+                 for d, weights in self.plan]  # [N, T / stride, R_d] each
         out = convs[0] if len(convs) == 1 else np.concatenate(convs, axis=2)
         if not self.identity_rows:
             out = out[:, :, self.rows]
@@ -189,7 +191,8 @@ class PrunedConv:
             pad = (KERNEL_LENGTH // 2) * d
             outs.append(g.op("Conv", [x, g.const(f"{prefix}_d{d}_kernels", weights)],
                              name=f"{prefix}_d{d}", kernel_shape=[KERNEL_LENGTH],
-                             dilations=[d], pads=[pad, pad]))
+                             dilations=[d], pads=[pad, pad],
+                             **({"strides": [self.stride]} if self.stride > 1 else {})))
         out = outs[0] if len(outs) == 1 else g.op("Concat", outs, name=f"{prefix}_convs", axis=1)
         if not self.identity_rows:
             out = g.op("Gather", [out, g.const(f"{prefix}_rows", self.rows)],
@@ -245,7 +248,8 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
                             max_dilations_per_kernel=family.max_dilations_per_kernel,
                             random_state=seed)
 
-    full = pool_family().fit(x)
+    stride = pool_stride(x.shape[1], family.positions)
+    full = pool_family().fit_banks(x, stride)
     pool = full.n_features_out_
     if keep != "auto" and int(keep) > pool:
         raise ValueError(f"keep={keep} is more than the pool of {pool} features")
@@ -261,7 +265,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
             splits = folds(y, seed)
         accs = []
         for tr, va in splits:
-            fold_pool = pool_family().fit(x[tr])
+            fold_pool = pool_family().fit_banks(x[tr], stride)
             F = fold_pool.transform(x)
             removed, acc, _ = pruning.detach(F[tr], codes[tr], n_classes, sizes,
                                              F[va], codes[va], seed=seed)
