@@ -202,43 +202,48 @@ def count_above(attrs: dict, consts) -> Callable:
 
 def group_convs(nodes: list[Node], values: dict) -> list[Node]:
     """Conv nodes on one input share one zero-padded copy of it (``ConvPad``, at the first
-    one's place); those with the same dilation and kernel size become one ``ConvGroup``
-    step (one gather of the taps, one matmul of the stacked kernels) and a ``ConvRows``
-    view per node."""
-    by_input: dict[str, list[tuple[Node, np.ndarray, int, tuple[int, int]]]] = {}
+    one's place); those with the same dilation, stride and kernel size become one
+    ``ConvGroup`` step (one gather of the taps, one matmul of the stacked kernels) and a
+    ``ConvRows`` view per node. Strided nodes group only with the same pads (their output
+    grids would not line up)."""
+    by_input: dict[str, list[tuple[Node, nk.ConvSpec]]] = {}
     for n in nodes:
         if n.op_type != "Conv" or n.domain not in ("", "ai.onnx"):
             continue
         consts = tuple(values.get(i) if i else None for i in n.inputs)
-        w, d, pads = nk.conv_shape(n.attributes, consts)
-        by_input.setdefault(n.inputs[0], []).append((n, w, d, pads))
+        by_input.setdefault(n.inputs[0], []).append((n, nk.conv_spec(n.attributes, consts)))
     before: dict[int, list[Node]] = {}  # id(node) -> the steps that replace it
     for x, convs in by_input.items():
-        pad_in = max(max(p) for *_, p in convs)
+        pad_in = max(max(spec.pads) for _, spec in convs)
         padded = f"{x}__padded"
         before[id(convs[0][0])] = [Node("ConvPad", [x], [padded], name=padded, domain=FUSED,
                                         attributes={"pad": pad_in})]
-        groups: dict[tuple, list] = {}
-        for member in convs:
-            _, w, d, _ = member
-            groups.setdefault((d, w.shape[1], w.shape[2]), []).append(member)
-        for (d, _, k), members in groups.items():
-            pad = max(max(p) for *_, p in members)
-            kernels = np.concatenate([w for _, w, _, _ in members])
+        groups: dict[tuple, list[tuple[Node, nk.ConvSpec]]] = {}
+        for n, spec in convs:
+            key = (spec.dilation, spec.stride, spec.kernels.shape[1:],
+                   spec.pads if spec.stride > 1 else None)
+            groups.setdefault(key, []).append((n, spec))
+        for members in groups.values():
+            first = members[0][1]
+            pad = max(max(spec.pads) for _, spec in members)
+            pads = first.pads if first.stride > 1 else (pad, pad)
+            kernels = np.concatenate([spec.kernels for _, spec in members])
             biases = [values.get(m.inputs[2]) if len(m.inputs) > 2 and m.inputs[2] else None
-                      for m, *_ in members]
+                      for m, _ in members]
             bias = None if all(b is None for b in biases) else np.concatenate(
-                [np.zeros(w.shape[0], np.float32) if b is None else b.reshape(-1)
-                 for (_, w, _, _), b in zip(members, biases, strict=True)]).astype(np.float32)
+                [np.zeros(spec.kernels.shape[0], np.float32) if b is None else b.reshape(-1)
+                 for (_, spec), b in zip(members, biases, strict=True)]).astype(np.float32)
             stacked = f"{members[0][0].outputs[0]}__stacked"
             group = Node("ConvGroup", [padded], [stacked], name=stacked, domain=FUSED,
-                         attributes={"kernels": kernels, "bias": bias, "k": k, "d": d,
-                                     "offset": pad_in - pad})
+                         attributes={"spec": nk.ConvSpec(kernels, first.dilation,
+                                                          first.stride, pads),
+                                     "bias": bias, "pad_in": pad_in})
             row = 0
-            for i, (m, w, _, (left, right)) in enumerate(members):
-                rows = slice(row, row + w.shape[0])
-                row += w.shape[0]
-                cols = slice(pad - left, -(pad - right) or None)
+            for i, (m, spec) in enumerate(members):
+                rows = slice(row, row + spec.kernels.shape[0])
+                row += spec.kernels.shape[0]
+                left, right = spec.pads
+                cols = slice(pads[0] - left, -(pads[1] - right) or None)
                 view = Node("ConvRows", [stacked], list(m.outputs), name=m.name, domain=FUSED,
                             attributes={"index": (slice(None), rows, cols)})
                 before.setdefault(id(m), []).extend([group, view] if i == 0 else [view])
@@ -261,23 +266,25 @@ def conv_pad(pad: int) -> Callable:
     return run
 
 
-def conv_group(kernels: np.ndarray, bias: np.ndarray | None, k: int, d: int,
-               offset: int) -> Callable:
-    """Stacked 1-D convolutions of a padded input: ``taps[b, c, j, t] = xp[b, c, offset +
-    t + j d]`` gathered with one index array (made once per input length), then one matmul
-    of the flattened kernels ``[K, C k]`` with the taps ``[B, C k, T']``."""
-    w2 = np.ascontiguousarray(kernels.reshape(kernels.shape[0], -1))
+def conv_group(spec: nk.ConvSpec, bias: np.ndarray | None, pad_in: int) -> Callable:
+    """Stacked 1-D convolutions of an input padded by ``pad_in`` either side: ``taps[b, c,
+    j, t] = xp[b, c, pad_in - pads[0] + t stride + j d]`` gathered with one index array
+    (made once per input length), then one matmul of the flattened kernels ``[K, C k]``
+    with the taps ``[B, C k, T']``."""
+    w = spec.kernels
+    k = w.shape[2]
+    w2 = np.ascontiguousarray(w.reshape(w.shape[0], -1))
     b = None if bias is None else bias.reshape(1, -1, 1)
     index_of: dict[int, np.ndarray] = {}
-    span = d * (k - 1)
+    offset = pad_in - spec.pads[0]
 
     def run(xp):
         n, c, t = xp.shape
         index = index_of.get(t)
         if index is None:
-            out_t = t - 2 * offset - span
-            index = index_of[t] = (offset + np.arange(out_t)[None, :]
-                                   + d * np.arange(k)[:, None])
+            out_t = spec.out_len(t - 2 * pad_in)
+            index = index_of[t] = (offset + spec.stride * np.arange(out_t)[None, :]
+                                   + spec.dilation * np.arange(k)[:, None])
         taps = xp[:, :, index]  # [B, C, k, T'], C-contiguous
         out = np.matmul(w2, taps.reshape(n, c * k, index.shape[1]))
         if b is not None:
@@ -351,7 +358,7 @@ def fused_kernel(node: Node, consts) -> Callable:
     if node.op_type == "ConvPad":
         return conv_pad(a["pad"])
     if node.op_type == "ConvGroup":
-        return conv_group(a["kernels"], a["bias"], a["k"], a["d"], a["offset"])
+        return conv_group(a["spec"], a["bias"], a["pad_in"])
     if node.op_type == "ConvRows":
         index = a["index"]
         return lambda x: x[index]

@@ -14,6 +14,7 @@ fresh intermediate array read by nobody else, which saves an allocation per node
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -257,54 +258,74 @@ def _argmin(attrs, consts=()):
     return lambda x: np.argmin(x, axis=axis, keepdims=keep).astype(np.int64)
 
 
-def conv_shape(attrs, consts) -> tuple[np.ndarray, int, tuple[int, int]]:
-    """Kernels ``[K, C, k]``, dilation and pads of a 1-D Conv node, checked.
+@dataclass(frozen=True)
+class ConvSpec:
+    """A checked 1-D Conv node: kernels ``[K, C, k]``, dilation, stride, pads."""
+
+    kernels: np.ndarray
+    dilation: int
+    stride: int
+    pads: tuple[int, int]
+
+    @property
+    def span(self) -> int:
+        return self.dilation * (self.kernels.shape[2] - 1)
+
+    def out_len(self, t: int) -> int:
+        """Output positions for an input of ``t`` samples (ONNX Conv, no auto_pad)."""
+        return (t + self.pads[0] + self.pads[1] - self.span - 1) // self.stride + 1
+
+
+def conv_spec(attrs, consts) -> ConvSpec:
+    """The kernels, dilation, stride and pads of a 1-D Conv node, checked.
 
     Raises
     ------
     UnsupportedModel
-        If the node is not a 1-D, stride 1, ungrouped Conv with constant kernels and bias.
+        If the node is not a 1-D, ungrouped Conv with constant kernels and bias.
     """
     if attrs.get("group", 1) != 1 or attrs.get("auto_pad", "NOTSET") != "NOTSET":
         raise UnsupportedModel("Conv with group != 1 or auto_pad is not supported")
-    strides = attrs.get("strides", [1])
-    if list(strides) != [1] * len(strides):
-        raise UnsupportedModel("Conv with strides != 1 is not supported")
+    strides = [int(s) for s in attrs.get("strides", [1])]
     dilation = attrs.get("dilations", [1])
     pads = [int(p) for p in attrs.get("pads", [0, 0])]
-    if len(dilation) != 1 or len(pads) != 2 or min(pads) < 0:
-        raise UnsupportedModel("only 1-D Conv without negative pads is supported")
+    if len(dilation) != 1 or len(strides) != 1 or len(pads) != 2 or min(pads) < 0 \
+            or strides[0] < 1:
+        raise UnsupportedModel("only 1-D Conv with positive strides and no negative pads "
+                               "is supported")
     w = _const(consts, 1)
     if w is None or w.ndim != 3:
         raise UnsupportedModel("Conv needs constant 1-D kernels")
     if len(consts) > 2 and consts[2] is None:
         raise UnsupportedModel("Conv needs a constant bias")
-    return w, int(dilation[0]), (pads[0], pads[1])
+    return ConvSpec(w, int(dilation[0]), strides[0], (pads[0], pads[1]))
 
 
-def conv_taps(x: np.ndarray, k: int, d: int, before: int, after: int) -> np.ndarray:
-    """``[B, C*k, T']`` with ``taps[b, c*k + j, t] = padded x[b, c, t + j*d]``: one copy."""
+def conv_taps(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``[B, C*k, T']`` with ``taps[b, c*k + j, t] = padded x[b, c, t*stride + j*d]``."""
     n, c, t = x.shape
+    before, after = spec.pads
     if before or after:
         xp = np.zeros((n, c, t + before + after), x.dtype)
         xp[:, :, before:before + t] = x
     else:
         xp = x
-    out_t = xp.shape[2] - d * (k - 1)
+    k, out_t = spec.kernels.shape[2], spec.out_len(t)
     st = xp.strides
     view = np.lib.stride_tricks.as_strided(
-        xp, (n, c, k, out_t), (st[0], st[1], st[2] * d, st[2]), writeable=False)
+        xp, (n, c, k, out_t), (st[0], st[1], st[2] * spec.dilation, st[2] * spec.stride),
+        writeable=False)
     return view.reshape(n, c * k, out_t)
 
 
 def _conv(attrs, consts=()):
-    w, d, (before, after) = conv_shape(attrs, consts)
+    spec = conv_spec(attrs, consts)
+    w = spec.kernels
     w2 = np.ascontiguousarray(w.reshape(w.shape[0], -1))
     bias = None if _const(consts, 2) is None else consts[2].reshape(1, -1, 1)
-    k = w.shape[2]
 
     def run(x, *_):
-        out = np.matmul(w2, conv_taps(x, k, d, before, after))
+        out = np.matmul(w2, conv_taps(x, spec))
         if bias is not None:
             out += bias
         return out
