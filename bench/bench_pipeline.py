@@ -161,11 +161,14 @@ def aeon_data_dir() -> Path:
     return Path(aeon.datasets.__file__).parent / "data"
 
 
-def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool = False) -> None:
+def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool = False,
+                     save: Path | None = None) -> None:
     """Our default fit (int8) vs aeon's MiniRocketClassifier at its defaults, per set.
 
     ``calibrate``: the budget (and the latency shown) is scaled by :func:`load_factor`
-    measured before each set.
+    measured before each set. ``save``: each set's int8 model and a test window are written
+    to ``save/NAME.int8.onnx`` and ``save/NAME.window.npy`` (to time them elsewhere, e.g.
+    under ``deploy/arm64`` emulation with ``bench/bench_runtime.py``-style timing).
     """
     import aeon
     from aeon.classification.convolution_based import MiniRocketClassifier
@@ -192,6 +195,10 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
         our_fit = time.process_time() - t0
         r = result.report
         int8 = sessions.session(result.int8_model)
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            (save / f"{name}.int8.onnx").write_bytes(result.int8_model.SerializeToString())
+            np.save(save / f"{name}.window.npy", test.X[:1])
         our_b1 = sessions.cpu_latency_us(int8, test.X[0]) / factor
         clf = MiniRocketClassifier(random_state=0)
         t0 = time.process_time()
@@ -257,6 +264,8 @@ def main() -> None:
                         help="--vs-minirocket on a busy machine: scale the budget (and the "
                              "latency shown) by how much slower a reference model runs now "
                              "than on the idle machine")
+    parser.add_argument("--save-models", type=Path, metavar="DIR",
+                        help="--vs-minirocket: also write each set's int8 model to DIR")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
     warnings.filterwarnings("ignore")
@@ -268,7 +277,7 @@ def main() -> None:
     if args.vs_minirocket:
         root = args.datasets or aeon_data_dir()
         minirocket_table(root, classification_sets(root), only, args.budget_us,
-                         args.calibrate_load)
+                         args.calibrate_load, args.save_models)
         return
     min_time, repeats = (0.2, 3) if args.quick else (2.0, 7)
     if not args.no_latency:
