@@ -7,7 +7,7 @@
    publish) vs a null paho subscriber that only ``json.loads`` each message, same QoS, same
    broker, same publishers (``mosquitto_pub -l``, one per device), alternating rounds.
    Goal: >= 0.95x. The daemon runs as installed (orjson) and with the standard library's
-   json only; a second null subscriber on edge.mqtt's client (read-ahead) shows what the
+   json only; a second null subscriber on edge.mqtt's client (own framing) shows what the
    daemon's own work costs on top of the same receive path.
 2. Samples/s with batch payloads (``{"samples": [[x, y, z] * 100]}``), as installed and
    with the standard library's json only. Goal: >= 500k/s.
@@ -22,14 +22,16 @@
    process vs two with ``--shard 0/2`` and ``--shard 1/2`` on the same broker: summed
    classification throughput, each daemon's CPU per owned message vs the single daemon's,
    and the share of a shard daemon's CPU spent on the other shard's messages (measured by
-   sending it only those). On a 2-core machine the broker and publishers compete for the
-   same cores, so this measures cost more than scaling.
+   sending it only those; also less what the daemon spends per second with no input at
+   all, measured for 2 s before each round). On a 2-core machine the broker and publishers
+   compete for the same cores, so this measures cost more than scaling.
 7. The same batches (100 samples x 3 channels) as JSON, binary sample blocks, CBOR and
    Sparkplug B DDATA (metrics by alias), alternating rounds (``--only formats``). Goals:
    binary >= 3M samples/s and >= 4x JSON; Sparkplug B >= JSON.
 8. Metrics scrape: one-sample JSON throughput (QoS 1) of the daemon with ``--metrics-port``
-   and a client fetching ``/metrics`` every second, vs the same daemon without a metrics
-   server, alternating rounds. Goal: within 3%.
+   and a client process fetching ``/metrics`` every second, vs the same daemon without a
+   metrics server (and the client process idle), in pairs of rounds whose order alternates;
+   the median and range of the per-pair ratios (``--only scrape``). Goal: within 3%.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ try:
 except ImportError:
     HAVE_ORJSON = False
 
+# Seconds each --shard benchmark daemon is watched with no input, for its idle CPU rate.
+IDLE_S = 2.0
 # Unbounded queues so a slow subscriber is measured, not broker drops. set_tcp_nodelay: without
 # it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
 BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
@@ -104,10 +108,12 @@ def blast(broker: Broker, files, qos: int) -> None:
 class NullSubscriber:
     """A paho subscriber that only json.loads each message (the comparison baseline).
 
-    ``edge_client``: on edge.mqtt's client (read-ahead) instead of a stock paho client.
+    ``edge_client``: on edge.mqtt's client (its own framing) instead of a stock paho client.
+    ``loads``: what it does with each payload instead; ``topic``: what it subscribes to.
     """
 
-    def __init__(self, broker: Broker, qos: int, edge_client: bool = False):
+    def __init__(self, broker: Broker, qos: int, edge_client: bool = False,
+                 loads=json.loads, topic: str = "sensors/+/#"):
         self.count = 0
         self.first = self.last = 0.0
         if edge_client:
@@ -121,14 +127,14 @@ class NullSubscriber:
         def on_message(client, userdata, msg):
             if not self.count:
                 self.first = (time.perf_counter(), time.process_time())
-            json.loads(msg.payload)
+            loads(msg.payload)
             self.count += 1
 
         self.client.on_message = on_message
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe("sensors/+/#", qos)
+        self.client.subscribe(topic, qos)
         ready.wait(5)
 
     def close(self):
@@ -136,10 +142,15 @@ class NullSubscriber:
         self.client.loop_stop()
 
 
-def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, float]:
-    """(messages per wall second, messages per CPU second of this process)."""
-    sub = NullSubscriber(broker, qos, edge_client)
-    blast(broker, files, qos)
+def run_null(broker, files, n, qos, edge_client: bool = False, blast_with=None,
+             **kwargs) -> tuple[float, float]:
+    """(messages per wall second, messages per CPU second of this process).
+
+    ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``kwargs`` go to
+    :class:`NullSubscriber`.
+    """
+    sub = NullSubscriber(broker, qos, edge_client, **kwargs)
+    (blast_with or blast)(broker, files, qos)
     deadline = time.monotonic() + 120
     while sub.count < n and time.monotonic() < deadline:
         time.sleep(0.002)  # the same completion poll as for the daemon
@@ -151,45 +162,65 @@ def run_null(broker, files, n, qos, edge_client: bool = False) -> tuple[float, f
 
 
 class Scraper:
-    """Fetch ``url`` every ``interval`` seconds, as Prometheus would.
+    """Fetch ``url`` every ``interval`` seconds from a child process, as Prometheus would.
 
-    With ``curl`` in a child process, so the client's own CPU is not counted as the daemon's
-    (both run in this process otherwise).
+    The child (this script with ``--scrape``) starts before the round is timed and stays
+    for the whole round, so neither its start nor its CPU is counted as the daemon's, and
+    no process is started per scrape (a ``curl`` a second cost more than the scrape). With
+    ``url=None`` it only waits: the rounds without metrics get the same idle process.
     """
 
-    def __init__(self, url: str, interval: float = 1.0):
-        self.url, self.interval = url, interval
+    def __init__(self, url: str | None, interval: float = 1.0):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--scrape", url or "-",
+                                      str(interval)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the scraper process did not start")
         self.times: list[float] = []
         self.sizes: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        curl = require("curl")
-        while not self._stop.is_set():
-            began = time.perf_counter()
-            body = subprocess.run([curl, "-fsS", "--max-time", "5", self.url],
-                                  capture_output=True, check=True).stdout
-            self.times.append(time.perf_counter() - began)
-            self.sizes.append(len(body))
-            self._stop.wait(self.interval)
 
     def stop(self):
-        self._stop.set()
-        self._thread.join()
+        out = self.proc.communicate("", timeout=30)[0]  # EOF on its stdin: it stops
+        for line in filter(None, out.splitlines()):
+            took, size = line.split()
+            self.times.append(float(took))
+            self.sizes.append(int(size))
+
+
+def scrape_main(url: str, interval: str) -> int:
+    """``--scrape``: the child side of :class:`Scraper`; one line per scrape at the end."""
+    from urllib.request import urlopen
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print("ready", flush=True)
+    rows = []
+    while not stop.wait(0 if url != "-" and not rows else float(interval)):
+        if url == "-":
+            continue
+        began = time.perf_counter()
+        with urlopen(url, timeout=5) as reply:
+            size = len(reply.read())
+        rows.append(f"{time.perf_counter() - began:.6f} {size}")
+    if rows:
+        print("\n".join(rows), flush=True)
+    return 0
 
 
 def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
                       fast_json: bool | None = None, payload: str = "json",
                       before=None, timeout: float = 180.0, blast_with=None,
-                      runtime: str = "auto", scrape: bool = False) -> tuple:
+                      runtime: str = "auto", scrape: bool | None = None,
+                      until_idle: bool = False, config: dict | None = None) -> tuple:
     """(samples per wall second, per CPU second, stats); ``fast_json=False``: stdlib json.
 
     ``payload``: the daemon's ``--payload``; ``before()`` runs once it has subscribed;
     ``blast_with(broker, files, qos)`` publishes instead of :func:`blast`; ``runtime``:
-    the inference runtime (edge/runtime/). ``scrape``: with a metrics server, fetched every
-    second while the messages flow (the scrape times go into ``stats["scrapes"]``).
+    the inference runtime (edge/runtime/). ``scrape=True``: with a metrics server, fetched every
+    second while the messages flow (the scrape times go into ``stats["scrapes"]``);
+    ``scrape=False``: no metrics server, the scraper's child process idle beside it.
+    ``until_idle``: stop the clock when the worker has classified the last windows too.
+    ``config``: more daemon settings.
     """
     from edge.config import load_config
     from edge.daemon import Daemon
@@ -198,7 +229,7 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     from tests.mqtt_helpers import free_port
 
     values = {"model": str(model), "broker": broker.url, "node": "bench", "qos": qos,
-              "queue_size": 200000, "payload": payload, "runtime": runtime}
+              "queue_size": 200000, "payload": payload, "runtime": runtime, **(config or {})}
     if scrape:
         values["metrics_port"] = free_port()
     cfg = load_config(values, env={})
@@ -217,9 +248,12 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     d.link.client.on_message = _guarded(timed)
     d.start()
     d.link.subscribed.wait(5)
+    began = {t.native_id: thread_cpu_seconds(t.native_id) for t in threading.enumerate()}
     if before is not None:
         before()
-    scraper = Scraper(f"http://127.0.0.1:{cfg.metrics_port}/metrics") if scrape else None
+    # scrape=False in a round that is compared with scraped ones: the same idle child.
+    scraper = None if scrape is None else Scraper(
+        f"http://127.0.0.1:{cfg.metrics_port}/metrics" if scrape else None)
     (blast_with or blast)(broker, files, qos)
     total = n * samples_per_msg
     deadline = time.monotonic() + timeout
@@ -228,10 +262,19 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
     # Every sample buffered and every window classified and handed to paho.
     while d.runner.queue and time.monotonic() < deadline:
         time.sleep(0.002)
+    # The queue is empty as soon as the worker took the last items, and ``samples`` counts
+    # them as they are pushed: the windows of that last cycle are classified (and counted)
+    # after both. ``until_idle``: wait for the worker to finish it (it goes idle only with
+    # an empty queue after a whole cycle).
+    while until_idle and not d.runner._idle and time.monotonic() < deadline:
+        time.sleep(0.0005)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    stats["thread_cpu"] = {t.name: thread_cpu_seconds(t.native_id) - began.get(t.native_id, 0.0)
+                           for t in threading.enumerate() if t.native_id in began}
     if scraper is not None:
         scraper.stop()
+    if scrape:
         stats["scrapes"] = scraper.times
         stats["scrape_bytes"] = scraper.sizes[-1]
         # CPU of one scrape's collection and formatting (the daemon idle now, all threads).
@@ -295,21 +338,34 @@ def bench_batches(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
 
 
 def bench_scrape(broker, model, workdir, n, rounds) -> dict:
-    """Throughput with a 1 s /metrics scrape vs without, alternating rounds (QoS 1)."""
+    """Throughput with a 1 s /metrics scrape vs without (QoS 1), in pairs of rounds.
+
+    The pairs alternate their order (plain first, then scraped first, ...) so a machine
+    getting busier or quieter during the run does not favour one side; each pair's ratio
+    compares two rounds a few seconds apart. Returns the medians, every round, and the
+    median, lowest and highest of the per-pair ratios (wall and messages per CPU-second).
+    """
     files = one_sample_files(workdir, n, 4, seed=2)
     runs = {"plain": [], "scraped": []}
     scrapes, cpu = [], []
     size = 0
-    for _ in range(rounds):
-        runs["plain"].append(run_daemon_inproc(broker, model, files, n, 1)[:2])
-        *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=True)
-        runs["scraped"].append(tuple(rates))
-        scrapes += stats["scrapes"]
-        cpu.append(stats["scrape_cpu_s"])
-        size = stats["scrape_bytes"]
-    return {"scrapes": len(scrapes), "scrape_ms": 1000 * statistics.median(scrapes),
-            "scrape_cpu_ms": 1000 * statistics.median(cpu),
-            "scrape_bytes": size, **medians(runs)}
+    for i in range(rounds):
+        for scraped in (False, True) if i % 2 == 0 else (True, False):
+            *rates, stats = run_daemon_inproc(broker, model, files, n, 1, scrape=scraped)
+            runs["scraped" if scraped else "plain"].append(tuple(rates))
+            if scraped:
+                scrapes += stats["scrapes"]
+                cpu.append(stats["scrape_cpu_s"])
+                size = stats["scrape_bytes"]
+    med = statistics.median
+    pairs = {k: [s[k] / p[k] for p, s in zip(runs["plain"], runs["scraped"], strict=True)]
+             for k in (0, 1)}
+    walls = [p[0] for p in runs["plain"]]
+    return {"scrapes": len(scrapes), "scrape_ms": 1000 * med(scrapes),
+            "scrape_cpu_ms": 1000 * med(cpu), "scrape_bytes": size,
+            "pair_wall": (med(pairs[0]), min(pairs[0]), max(pairs[0])),
+            "pair_cpu": (med(pairs[1]), min(pairs[1]), max(pairs[1])),
+            "plain_spread": max(walls) / min(walls) - 1, **medians(runs)}
 
 
 FORMATS = ("json", "binary", "cbor", "sparkplug")
@@ -334,55 +390,85 @@ def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, 
         "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
 
 
-class PahoBlast:
-    """Publishers for payloads ``mosquitto_pub -l`` cannot send (NUL and newline bytes).
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length" field."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
-    ``procs`` child processes (this script with ``--publish``) each connect one paho client,
-    read their (topic, payload) list, wait for the go, publish everything at QoS 0 (no
-    PUBACK round trips to wait for) and exit once all of it is written. Every format of [7]
-    goes through them.
+
+def mqtt_publish_packets(messages: list[tuple[str, bytes]]) -> bytes:
+    """QoS 0 PUBLISH packets (MQTT 3.1.1 framing) of ``(topic, payload)``, back to back."""
+    out = []
+    for topic, payload in messages:
+        t = topic.encode()
+        body = len(t).to_bytes(2, "big") + t
+        out += [b"\x30", _remaining_length(len(body) + len(payload)), body, payload]
+    return b"".join(out)
+
+
+class RawBlast:
+    """A publisher that is not the bottleneck: pre-encoded QoS 0 PUBLISH packets.
+
+    Every format of [7] goes through it (blocks, CBOR and protobuf hold NUL and newline
+    bytes, so ``mosquitto_pub -l`` cannot send them). One child process (this script with
+    ``--publish``) connects a plain socket (MQTT 3.1.1 CONNECT, waits for the CONNACK),
+    says "ready", waits for the go and writes the packets, all encoded here beforehand, with
+    ``sendall`` in 256 kB slices; then DISCONNECT. No client library, no per-message work
+    in the sender: about a second of one core per GB, so the broker and the daemon set the
+    rate.
     """
 
-    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
-                 procs: int = 2):
-        import pickle
-
-        self.procs = []
-        for k in range(procs):
-            path = workdir / f"blast{k}.pickle"
-            path.write_bytes(pickle.dumps(messages[k::procs]))
-            self.procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--publish", broker.host, str(broker.port),
-                 str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-        for p in self.procs:  # each says "ready" once connected
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a publisher did not connect")
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]]):
+        path = workdir / "blast.mqtt"
+        path.write_bytes(mqtt_publish_packets(messages))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher did not connect")
 
     def __call__(self, *_args) -> None:
-        for p in self.procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in self.procs:
-            if p.wait(120) != 0:
-                raise RuntimeError("a publisher failed")
+        began = time.perf_counter()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if self.proc.wait(120) != 0:
+            raise RuntimeError("the publisher failed")
+        self.seconds = time.perf_counter() - began  # until the broker had read it all
 
 
 def publish_main(host: str, port: str, path: str) -> int:
-    """``--publish``: the child side of :class:`PahoBlast`."""
-    import pickle
+    """``--publish``: the child side of :class:`RawBlast`."""
+    import socket
 
-    messages = pickle.loads(Path(path).read_bytes())
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.max_inflight_messages_set(100)
-    client.connect(host, int(port))
-    client.loop_start()
+    packets = Path(path).read_bytes()
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    client_id = f"bench-raw-{os.getpid()}".encode()
+    body = (b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id)
+    sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+    connack = b""
+    while len(connack) < 4:
+        chunk = sock.recv(4 - len(connack))
+        if not chunk:
+            return 1
+        connack += chunk
+    if connack[0] != 0x20 or connack[3] != 0:
+        print(f"CONNACK refused: {connack!r}", flush=True)
+        return 1
     print("ready", flush=True)
     sys.stdin.readline()
-    infos = [client.publish(topic, payload, qos=0) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(60)
-    client.disconnect()
-    client.loop_stop()
+    view = memoryview(packets)
+    step = 256 * 1024
+    for lo in range(0, len(view), step):
+        sock.sendall(view[lo:lo + step])
+    sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker delivers everything before it
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)  # the broker closes once it has read it all
+    sock.close()
     return 0
 
 
@@ -431,19 +517,54 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
         client.disconnect()
         client.loop_stop()
 
+    broker_cpu = {fmt: [] for fmt in FORMATS}
+    pub_share = {fmt: [] for fmt in FORMATS}
+    threads = {fmt: {} for fmt in FORMATS}  # "paho" (network) / "sigmoid" (worker) CPU a msg
+    runs["receive_only"] = []
+    runs["binary_hop3200"] = []
     for _ in range(rounds):
         for fmt in FORMATS:
             topic = topics.get(fmt, "sensors/dev{d}/a")
             messages = [(topic.format(d=i % devices), payloads[fmt]) for i in range(n_msgs)]
-            blaster = PahoBlast(broker, workdir, messages)
+            blaster = RawBlast(broker, workdir, messages)
+            began = cpu_seconds(broker.proc.pid)
+            # Every classification is published (no max_pending_outputs bound): the whole way.
             rate, cpu, stats[fmt] = run_daemon_inproc(
                 broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload=fmt,
-                before=births if fmt == "sparkplug" else None, blast_with=blaster)
+                before=births if fmt == "sparkplug" else None, blast_with=blaster,
+                until_idle=True, config={"max_pending_outputs": 10**9})
+            broker_cpu[fmt].append((cpu_seconds(broker.proc.pid) - began) / n_msgs)
+            # Share of the round the publisher took (the broker had read every message then).
+            pub_share[fmt].append(blaster.seconds * rate / (n_msgs * per_msg))
+            for name, seconds in stats[fmt]["thread_cpu"].items():
+                if name.startswith(("paho", "sigmoid-edge-worker")):
+                    threads[fmt].setdefault(name.split("-")[0], []).append(seconds / n_msgs)
             runs[fmt].append((rate, cpu))
+        # Binary with 1% of the windows (hop 3200): what the classifications cost.
+        messages = [(f"sensors/dev{i % devices}/a", payloads["binary"]) for i in range(n_msgs)]
+        rate, cpu, few = run_daemon_inproc(
+            broker, model, None, n_msgs, 1, samples_per_msg=per_msg, payload="binary",
+            blast_with=RawBlast(broker, workdir, messages), until_idle=True,
+            config={"max_pending_outputs": 10**9, "hop": 3200})
+        runs["binary_hop3200"].append((rate, cpu))
+        stats["binary_hop3200"] = few
+        # The receive path alone: the daemon's MQTT client taking the binary messages and
+        # doing nothing with them (what bounds any daemon built on it).
+        wall, cpu = run_null(broker, None, n_msgs, 0, edge_client=True, loads=len,
+                             blast_with=RawBlast(broker, workdir, messages))
+        runs["receive_only"].append((wall * per_msg, cpu * per_msg))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
-            "windows": {fmt: st["windows"] for fmt, st in stats.items()}, **medians(runs)}
+            "windows": {fmt: st["windows"] for fmt, st in stats.items()},
+            "output_drops": {fmt: st["output_drops"] for fmt, st in stats.items()},
+            "broker_us": {fmt: 1e6 * statistics.median(v) for fmt, v in broker_cpu.items()},
+            "publisher_share": {fmt: statistics.median(v) for fmt, v in pub_share.items()},
+            "network_us": {fmt: 1e6 * statistics.median(t.get("paho", [0]))
+                           for fmt, t in threads.items()},
+            "worker_us": {fmt: 1e6 * statistics.median(t.get("sigmoid", [0]))
+                          for fmt, t in threads.items()},
+            **medians(runs)}
 
 
 def start_daemon(broker, model, *args) -> tuple[subprocess.Popen, float]:
@@ -476,10 +597,18 @@ def stop_daemon(proc) -> None:
     proc.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, stat: str = "/proc/{pid}/stat") -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(stat.format(pid=pid)).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(tid: int) -> float:
+    """User + system CPU time of one thread of this process so far (0 once it is gone)."""
+    try:
+        return cpu_seconds(tid, "/proc/self/task/{pid}/stat")
+    except OSError:
+        return 0.0
 
 
 def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
@@ -506,7 +635,13 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
         deadline = time.monotonic() + 60
         while not all(n in latest for n in nodes) and time.monotonic() < deadline:
             time.sleep(0.05)
+        # What each daemon spends with no input at all (stats publishing, timers, paho's
+        # keepalive), per second: a cost of time, not of messages.
+        idle0, began = [cpu_seconds(p.pid) for p in procs], time.perf_counter()
+        time.sleep(IDLE_S)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
+        idle = [(c - c0) / (time.perf_counter() - began) for c, c0 in zip(cpu0, idle0,
+                                                                          strict=True)]
         t0 = time.perf_counter()
         blast(broker, files, 0)
         deadline = time.monotonic() + 180
@@ -516,7 +651,7 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
-        return {"wall": wall, "cpu": cpu, "stats": [latest[n] for n in nodes]}
+        return {"wall": wall, "cpu": cpu, "idle": idle, "stats": [latest[n] for n in nodes]}
     finally:
         for p in procs:
             stop_daemon(p)
@@ -542,21 +677,28 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     med = statistics.median
     one_cpu_per_msg = med(r["cpu"][0] / n for r in single)
     alien_cpu_per_msg = med(r["cpu"][0] / n_others for r in alien)
+    # The same, less what the daemon spends per second with no input at all.
+    alien_net_per_msg = med(max(r["cpu"][0] - r["idle"][0] * r["wall"], 0.0) / n_others
+                            for r in alien)
     out = {"messages": n, "devices": devices,
            "single_rate": med(n / r["wall"] for r in single),
            "pair_rate": med(n / r["wall"] for r in pair),
            "single_cpu_per_msg_us": one_cpu_per_msg * 1e6,
            "not_mine_cpu_per_msg_us": alien_cpu_per_msg * 1e6,
+           "not_mine_net_cpu_per_msg_us": alien_net_per_msg * 1e6,
+           "idle_cpu_share": med(r["idle"][0] for r in alien),
            "classifications": [r["stats"][0]["classifications"] for r in single][-1:]
            + [sum(s["classifications"] for s in r["stats"]) for r in pair][-1:]}
-    per_owned, share_alien = [], []
+    per_owned, share_alien, share_net = [], [], []
     for k in range(2):
         owned = med(r["stats"][k]["messages_in"] - r["stats"][k]["not_mine"] for r in pair)
         cpu = med(r["cpu"][k] for r in pair)
         per_owned.append(cpu / owned * 1e6)
         share_alien.append(alien_cpu_per_msg * (n - owned) / cpu)
+        share_net.append(alien_net_per_msg * (n - owned) / cpu)
     out["pair_cpu_per_owned_msg_us"] = per_owned
     out["pair_share_of_cpu_on_other_shards"] = share_alien
+    out["pair_share_net"] = share_net
     return out
 
 
@@ -678,15 +820,21 @@ def main() -> int:
                         print(f"    {title:>17}: {v['wall']:9,.0f} samples/s wall, "
                               f"{v['cpu']:9,.0f} per CPU-s; rounds {v['wall_all']}", flush=True)
             if "scrape" in parts:
-                sc = bench_scrape(broker, model, tmp, n, max(rounds, 2 if quick else 5))
+                sc = bench_scrape(broker, model, tmp, n, args.rounds or (4 if quick else 8))
+                results["scrape"] = sc
                 ratio = sc["scraped"]["wall"] / sc["plain"]["wall"]
-                print(f"[8] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), median of "
-                      f"{len(sc['plain']['wall_all'])} alternating rounds (goal >= 0.97x): "
-                      f"without {sc['plain']['wall']:,.0f} msg/s, with "
-                      f"{sc['scraped']['wall']:,.0f} msg/s ({ratio:.3f}x); CPU "
-                      f"{sc['scraped']['cpu'] / sc['plain']['cpu']:.3f}x; rounds without "
-                      f"{sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
-                      f"{sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
+                pw, pc = sc["pair_wall"], sc["pair_cpu"]
+                print(f"[8] /metrics every 1 s while {n} one-sample msgs flow (QoS 1), "
+                      f"{len(sc['plain']['wall_all'])} pairs of rounds in alternating order "
+                      f"(goal >= 0.97x):\n"
+                      f"    without {sc['plain']['wall']:,.0f} msg/s, with "
+                      f"{sc['scraped']['wall']:,.0f} msg/s (medians: {ratio:.3f}x); rounds "
+                      f"without {sc['plain']['wall_all']}, with {sc['scraped']['wall_all']}; "
+                      f"identical rounds without a scrape spread by {sc['plain_spread']:.0%}\n"
+                      f"    per pair, with / without: wall median {pw[0]:.3f}x (lowest "
+                      f"{pw[1]:.3f}x, highest {pw[2]:.3f}x), msgs per CPU-s median {pc[0]:.3f}x "
+                      f"({pc[1]:.3f}x to {pc[2]:.3f}x)\n"
+                      f"    {sc['scrapes']} scrapes of {sc['scrape_bytes']} bytes, median "
                       f"{sc['scrape_ms']:.1f} ms each; {sc['scrape_cpu_ms']:.2f} ms CPU to "
                       f"collect and format one (= {sc['scrape_cpu_ms'] / 10:.3f}% of a core at "
                       "one scrape a second)", flush=True)
@@ -704,9 +852,11 @@ def main() -> int:
                                   for x in sh["pair_cpu_per_owned_msg_us"]) + "\n"
                       f"    another shard's message costs {sh['not_mine_cpu_per_msg_us']:.1f} "
                       "us; share of each shard daemon's CPU on them (goal < 10%): "
-                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"]),
-                      flush=True)
-            f = bench_formats(broker, model, tmp, 500 if quick else 3000, 100, rounds) \
+                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_of_cpu_on_other_shards"])
+                      + f"\n    less the idle daemon's own CPU ({sh['idle_cpu_share']:.2%} of a "
+                      f"core with no input): {sh['not_mine_net_cpu_per_msg_us']:.1f} us, share "
+                      + ", ".join(f"{x:.1%}" for x in sh["pair_share_net"]), flush=True)
+            f = bench_formats(broker, model, tmp, 500 if quick else 10000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
             if f:
@@ -720,14 +870,27 @@ def main() -> int:
                     dec = f["decode"][fmt]
                     print(f"    {fmt:>10} ({f['bytes'][fmt]:5} B): {v['wall']:10,.0f} samples/s "
                           f"wall ({v['wall'] / json_rate:.2f}x json), {v['cpu']:10,.0f} per "
-                          f"CPU-s; {f['windows'][fmt]} windows; rounds {v['wall_all']}; "
+                          f"CPU-s; {f['windows'][fmt]} windows ({f['output_drops'][fmt]} not "
+                          f"published); rounds {v['wall_all']}; "
                           f"decoding alone {dec:11,.0f} samples per CPU-s "
-                          f"({dec / f['decode']['json']:.2f}x json)", flush=True)
+                          f"({dec / f['decode']['json']:.2f}x json); CPU a message: network "
+                          f"thread {f['network_us'][fmt]:.0f} us, worker {f['worker_us'][fmt]:.0f}"
+                          f" us, broker {f['broker_us'][fmt]:.0f} us; the publisher was done "
+                          f"after {f['publisher_share'][fmt]:.0%} of the round", flush=True)
+                v = f["binary_hop3200"]
+                print(f"    binary, hop 3200 ({f['windows']['binary_hop3200']} windows, 1% of "
+                      f"the above): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per CPU-s; "
+                      f"rounds {v['wall_all']}", flush=True)
+                v = f["receive_only"]
+                print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
+                      f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
+                      f"CPU-s; rounds {v['wall_all']}", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
                       f"(goal <= 1.5 s); all {[round(x, 2) for x in s['all']]}", flush=True)
             if "latency" not in parts:
+                print(f"load average after: {os.getloadavg()[0]:.2f}")
                 return 0
             lat = bench_latency(broker, lat_model, args.latency_seconds or (5 if quick else 30))
             print(f"[3] latency at {lat['rate']:.0f} msg/s over 100 devices: p50 "
@@ -744,6 +907,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--scrape"]:
+        raise SystemExit(scrape_main(*sys.argv[2:4]))
     if sys.argv[1:2] == ["--publish"]:
         raise SystemExit(publish_main(*sys.argv[2:5]))
     raise SystemExit(main())

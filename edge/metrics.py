@@ -13,6 +13,7 @@ memory is bytes (https://prometheus.io/docs/practices/naming/).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,11 +24,15 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     InfoMetricFamily,
 )
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from edge import __version__
-from edge.stats import Histogram, rss_bytes
+from edge.stats import Histogram
+
+try:
+    import resource
+except ImportError:  # not Unix
+    resource = None
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class DaemonCollector(Collector):
 
     def __init__(self, daemon):
         self.daemon = daemon
+        self.process = ProcessMetrics()
 
     def collect(self):
         d = self.daemon
@@ -156,7 +162,66 @@ class DaemonCollector(Collector):
                         outcomes)
         yield _labelled("model_update_rejections", "Model updates refused, by cause", "cause",
                         updates.rejected)
-        yield gauge("resident_memory_bytes", "Resident memory of the daemon", rss_bytes())
+        yield gauge("resident_memory_bytes", "Resident memory of the daemon",
+                    self.process.resident())
+        yield from self.process.collect()
+
+
+class ProcessMetrics:
+    """The standard ``process_*`` metrics, as ``prometheus_client``'s ProcessCollector names
+    them, for less per scrape.
+
+    ProcessCollector opens and parses ``/proc/self/stat`` and ``/proc/self/limits`` on every
+    scrape; here the start time is read once, CPU time and the descriptor limit are system
+    calls, and the one ``/proc/self/statm`` read serves the daemon's own resident-memory
+    gauge too (:meth:`resident`, read first in a scrape).
+    """
+
+    def __init__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._memory = (0.0, 0.0)
+        self.start = 0.0
+        try:  # boot time + the process's start in clock ticks since boot (fixed)
+            with open("/proc/stat", "rb") as f:
+                boot = next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
+            with open("/proc/self/stat", "rb") as f:
+                ticks = float(f.read().rsplit(b")", 1)[1].split()[19])
+            self.start = boot + ticks / os.sysconf("SC_CLK_TCK")
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+
+    def resident(self) -> float:
+        """Resident memory in bytes now (0 without ``/proc``); remembered for :meth:`collect`."""
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                size, rss = f.read().split()[:2]
+            self._memory = (float(size) * self._page, float(rss) * self._page)
+        except (OSError, ValueError):
+            self._memory = (0.0, 0.0)
+        return self._memory[1]
+
+    def collect(self):
+        times = os.times()
+        yield CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time spent "
+                                  "in seconds.", value=times.user + times.system)
+        size, rss = self._memory
+        if rss:
+            yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory size in "
+                                    "bytes.", value=size)
+            yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in "
+                                    "bytes.", value=rss)
+        if self.start:
+            yield GaugeMetricFamily("process_start_time_seconds", "Start time of the process "
+                                    "since unix epoch in seconds.", value=self.start)
+        try:
+            yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.",
+                                    value=len(os.listdir("/proc/self/fd")))
+        except OSError:
+            pass
+        if resource is not None:
+            yield GaugeMetricFamily("process_max_fds", "Maximum number of open file "
+                                    "descriptors.",
+                                    value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -209,7 +274,6 @@ class MetricsServer(ThreadingHTTPServer):
         self.edge_daemon = daemon
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(daemon))
-        ProcessCollector(registry=self.registry)  # CPU seconds, open files: read from /proc
         try:
             super().__init__((host, port), _Handler)
         except OSError as e:

@@ -4,27 +4,41 @@
 reads private attributes. Everything it relies on is listed in :data:`PAHO_INTERNALS`
 and checked by ``tests/test_paho_fast.py`` against the installed paho, so a paho release
 that renames or reshapes one fails that test loudly instead of slowing or breaking the
-daemon quietly; its behaviour (same bytes, same callbacks as stock paho) is checked
-against a real broker by ``tests/test_mqtt_client.py``.
+daemon quietly; the same test feeds identical bytes to this client and to stock paho and
+compares what each hands to ``on_message`` and writes back, and its behaviour against a
+real broker is checked by ``tests/test_mqtt_client.py``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-# Bytes asked of the socket per recv (see FastClient): hundreds of small sensor messages.
+# Bytes asked of the socket per recv (see FastClient): hundreds of small sensor messages;
+# for the rest of a large packet (a model push) up to RECV_MAX at a time.
 RECV_CHUNK = 64 * 1024
+RECV_MAX = 4 * 1024 * 1024
+# With skip_topic set: a small read that held nothing but skipped messages waits this long
+# before paho's loop selects again, so that the next read finds many messages instead of
+# one or two (a wake-up of paho's loop costs about as much as 15 skipped messages). What
+# arrives meanwhile, a message of this daemon's too, waits at most this long.
+SKIP_LINGER_S = 0.001
+SKIP_LINGER_BYTES = 4096
 
 # What FastClient relies on in paho.mqtt.client.Client: the methods it overrides or calls,
 # with their parameters (self excluded); the paho method that calls each override (if
 # paho stops calling it there, the override silently stops working); the instance
-# attributes it reads, and the keys of ``_in_packet`` it reads.
+# attributes it reads or sets; the keys of ``_in_packet`` (FastClient fills it in to hand a
+# packet to paho's own handlers, so they must be exactly these); and the instance
+# attributes of a ``Properties`` (an empty one is copied from a template by its __dict__).
 PAHO_INTERNALS = {
     "methods": {
         "_sock_recv": ["bufsize"],
@@ -33,21 +47,36 @@ PAHO_INTERNALS = {
         "loop_write": [],
         "_reconnect_wait": [],
         "_do_on_publish": ["mid", "reason_code", "properties"],
-        "_handle_publish": [],
+        "_packet_handle": [],
+        "_handle_on_message": ["message"],
+        "_loop_rc_handle": ["rc"],
+        "_easy_log": ["level", "fmt", "args"],
         "_send_puback": ["mid"],
+        "message_callback_add": ["sub", "callback"],
+        "message_callback_remove": ["sub"],
     },
     "called_from": {
-        "_sock_recv": "_packet_read",
         "_handle_pubackcomp": "_packet_handle",
         "_reconnect_wait": "loop_forever",
         "loop_read": "_loop",
-        "_handle_publish": "_packet_handle",
     },
     "attributes": ["_sock", "_in_packet", "_protocol", "_out_message_mutex", "_out_messages",
-                   "_out_packet", "_manual_ack"],
-    "in_packet_keys": ["packet", "command"],
+                   "_out_packet", "_manual_ack", "_msgtime_mutex", "_last_bytes_received",
+                   "_on_message", "_on_message_filtered", "_userdata", "_callback_mutex",
+                   "_in_callback_mutex", "suppress_exceptions"],
+    "in_packet_keys": ["command", "have_remaining", "remaining_count", "remaining_mult",
+                       "remaining_length", "packet", "to_process", "pos"],
+    "properties_attributes": ["packetType", "types", "names", "properties"],
+    # The slots FastClient fills in for a received message (see _message).
+    "message_slots": ["_topic", "dup", "info", "mid", "payload", "properties", "qos", "retain",
+                      "state", "timestamp"],
+    "message_info_slots": ["_condition", "_iterpos", "_published", "mid", "rc"],
 }
 
+_PUBLISH = 0x30
+_SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
+_CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 
 # Shared by every PUBACK without properties (see FastClient._handle_pubackcomp); never modified.
 _PUBACK_REASONS = {
@@ -56,20 +85,109 @@ _PUBACK_REASONS = {
     if any(PacketTypes.PUBACK in packets for packets in names.values())
 }
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+# What an incoming PUBLISH without properties gets: a copy of this (see _empty_properties).
+_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)
+
+
+def _empty_properties() -> Properties:
+    """A new, empty PUBLISH ``Properties``, like paho's but without rebuilding its tables.
+
+    paho's ``Properties()`` builds two dicts and a list of every MQTT 5 property (about as
+    much work as the rest of a small PUBLISH); a copy shares those read-only tables. Setting
+    a property on the copy works as on paho's own (it lands in the copy's ``__dict__``).
+    """
+    props = object.__new__(Properties)
+    props.__dict__.update(_PUBLISH_PROPERTIES.__dict__)
+    return props
+
+
+def _fixed_header(buf: bytes, pos: int = 0) -> tuple[int, int]:
+    """Where the packet starting at ``buf[pos]`` has its body, and how long the body is.
+
+    ``(0, 0)`` when its remaining length is not all in ``buf`` yet, ``(-1, 0)`` when that
+    length runs over 4 bytes (a protocol error for paho too).
+    """
+    length, shift, i, end = 0, 0, pos + 1, len(buf)
+    while i < end:
+        byte = buf[i]
+        i += 1
+        length |= (byte & 127) << shift
+        if byte < 128:
+            return i, length
+        shift += 7
+        if shift > 21:
+            return -1, 0
+    return 0, 0
+
+
+# Received messages are never waited on (wait_for_publish is for messages we send): they
+# share one condition instead of building a threading.Condition each.
+_RECEIVED = threading.Condition()
+# Topics remembered as matching no message_callback_add filter, at most this many.
+PLAIN_TOPICS_MAX = 10000
+
+
+def _message(mid: int, topic: bytes, qos: int, cmd: int, payload: bytes,
+             properties: Properties | None) -> mqtt.MQTTMessage:
+    """The ``MQTTMessage`` paho's ``_handle_publish`` makes, without its constructor.
+
+    paho's builds an ``MQTTMessageInfo`` with a new ``threading.Condition`` for every
+    message, received ones included, where nothing ever waits on it: a fifth of what is
+    left of a small message's cost here. The slots are the same and hold the same values.
+    """
+    info = object.__new__(mqtt.MQTTMessageInfo)
+    info.mid = mid
+    info._published = False
+    info._condition = _RECEIVED
+    info.rc = _SUCCESS
+    info._iterpos = 0
+    message = object.__new__(mqtt.MQTTMessage)
+    message.timestamp = mqtt.time_func()
+    message.state = mqtt.mqtt_ms_invalid
+    message.dup = cmd & 0x08 != 0
+    message.mid = mid
+    message._topic = topic
+    message.payload = payload
+    message.qos = qos
+    message.retain = cmd & 0x01 != 0
+    message.info = info
+    message.properties = properties
+    return message
+
+
+def idle_in_packet() -> dict:
+    """paho's ``_in_packet`` between packets (what its ``_packet_read`` resets it to)."""
+    return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+            "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+
+
+def _packet_size(buf: bytes) -> int:
+    """Bytes in all of the packet ``buf`` starts (0: its length is not all there yet)."""
+    start, length = _fixed_header(buf)
+    return start + length if start > 0 else 0
 
 
 class FastClient(mqtt.Client):
     """paho's client with a cheaper receive path and our reconnect wait.
 
-    Two costs of paho's receive path are cut; the bytes and callbacks are the same.
+    paho's receive path costs several times what the daemon does with a small message;
+    here it is cut down, and the bytes and callbacks stay the same.
 
-    Read-ahead: paho reads every packet with three ``recv`` calls (type byte, length,
-    body) and, at QoS 0, goes back to ``select`` after each packet: four system calls and a
-    trip through its loop for a 40-byte sensor message. Here ``recv`` asks the socket for up
-    to :data:`RECV_CHUNK` bytes and serves paho's small reads from that, and
-    :meth:`loop_read` handles every packet already read before paho selects again. Same
-    bytes in the same order; about 1.4x the messages per CPU-second on small messages
-    (BENCHMARKS.md, "Daemon").
+    Framing: paho reads every packet with three ``recv`` calls (type byte, length, body)
+    and, at QoS 0, goes back to ``select`` after each packet: four system calls and a trip
+    through its loop for a 40-byte sensor message. Here :meth:`loop_read` asks the socket
+    for up to :data:`RECV_CHUNK` bytes and cuts every whole packet out of them itself; a
+    packet cut at the end of a chunk waits (in pieces, joined once) for the rest.
+
+    PUBLISH: one at QoS 0 or 1 without MQTT 5 properties (a sensor message) becomes the
+    ``MQTTMessage`` paho's ``_handle_publish`` would make, built here (:func:`_message`, with
+    an empty ``Properties`` copied from a template, :func:`_empty_properties`) and acknowledged
+    by paho's ``_send_puback``. Delivery is paho's ``_handle_on_message`` the first time a
+    topic is seen; a topic that no ``message_callback_add`` filter matches is remembered and
+    its next messages go straight to ``on_message`` (adding or removing a filter forgets
+    them all). Everything else (QoS 2, a PUBLISH with properties, every other packet type)
+    goes to paho's own handler unchanged. paho's per-message debug log line ("Received
+    PUBLISH ...") is not written for the messages read here.
 
     PUBACKs: one without properties (the message id and maybe a reason code) skips paho's
     decoding into new reason-code and properties objects; ``on_publish`` gets shared ones
@@ -79,36 +197,196 @@ class FastClient(mqtt.Client):
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
 
     Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked first
-    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH; when it says True the message is
-    acknowledged as paho would and dropped before paho decodes it (most of a message's cost
-    for a daemon that keeps one device in N).
+    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH, with the topic's bytes as they came;
+    when it says True the message is acknowledged as paho would and dropped before any
+    message object exists (almost all of a message's cost for a daemon that keeps one
+    device in N). A small read that held only skipped messages waits
+    :data:`SKIP_LINGER_S` before returning, so paho's loop wakes up once for many of them.
     """
 
     wait_policy: Callable[[], None] | None = None
     skip_topic: Callable[[bytes], bool] | None = None
-    # Read-ahead state, tied to the socket it was read from: a new connection starts empty.
-    _rbuf = b""
-    _rpos = 0
+    # Read state, tied to the socket it was read from: a new connection starts empty.
     _rsock = None
+    _rparts: list[bytes] = []  # the start of a packet cut at the end of a chunk (own list)
+    _rhave = 0  # bytes in _rparts
+    _rneed = 0  # bytes that packet has in all (0: its length is not all there yet)
+    _kept = False  # the last read held a packet that was not skipped
+    _skipped = False  # ... and one that was
+
+    def __init__(self, *args, **kwargs):
+        # Raw topics that no message_callback_add filter matches (see _deliver).
+        self._plain: set[bytes] = set()
+        super().__init__(*args, **kwargs)
 
     def _reconnect_wait(self) -> None:
         if self.wait_policy is None:
             return super()._reconnect_wait()
         self.wait_policy()
 
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rpos >= len(self._rbuf) or self._rsock is not self._sock:
-            # Raises BlockingIOError when nothing is there, as paho expects; b"" is EOF.
-            data = super()._sock_recv(RECV_CHUNK)
-            self._rsock = self._sock
-            if len(data) <= bufsize:
-                self._rbuf, self._rpos = b"", 0
-                return data
-            self._rbuf, self._rpos = data, 0
-        pos = self._rpos
-        out = self._rbuf[pos:pos + bufsize]
-        self._rpos = pos + len(out)
-        return out
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        sock = self._sock
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if self._rsock is not sock:
+            self._rsock, self._rparts, self._rhave, self._rneed = sock, [], 0, 0
+        try:
+            # Raises BlockingIOError when nothing is there (TLS too); b"" is EOF.
+            data = self._sock_recv(min(max(RECV_CHUNK, self._rneed - self._rhave), RECV_MAX))
+        except BlockingIOError:
+            return _SUCCESS
+        except OSError as err:  # TimeoutError included, as in paho's _packet_read
+            self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return self._loop_rc_handle(_CONN_LOST)
+        if not data:
+            return self._loop_rc_handle(_CONN_LOST)
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        parts = self._rparts
+        if parts:
+            parts.append(data)
+            self._rhave += len(data)
+            if self._rhave < self._rneed:
+                return _SUCCESS
+            data = b"".join(parts)
+            parts.clear()
+            self._rhave = 0
+        self._kept = self._skipped = False
+        rc, pos = self._frames(data, sock)
+        if rc:
+            return self._loop_rc_handle(rc)
+        if self._sock is not sock:  # a handler disconnected: what is left belonged to it
+            return _SUCCESS
+        if pos < len(data):
+            rest = data[pos:]
+            self._rparts.append(rest)
+            self._rhave = len(rest)
+            self._rneed = _packet_size(rest)
+        else:
+            self._rneed = 0
+        if self._out_packet:  # e.g. PUBACKs for what we just read: send them now
+            self.loop_write()
+        if self._skipped and not self._kept and len(data) < SKIP_LINGER_BYTES:
+            time.sleep(SKIP_LINGER_S)
+        return _SUCCESS
+
+    def _frames(self, buf: bytes, sock) -> tuple[MQTTErrorCode, int]:
+        """Handle every whole packet in ``buf``: (paho error code or success, bytes used)."""
+        end = len(buf)
+        pos = 0
+        v5 = self._protocol == mqtt.MQTTv5
+        skip = self.skip_topic
+        manual = self._manual_ack
+        plain = self._plain
+        while pos + 1 < end:
+            cmd = buf[pos]
+            byte = buf[pos + 1]
+            if byte < 128:  # most packets here: less than 128 bytes after the fixed header
+                start = pos + 2
+                stop = start + byte
+            else:
+                start, length = _fixed_header(buf, pos)
+                if start < 0:
+                    return _PROTOCOL, end
+                if not start:
+                    break
+                stop = start + length
+            if stop > end:
+                break
+            if cmd & 0xF0 == _PUBLISH and cmd & 0x06 < 0x04 and stop - start >= 2:
+                qos = cmd >> 1 & 1
+                topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+                body = topic_end + 2 * qos  # after the message id
+                if body <= stop:
+                    topic = buf[start + 2:topic_end]
+                    if skip is not None and (qos == 0 or not manual) and skip(topic):
+                        pos = stop
+                        self._skipped = True
+                        if qos:
+                            rc = self._send_puback(buf[topic_end] << 8 | buf[topic_end + 1])
+                            if rc:
+                                return rc, pos
+                        continue
+                    if v5:
+                        fast = body < stop and buf[body] == 0  # no properties
+                        body += 1
+                    else:
+                        fast = topic_end > start + 2  # paho refuses an empty 3.1.1 topic
+                    self._kept = True
+                    if fast:
+                        pos = stop
+                        mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
+                        message = _message(mid, topic, qos, cmd, buf[body:stop],
+                                           _empty_properties() if v5 else None)
+                        if topic in plain:
+                            self._on_plain(message)
+                        else:
+                            self._deliver(message, topic)
+                        if qos and not manual:
+                            rc = self._send_puback(mid)
+                            if rc:
+                                return rc, pos
+                        if self._sock is not sock:
+                            return _SUCCESS, pos
+                        continue
+            pos = stop
+            self._kept = True
+            rc = self._paho_handle(cmd, buf[start:stop])
+            if rc or self._sock is not sock:
+                return rc, pos
+        return _SUCCESS, pos
+
+    def _on_plain(self, message: mqtt.MQTTMessage) -> None:
+        """Deliver to ``on_message`` what no topic filter matches, as paho's
+        ``_handle_on_message`` does (its exception handling included)."""
+        on_message = self._on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def _deliver(self, message: mqtt.MQTTMessage, topic: bytes) -> None:
+        """paho's own delivery; remember the topic if no ``message_callback_add`` filter
+        matches it (then the next message on it goes straight to ``on_message``)."""
+        try:
+            text = message.topic
+        except UnicodeDecodeError:  # paho hands these to on_message, never to a filter
+            text = None
+        if text is not None:
+            with self._callback_mutex:
+                if not any(True for _ in self._on_message_filtered.iter_match(text)):
+                    if len(self._plain) >= PLAIN_TOPICS_MAX:
+                        self._plain.clear()
+                    self._plain.add(topic)
+        self._handle_on_message(message)
+
+    def message_callback_add(self, sub: str, callback) -> None:
+        with self._callback_mutex:  # a new filter may match a topic we called plain
+            super().message_callback_add(sub, callback)
+            self._plain.clear()
+
+    def message_callback_remove(self, sub: str) -> None:
+        with self._callback_mutex:
+            super().message_callback_remove(sub)
+            self._plain.clear()
+
+    def _paho_handle(self, cmd: int, packet: bytes) -> MQTTErrorCode:
+        """One whole packet through paho's own dispatcher, as its ``_packet_read`` would."""
+        self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": [],
+                           "remaining_mult": 1, "remaining_length": len(packet),
+                           "packet": bytearray(packet), "to_process": 0, "pos": 0}
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = _PROTOCOL
+        self._in_packet = idle_in_packet()
+        return rc
 
     def _handle_pubackcomp(self, cmd) -> MQTTErrorCode:
         # A PUBACK is a message id, maybe a reason code, rarely properties; paho decodes
@@ -128,27 +406,4 @@ class FastClient(mqtt.Client):
         with self._out_message_mutex:
             if mid in self._out_messages:
                 return self._do_on_publish(mid, reason, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _handle_publish(self) -> MQTTErrorCode:
-        skip = self.skip_topic
-        if skip is not None:
-            packet = self._in_packet["packet"]
-            qos = (self._in_packet["command"] & 0x06) >> 1
-            if len(packet) >= 2 and (qos == 0 or qos == 1 and not self._manual_ack):
-                end = 2 + (packet[0] << 8 | packet[1])
-                if len(packet) >= end + 2 * qos and skip(bytes(packet[2:end])):
-                    if qos == 0:
-                        return MQTTErrorCode.MQTT_ERR_SUCCESS
-                    return self._send_puback(packet[end] << 8 | packet[end + 1])
-        return super()._handle_publish()
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        # Whole packets may be waiting in the read-ahead, where select() cannot see them.
-        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf)
-               and self._sock is not None and self._rsock is self._sock):
-            if self._out_packet:  # e.g. PUBACKs for what we just read: send them as we go
-                self.loop_write()
-            rc = super().loop_read(max_packets)
-        return rc
+        return _SUCCESS

@@ -43,6 +43,10 @@ _NUMERIC_KINDS = ("int_value", "long_value", "float_value", "double_value", "boo
 _payload_class = None
 _UNKNOWN = -2  # in an alias lookup array: no birth defined this alias
 MAX_LOOKUP = 65536  # aliases above this go to the general reader's dict lookups
+# Metric bytes up to which a device keeps a _Template (it holds two integers of that size):
+# bounds its memory at max_devices x 32 kB; larger messages take the general numpy reader,
+# whose per-message cost is small beside theirs anyway.
+MAX_TEMPLATE_BYTES = 16384
 
 
 def payload_class():
@@ -157,10 +161,11 @@ class _Node:
 
 
 class _Device:
-    __slots__ = ("aliases", "types", "last", "lookup")
+    __slots__ = ("aliases", "types", "last", "lookup", "template")
 
     def __init__(self, width: int):
         self.lookup = None  # alias -> channel array for the fast reader, built on first use
+        self.template = None  # _Template of the last uniform DDATA (needs ``lookup``)
         self.aliases: dict[int, tuple[str, int]] = {}  # alias -> (name, datatype)
         self.types: dict[str, int] = {}  # name -> datatype
         self.last = [None] * width  # last value per channel (report by exception)
@@ -211,7 +216,7 @@ class SparkplugDecoder:
         self._nodes = old._nodes
         self._devices = old._devices
         for state in self._devices.values():
-            state.lookup = None  # alias -> channel index of the old model
+            state.lookup = state.template = None  # alias -> channel index of the old model
             if old.channels != self.channels:  # last values were of the old channels
                 state.last = [None] * self.width
 
@@ -232,12 +237,21 @@ class SparkplugDecoder:
         if node_level != (len(levels) == 4) or len(levels) > 5:
             raise Rejected("invalid_sparkplug", f"{kind} topic {topic!r:.80} has "
                                                 f"{len(levels)} levels")
-        fast = uniform_metrics(payload) if kind[1:] == "DATA" else None
-        if fast is None:
+        p = quick = fast = state = None
+        if kind[1:] == "DATA":
+            key = node_key + (levels[4],) if len(levels) == 5 else node_key
+            state = self._devices.get(key)
+            if state is not None and state.template is not None:
+                quick = state.template.read(payload)
+            if quick is None:
+                fast = uniform_metrics(payload)
+        if quick is not None:
+            seq = quick[3]
+        elif fast is not None:
+            seq = fast.seq
+        else:
             p = self._parse(payload)
             seq = p.seq if p.HasField("seq") else None
-        else:
-            p, seq = None, fast[4]
         node = self._nodes.get(node_key)
         if node is None:
             if len(self._nodes) >= self.max_devices:
@@ -264,7 +278,7 @@ class SparkplugDecoder:
             node.aliases = _alias_table(p.metrics)
             for key, state in self._devices.items():  # their lookups include node aliases
                 if key[:2] == node_key:
-                    state.lookup = None
+                    state.lookup = state.template = None
             out += [(d, None, None) for d in node.devices]
             if device is not None:  # NDATA mode: the node is the device
                 self._birth(node, node_key, device, p, out)
@@ -278,11 +292,13 @@ class SparkplugDecoder:
             self._devices.pop(node_key + (levels[4],), None)
             out.append((device, None, None))
             return out
-        key = node_key + (levels[4],) if len(levels) == 5 else node_key
-        state = self._devices.get(key)
         if state is None:  # data before a birth: names work, aliases cannot
             state = self._new_device(key)
-        got = self._fast_samples(fast, state, node) if fast is not None else None
+        if quick is not None:
+            rows, times, ts, _ = quick
+            got = self._fast_rows(rows, times, ts, state)
+        else:
+            got = self._fast_samples(payload, fast, state, node) if fast is not None else None
         values, ts = got or self._samples(p or self._parse(payload), state, node)
         node.devices.add(device)
         out.append((device, values, ts))
@@ -294,52 +310,67 @@ class SparkplugDecoder:
         except Exception as e:  # google.protobuf.message.DecodeError and friends
             raise Rejected("invalid_sparkplug", f"not a Sparkplug B payload: {e}"[:120]) from None
 
-    def _fast_samples(self, fast, state: _Device, node: _Node):
-        """:meth:`_samples` of a :func:`uniform_metrics` result; None: let protobuf read it."""
-        aliases, values, times, ts, _ = fast
-        lookup = state.lookup
-        if lookup is None:
-            lookup = state.lookup = self._alias_lookup(state, node)
-        if int(aliases.max()) >= len(lookup):
-            return None  # beyond the array (or undefined): the general reader decides
-        chans = lookup[aliases]
+    def _fast_samples(self, payload: bytes, u: _Uniform, state: _Device, node: _Node):
+        """:meth:`_samples` of a :func:`uniform_metrics` result; None: let protobuf read it.
+
+        Also keeps the layout as the device's :class:`_Template` for its next messages.
+        """
+        aliases, values = u.aliases, u.values
+        if u.names is not None:  # names win over aliases, as in _samples
+            index = self.index
+            chans = np.array([index.get(name, -1) for name in u.names], dtype=np.int64)
+        else:
+            lookup = state.lookup
+            if lookup is None:
+                lookup = state.lookup = self._alias_lookup(state, node)
+            if int(aliases.max()) >= len(lookup):
+                return None  # beyond the array (or undefined): the general reader decides
+            chans = lookup[aliases]
         width = self.width
         if len(chans) % width == 0 and (chans.reshape(-1, width) == self._cycle).all():
             # The usual layout: sample-major, channels in the model's order.
-            return self._fast_rows(values.reshape(-1, width), None, times, ts, state)
+            state.template = _Template.make(payload, u, None, width)
+            first = None if u.times is None else u.times[::width]
+            return self._fast_rows(values.reshape(-1, width), first, u.ts, state)
         if chans.min() == _UNKNOWN:
             bad = int(aliases[chans == _UNKNOWN][0])
             raise Rejected("unknown_alias", f"metric alias {bad} was not defined by a "
                                             "birth of this device (rebirth it)")
-        keep = chans >= 0
-        if not keep.all():
-            chans, values = chans[keep], values[keep]
-            times = times[keep] if times is not None else None
-        if not len(chans):
+        kept = np.flatnonzero(chans >= 0)
+        if not len(kept):
             return None  # protobuf's reader says what is missing
+        chans = chans[kept]
         counts = np.bincount(chans, minlength=width)
         k = int(counts[0])
         if not (k and counts.min() == counts.max()):
             return None  # report by exception or uneven: the general reader
-        order = np.argsort(chans, kind="stable")
-        return self._fast_rows(values[order].reshape(width, k).T, order[:k], times, ts, state)
+        select = kept[np.argsort(chans, kind="stable")]  # metric indices, channel-major
+        state.template = _Template.make(payload, u, select, width)
+        first = None if u.times is None else u.times[select[:k]]
+        return self._fast_rows(values[select].reshape(width, k).T, first, u.ts, state)
 
-    def _fast_rows(self, rows, first_index, times, ts, state: _Device):
-        """Check, remember and time the ``[k, C]`` samples of the fast reader."""
-        if not np.abs(rows).max() <= F32_MAX:
+    def _fast_rows(self, rows, first, ts, state: _Device):
+        """Check, remember and time the ``[k, C]`` samples of the fast readers.
+
+        ``first``: the metric timestamps (ms) of the first channel, or None.
+        """
+        if rows.dtype.itemsize == 4:
+            out = rows.astype(np.float32)
+        else:
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: checked below
+                out = rows.astype(np.float32)
+        # float32 of a finite value beyond float32's range is inf, so one check finds NaN,
+        # inf and out of range alike (NaN fails every comparison).
+        if not (-F32_MAX <= out.min() and out.max() <= F32_MAX):
             if np.isnan(rows).any():
                 raise Rejected("not_finite", "NaN metric value")
             raise Rejected("out_of_range", "a metric value does not fit in float32")
-        state.last = rows[-1].astype(np.float64).tolist()
-        rows = rows.astype(np.float32)
-        if times is not None:
-            first = (times[::self.width] if first_index is None
-                     else times[first_index]).astype(np.float64)
-            if first.all():
-                return rows, first / 1000.0
+        state.last = rows[-1].tolist()
+        if first is not None and first.all():
+            return out, first / 1000.0
         if ts:
-            return rows, ts / 1000.0
-        return rows, None
+            return out, ts / 1000.0
+        return out, None
 
     def _alias_lookup(self, state: _Device, node: _Node) -> np.ndarray:
         """alias -> channel index (-1: not a channel, _UNKNOWN: no birth defined it)."""
@@ -469,8 +500,12 @@ def _top_fields(b: bytes, pos: int, end: int, found: dict):
 
 
 def _metric_layout(m: bytes):
-    """Positions of a metric's fields: ({name: [byte positions]}, value (dtype, pos)) or None."""
-    fields, value, pos = {}, None, 0
+    """Where a metric's fields are: ``(fields, value, name)`` or None (not a fast layout).
+
+    ``fields``: {"alias" / "timestamp" / "datatype": [byte positions of the varint]};
+    ``value``: (dtype, position); ``name``: (position, length) of the name's bytes, or None.
+    """
+    fields, value, name, pos = {}, None, None, 0
     while pos < len(m):
         tag = m[pos]
         if tag in _FAST_VARINTS and _FAST_VARINTS[tag] not in fields:
@@ -484,22 +519,21 @@ def _metric_layout(m: bytes):
             if pos + 1 + size > len(m):
                 return None
             value, pos = (dtype, pos + 1), pos + 1 + size
+        elif tag == 0x0A and name is None and pos + 1 < len(m) and 0 < m[pos + 1] < 0x80:
+            name, pos = (pos + 2, m[pos + 1]), pos + 2 + m[pos + 1]  # an empty name: protobuf
+            if pos > len(m):
+                return None
         else:
             return None
-    if value is None or "alias" not in fields:
+    if value is None or ("alias" not in fields and name is None):
         return None
-    return fields, value
+    return fields, value, name
 
 
-def uniform_metrics(payload: bytes):
-    """A DDATA of uniform alias metrics -> (aliases, values, timestamps, ts, seq), else None.
-
-    ``timestamps`` is None when the metrics carry none; ``ts`` and ``seq`` are the payload's
-    (None when absent).
-    """
-    b, top = payload, {}
+def _leading_fields(b: bytes, top: dict) -> int | None:
+    """Read the timestamp / seq varints before the metrics into ``top``; where metrics start."""
     pos = 0
-    while pos < len(b) and b[pos] != 0x12:  # timestamp / seq before the metrics
+    while pos < len(b) and b[pos] != 0x12:
         tag = b[pos]
         if tag not in (0x08, 0x18) or tag in top:
             return None
@@ -507,14 +541,55 @@ def uniform_metrics(payload: bytes):
         if got is None:
             return None
         top[tag], pos = got
-    if pos + 2 > len(b) or not 0 < b[pos + 1] < 0x80:
+    return pos
+
+
+def _column(rows: np.ndarray, positions: list[int]) -> np.ndarray:
+    """The varint at byte ``positions`` of every row, as uint64."""
+    out = np.zeros(len(rows), dtype=np.uint64)
+    for i, q in enumerate(positions):
+        out |= (rows[:, q] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+    return out
+
+
+class _Uniform:
+    """What :func:`uniform_metrics` found: the metrics, and their byte layout.
+
+    Attributes
+    ----------
+    aliases : ndarray of uint64, or None
+        Each metric's alias (None when they carry none).
+    names : list of str, or None
+        Each metric's name (None when they carry none; a name wins over an alias).
+    values : ndarray of float32 or float64
+    times : ndarray of uint64, or None
+        The metric timestamps (ms), None when they carry none.
+    ts, seq : int or None
+        The payload's timestamp and sequence number.
+    """
+
+    __slots__ = ("pos", "n", "row", "fields", "name", "dtype", "at", "aliases", "names",
+                 "values", "times", "ts", "seq")
+
+
+def uniform_metrics(payload: bytes) -> _Uniform | None:
+    """A DATA payload whose metrics share one byte layout, read with numpy; else None.
+
+    The layout: every metric has the same fields in the same order with varints of the same
+    lengths, an alias or a name (names of one length), and a Float or Double value; the
+    payload's timestamp and seq may come before or after the metrics. Anything else is
+    None: protobuf reads it.
+    """
+    b, top = payload, {}
+    pos = _leading_fields(b, top)
+    if pos is None or pos + 2 > len(b) or not 0 < b[pos + 1] < 0x80:
         return None
     size = b[pos + 1]
     row = size + 2
     layout = _metric_layout(b[pos + 2:pos + row])
     if layout is None:
         return None
-    fields, (dtype, at) = layout
+    fields, (dtype, at), name = layout
     arr = np.frombuffer(b, np.uint8, offset=pos)
     rows = arr[:len(arr) // row * row].reshape(-1, row)
     same = (rows[:, 0] == 0x12) & (rows[:, 1] == size)
@@ -526,19 +601,95 @@ def uniform_metrics(payload: bytes):
     mask = np.zeros(size, dtype=np.uint8)
     mask[[p[0] - 1 for p in fields.values()] + [at - 1]] = 0xFF
     mask[[q for p in fields.values() for q in p]] = 0x80
+    if name is not None:
+        mask[[name[0] - 2, name[0] - 1]] = 0xFF  # the name's tag and length
     if ((rows ^ rows[0]) & mask).any():
         return None  # another layout somewhere: protobuf reads it
-
-    def column(positions):
-        out = np.zeros(n, dtype=np.uint64)
-        for i, q in enumerate(positions):
-            out |= (rows[:, q] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
-        return out
-
+    u = _Uniform()
+    u.names = None
+    if name is not None:
+        start, length = name
+        blob = np.ascontiguousarray(rows[:, start:start + length]).tobytes()
+        try:
+            u.names = [blob[i:i + length].decode("utf-8")
+                       for i in range(0, len(blob), length)]
+        except UnicodeDecodeError:
+            return None
+    u.pos, u.n, u.row, u.fields, u.name, u.dtype, u.at = pos, n, row, fields, name, dtype, at
     width = np.dtype(dtype).itemsize
-    values = np.ascontiguousarray(rows[:, at:at + width]).view(dtype).ravel()
-    times = column(fields["timestamp"]) if "timestamp" in fields else None
-    return column(fields["alias"]), values, times, top.get(0x08), top.get(0x18)
+    u.values = np.ascontiguousarray(rows[:, at:at + width]).view(dtype).ravel()
+    u.times = _column(rows, fields["timestamp"]) if "timestamp" in fields else None
+    u.aliases = _column(rows, fields["alias"]) if "alias" in fields else None
+    u.ts, u.seq = top.get(0x08), top.get(0x18)
+    return u
+
+
+class _Template:
+    """The metric bytes of a device's last uniform DDATA, to read the next ones in one go.
+
+    Devices send the same metrics in the same order message after message; only the values,
+    timestamps and the payload's seq/timestamp change. A message whose metric bytes equal the
+    template's everywhere except in those (tags, lengths, aliases and varint continuation
+    bits compared as one masked big-integer equality) has the template's layout, so its
+    samples are one strided ``np.frombuffer`` in the order the template worked out.
+    """
+
+    __slots__ = ("n", "span", "mask", "expected", "records", "select", "width", "k",
+                 "time_bytes", "time_shifts")
+
+    @classmethod
+    def make(cls, payload: bytes, u: _Uniform, select: np.ndarray | None, width: int):
+        """The template of ``u``'s layout, or None beyond :data:`MAX_TEMPLATE_BYTES`."""
+        return cls(payload, u, select, width) if u.n * u.row <= MAX_TEMPLATE_BYTES else None
+
+    def __init__(self, payload: bytes, u: _Uniform, select: np.ndarray | None, width: int):
+        self.n, self.span = u.n, u.n * u.row
+        mask = np.zeros(u.row, dtype=np.uint8)
+        mask[:2] = 0xFF  # the metric's tag and length
+        mask[[p[0] + 1 for p in u.fields.values()] + [u.at + 1]] = 0xFF  # field tags
+        mask[[q + 2 for q in u.fields.get("alias", ())]] = 0xFF  # the aliases themselves
+        if u.name is not None:  # the name: tag, length and bytes
+            start, length = u.name
+            mask[start:start + length + 2] = 0xFF
+        mask[[q + 2 for name, p in u.fields.items() if name != "alias" for q in p]] |= 0x80
+        region = np.frombuffer(payload, np.uint8, self.span, u.pos)
+        full = np.tile(mask, u.n)
+        self.mask = int.from_bytes(full.tobytes(), "little")
+        self.expected = int.from_bytes((region & full).tobytes(), "little")
+        self.records = np.dtype({"names": ["v"], "formats": [u.dtype], "offsets": [u.at + 2],
+                                 "itemsize": u.row})
+        self.select, self.width = select, width  # metric indices in [sample, channel] order
+        self.k = u.n // width if select is None else len(select) // width
+        first = np.arange(0, u.n, width) if select is None else select[:self.k]
+        ts = u.fields.get("timestamp")
+        # The first channel's timestamp varints: [k, bytes] positions in the metric bytes.
+        self.time_bytes = None if ts is None else (
+            first[:, None] * u.row + np.array([q + 2 for q in ts]))
+        self.time_shifts = None if ts is None else np.uint64(7) * np.arange(
+            len(ts), dtype=np.uint64)
+
+    def read(self, payload: bytes):
+        """``(rows [k, C], first-channel timestamps or None, ts, seq)``, or None: no match."""
+        top: dict = {}
+        pos = _leading_fields(payload, top)
+        if pos is None:
+            return None
+        end = pos + self.span
+        if len(payload) < end or int.from_bytes(
+                memoryview(payload)[pos:end], "little") & self.mask != self.expected:
+            return None
+        if end < len(payload) and not _top_fields(payload, end, len(payload), top):
+            return None
+        values = np.frombuffer(payload, self.records, self.n, pos)["v"]
+        if self.select is None:
+            rows = values.reshape(self.k, self.width)
+        else:
+            rows = values[self.select].reshape(self.width, self.k).T
+        times = None
+        if self.time_bytes is not None:
+            raw = np.frombuffer(payload, np.uint8, self.span, pos)[self.time_bytes] & 0x7F
+            times = (raw.astype(np.uint64) << self.time_shifts).sum(axis=1, dtype=np.uint64)
+        return rows, times, top.get(0x08), top.get(0x18)
 
 
 def numeric_metric_names(payload: bytes) -> list[str]:

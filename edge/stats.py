@@ -63,6 +63,20 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def observe_many(self, values: list[float]) -> None:
+        """Observe every value of a batch (one update of the counts; numpy when many)."""
+        n = len(values)
+        if n <= 32:
+            counts, bounds = self.counts, self.bounds
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+        else:
+            added = np.bincount(np.searchsorted(self.bounds, values, side="left"),
+                                minlength=len(self.counts)).tolist()
+            self.counts = [a + b for a, b in zip(self.counts, added, strict=True)]
+        self.sum += math.fsum(values)
+        self.count += n
+
     def cumulative(self) -> list[tuple[float, int]]:
         """``[(le, observations <= le), ..., (inf, count)]`` as Prometheus exposes them."""
         out, total = [], 0

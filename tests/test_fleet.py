@@ -136,6 +136,18 @@ def test_histogram_buckets_are_cumulative_and_inclusive():
     assert h.count == 4 and h.sum == pytest.approx(3.065)
 
 
+@pytest.mark.parametrize("n", [3, 200])  # a loop for a few values, numpy for many
+def test_histogram_batches_count_like_single_observations(n):
+    values = [0.01, 0.1, 0.0, 5.0] + [i / n for i in range(n)]
+    one, batch = Histogram((0.01, 0.1, 1.0)), Histogram((0.01, 0.1, 1.0))
+    for v in values:
+        one.observe(v)
+    batch.observe_many(values[:2])
+    batch.observe_many(values[2:])
+    assert batch.cumulative() == one.cumulative()
+    assert (batch.count, batch.sum) == (one.count, pytest.approx(one.sum))
+
+
 def test_metrics_settings_are_checked_and_off_by_default(tmp_path):
     model = mean_model(tmp_path / "m.onnx")
     base = {"model": str(model), "node": "n"}

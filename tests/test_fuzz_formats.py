@@ -146,16 +146,34 @@ def test_daemon_counts_fuzzed_messages_and_keeps_classifying(broker, tmp_path):
     assert doc["label"] == "high"
 
 
-uniform = st.builds(
-    lambda n, value, stamp, dtype, seq, ts: sparkplug.encode(
-        [{"alias": 1 + i % 3, **({"timestamp": stamp + i} if stamp is not None else {}),
-          **({"datatype": dtype} if dtype is not None else {}), value[0]: value[1]}
-         for i in range(n)], seq=seq, timestamp=ts),
+def _key(ref) -> dict:
+    """A metric's alias (an int) or name (a str)."""
+    return {"name": ref} if isinstance(ref, str) else {"alias": ref}
+
+
+def uniform_payload(n, value, stamp, dtype, seq, ts, aliases=(1, 2, 3)):
+    """``n`` metrics of one layout (values ``value + i``), with aliases (ints) or names
+    cycling through ``aliases``."""
+    return sparkplug.encode(
+        [{**_key(aliases[i % len(aliases)]),
+          **({"timestamp": stamp + i} if stamp is not None else {}),
+          **({"datatype": dtype} if dtype is not None else {}), value[0]: value[1] + i}
+         for i in range(n)], seq=seq, timestamp=ts)
+
+
+UNIFORM_ARGS = (
     st.integers(1, 12),
     st.tuples(st.just("float_value"), st.floats(width=32)) | st.tuples(
         st.just("double_value"), st.floats()),
     st.none() | st.integers(0, 2**62), st.none() | st.integers(0, 20),
     st.none() | st.integers(0, 255), st.none() | st.integers(0, 2**62))
+uniform = st.builds(uniform_payload, *UNIFORM_ARGS, st.sampled_from(
+    [(1, 2, 3), ("x", "y", "z"), ("x", "w", "z"), ("é", "y")]))
+# Alias orders: the model's, another channel order, a metric that is no channel (4), one
+# no birth defined (9), a channel missing.
+ALIAS_ORDERS = st.sampled_from([(1, 2, 3), (3, 1, 2), (1, 2, 3, 4), (4, 2, 1, 3), (1, 9, 3),
+                                (2, 1), ("x", "y", "z"), ("z", "x", "y"), ("x", "y", "z", "w"),
+                                ("y", "x"), ("x", "q", "z")])
 
 
 @SOME
@@ -164,17 +182,68 @@ def test_sparkplug_fast_reader_agrees_with_protobuf(payload, damage, data):
     """Whatever the numpy reader accepts, protobuf parses to the same metrics."""
     if damage:
         payload = mutate(payload, data)
-    fast = sparkplug.uniform_metrics(payload)
-    if fast is None:
+    u = sparkplug.uniform_metrics(payload)
+    if u is None:
         return
     p = sparkplug.payload_class().FromString(payload)  # must not raise
-    aliases, values, times, ts, seq = fast
-    assert aliases.tolist() == [m.alias for m in p.metrics]
+    if u.names is not None:
+        assert u.names == [m.name for m in p.metrics]
+    else:
+        assert not any(m.name for m in p.metrics)
+    if u.aliases is not None:
+        assert u.aliases.tolist() == [m.alias for m in p.metrics]
+    else:
+        assert not any(m.HasField("alias") for m in p.metrics)
     want = [getattr(m, m.WhichOneof("value")) for m in p.metrics]
-    np.testing.assert_array_equal(values.astype(np.float64), np.array(want, dtype=np.float64))
-    if times is not None:
-        assert times.tolist() == [m.timestamp for m in p.metrics]
+    np.testing.assert_array_equal(u.values.astype(np.float64), np.array(want, dtype=np.float64))
+    if u.times is not None:
+        assert u.times.tolist() == [m.timestamp for m in p.metrics]
     else:
         assert not any(m.HasField("timestamp") for m in p.metrics)
-    assert ts == (p.timestamp if p.HasField("timestamp") else None)
-    assert seq == (p.seq if p.HasField("seq") else None)
+    assert u.ts == (p.timestamp if p.HasField("timestamp") else None)
+    assert u.seq == (p.seq if p.HasField("seq") else None)
+
+
+def _events(dec, topic: str, payload: bytes):
+    """``handle``'s events with arrays as lists, or the rejection reason."""
+    try:
+        events = dec.handle(topic, payload)
+    except Rejected as r:
+        return r.reason
+    return [(device, None if values is None else np.asarray(values).tolist(),
+             None if ts is None else np.asarray(ts, dtype=np.float64).tolist())
+            for device, values, ts in events]
+
+
+@SOME
+@given(st.data())
+def test_sparkplug_template_reader_agrees_with_protobuf(data):
+    """A device's layout template (learnt from its last message) reads what protobuf reads.
+
+    Two messages of one layout (value type, which fields; mostly the same metric count) that
+    differ in aliases, values, timestamps and payload fields, the second one maybe damaged.
+    """
+    # Mostly a first message the fast reader takes (whole samples), so a template is made.
+    n = data.draw(st.sampled_from([3, 6, 12]) | UNIFORM_ARGS[0])
+    (kind, _), stamp, dtype = (data.draw(arg) for arg in UNIFORM_ARGS[1:4])
+    value = st.floats(width=32) if kind == "float_value" else st.floats()
+    orders = (st.sampled_from([(1, 2, 3), (3, 1, 2), ("x", "y", "z"), ("z", "x", "y")]),
+              ALIAS_ORDERS)
+    payloads = [uniform_payload(
+        size, (kind, data.draw(value)), None if stamp is None else data.draw(st.integers(0, 2**62)),
+        dtype, data.draw(UNIFORM_ARGS[4]), data.draw(UNIFORM_ARGS[5]), data.draw(order))
+        for size, order in zip((n, data.draw(st.sampled_from([n, n, n + 1, n + 3]))), orders,
+                               strict=True)]
+    if data.draw(st.booleans()):
+        payloads[1] = mutate(payloads[1], data)
+    fast = sparkplug.SparkplugDecoder(XYZ)
+    slow = sparkplug.SparkplugDecoder(XYZ)
+    slow._fast_samples = lambda *_: None  # every message through protobuf objects
+    birth = sparkplug.encode([{"name": name, "alias": alias, "datatype": 9, "float_value": 0}
+                              for name, alias in (("x", 1), ("y", 2), ("z", 3), ("w", 4))])
+    assert _events(fast, "spBv1.0/g/DBIRTH/n/d", birth) == \
+        _events(slow, "spBv1.0/g/DBIRTH/n/d", birth)
+    for payload in payloads:
+        assert _events(fast, "spBv1.0/g/DDATA/n/d", payload) == \
+            _events(slow, "spBv1.0/g/DDATA/n/d", payload)
+    assert slow._devices[("g", "n", "d")].template is None

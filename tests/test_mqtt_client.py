@@ -1,6 +1,6 @@
-"""edge.mqtt's paho client: read-ahead and the PUBACK fast path change no byte or callback.
+"""edge.mqtt's paho client: its own framing and the PUBACK fast path change no byte or callback.
 
-Against a real mosquitto, with ``mosquitto_pub`` as the sender: the read-ahead client must
+Against a real mosquitto, with ``mosquitto_pub`` as the sender: the client must
 deliver exactly what a stock paho client delivers, in order, across small packets, packets
 larger than one read and a reconnect; PUBACK reason codes must reach ``on_publish`` as paho
 would decode them.
@@ -123,33 +123,6 @@ def test_read_ahead_starts_clean_after_a_reconnect(tmp_path):
         client.loop_stop()
         broker.stop()
     assert got == [f"after-{i}".encode() for i in range(5)]
-
-
-def test_read_ahead_serves_small_reads_and_never_crosses_sockets():
-    import socket
-
-    client, _ = build_client("mqtt://127.0.0.1:1")
-    a, a_peer = socket.socketpair()
-    b, b_peer = socket.socketpair()
-    try:
-        for s in (a, b):
-            s.setblocking(False)
-        client._sock = a
-        with pytest.raises(BlockingIOError):  # nothing there: paho's "try again later"
-            client._sock_recv(1)
-        a_peer.sendall(b"0123456789")
-        assert client._sock_recv(1) == b"0"  # one recv took all ten bytes
-        assert client._sock_recv(4) == b"1234"
-        b_peer.sendall(b"new")
-        client._sock = b  # a reconnect: what was read from the old socket is stale
-        assert client._sock_recv(10) == b"new"
-        a_peer.close()
-        client._sock = a
-        assert client._sock_recv(1) == b""  # EOF still reads as EOF
-    finally:
-        client._sock = None
-        for s in (a, a_peer, b, b_peer):
-            s.close()
 
 
 def test_puback_reason_codes_reach_on_publish(broker):

@@ -126,6 +126,32 @@ def test_sparkplug_signed_integers_and_doubles():
     assert values.tolist() == [[-5, -7, 0.25]] and ts == 5.0
 
 
+def test_sparkplug_layout_template_per_device(monkeypatch):
+    """A device's uniform DDATA leaves a template; a rebirth drops it; big ones keep none."""
+    dec = sparkplug.SparkplugDecoder(XYZ)
+    aliases = {"x": 1, "y": 2, "z": 3}
+    dec.handle("spBv1.0/g/DBIRTH/n/d", sparkplug.birth(XYZ, aliases))
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    [(_, first, _)] = dec.handle("spBv1.0/g/DDATA/n/d", sparkplug.encode_samples(
+        x, XYZ, aliases=aliases))
+    state = dec._devices[("g", "n", "d")]
+    assert state.template is not None and np.array_equal(first, x)
+    [(_, again, _)] = dec.handle("spBv1.0/g/DDATA/n/d", sparkplug.encode_samples(
+        x + 1, XYZ, aliases=aliases))  # read by the template
+    assert np.array_equal(again, x + 1)
+    # The rebirth swaps x and z: the same bytes now mean other channels.
+    dec.handle("spBv1.0/g/DBIRTH/n/d", sparkplug.birth(XYZ, {"x": 3, "y": 2, "z": 1}))
+    assert dec._devices[("g", "n", "d")].template is None
+    [(_, swapped, _)] = dec.handle("spBv1.0/g/DDATA/n/d", sparkplug.encode_samples(
+        x, XYZ, aliases=aliases))
+    assert np.array_equal(swapped, x[:, ::-1])
+    monkeypatch.setattr(sparkplug, "MAX_TEMPLATE_BYTES", 9 * 3 * 4 - 1)  # 4 samples: 108 B
+    dec.handle("spBv1.0/g/DBIRTH/n/d", sparkplug.birth(XYZ, aliases))
+    [(_, big, _)] = dec.handle("spBv1.0/g/DDATA/n/d", sparkplug.encode_samples(
+        x, XYZ, aliases=aliases))
+    assert np.array_equal(big, x) and dec._devices[("g", "n", "d")].template is None
+
+
 # ---------------------------------------------------------------- end to end, mosquitto
 
 def samples() -> np.ndarray:

@@ -21,6 +21,10 @@
 #   HOST_PYTHON=.venv/bin/python       a Python with onnx + onnxruntime, to build the models
 #   RESULTS=$ROOT/results.tsv  SKIP_TESTS=1 (smoke inference only)
 #   EDGE_TESTS="tests/test_a.py ..."   the test files to run (default: see above)
+#   TIME_MODELS=DIR                    also time DIR/*.int8.onnx on the emulated CPU with
+#                                      deploy/arm64/time_models.py (bench_pipeline.py
+#                                      --save-models writes them); compare with the same
+#                                      script on the host: only ratios carry over
 # Not part of `make test`: it needs root, binfmt_misc and a lot of time.
 set -euo pipefail
 
@@ -188,6 +192,12 @@ for version in "$@"; do
             install="failed (onnx is installed: the edge install pulls the trainer)"
         fi
         smoke_and_tests "$venv" /src/deploy/arm64/smoke_model.py "onnx tqdm" "not slow"
+        if [ -n "${TIME_MODELS:-}" ]; then
+            rm -rf "$ROOT/time-models" && cp -r "$TIME_MODELS" "$ROOT/time-models"
+            echo "== batch-1 CPU us on the emulated $CPU (onnxruntime $version)"
+            in_root "$venv/bin/python /src/deploy/arm64/time_models.py /time-models 20" \
+                | tee "$ROOT/time-models-$version.tsv"
+        fi
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$CPU" "$CPU_FILES" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 done
