@@ -270,3 +270,58 @@ def test_large_offset_is_centred(vibration):
     assert flipped_fraction(a.transform(X), b.transform(shifted)) < 0.02
     assert flipped_fraction(b.transform(shifted), graph_features(b, shifted)) \
         <= MAX_FLIPPED_FRACTION
+
+
+def reference_transform(features: ConvFeatures, x: np.ndarray) -> np.ndarray:
+    """The recipe written plainly, in float64: pad, convolve each kernel over the channels
+    it sums, count the outputs above each bias (over the positions where an unpadded
+    kernel fits, on every ``stride``-th position), in ``transform`` order."""
+    series = {"conv": x.astype(np.float64), "conv_diff": np.diff(x.astype(np.float64), axis=1)}
+    parts = []
+    for prefix, bank in features.banks_.items():
+        s = series[prefix] - bank.center
+        n, w, _ = s.shape
+        for i, d in enumerate(bank.dilations):
+            half = 4 * int(d)
+            xp = np.pad(s, ((0, 0), (half, half), (0, 0)))
+            for padded, kernels in bank.groups(i):
+                for k in kernels:
+                    out = sum(KERNELS[k, j] * xp[:, j * d: j * d + w][:, :, bank.channel_mask[i, k]]
+                              .sum(axis=2) for j in range(9))
+                    st = bank.stride
+                    out = (out[:, ::st] if padded else
+                           out[:, -(-half // st) * st: w - half: st])  # the stride's grid
+                    for b in bank.biases[i][k]:
+                        parts.append((out > b).mean(axis=1))
+    return np.stack(parts, axis=1)
+
+
+@pytest.mark.parametrize("w, c, stride", [(40, 1, 1), (23, 3, 1), (7, 2, 1), (61, 2, 3)])
+def test_fast_transform_equals_the_plain_recipe(w, c, stride):
+    # Small integers, mean exactly 0 (each window and its negation): every sum is exact in
+    # float32 in any order, so the fast transform must match the plain one bit for bit.
+    rng = np.random.default_rng(w)
+    half = rng.integers(-8, 9, size=(6, w, c)).astype(np.float32)
+    x = np.concatenate([half, -half])
+    features = ConvFeatures(n_features=336, random_state=3).fit_banks(x, stride)
+    assert not features.banks_["conv"].center.any()
+    assert (~features.banks_["conv"].padded).any() == (w > 9)  # both groups are exercised
+    expected = reference_transform(features, x).astype(np.float32)
+    np.testing.assert_array_equal(features.transform(x), expected)
+
+
+def test_pools_share_outputs_and_equal_their_own_transforms(vibration):
+    # Pools fitted on different folds (as the pruning fits them): their difference banks
+    # share the convolutions, their window banks do not (different centring); every
+    # family's features are still exactly its own transform's.
+    x = vibration[0][:30]
+    pools = [ConvFeatures(n_features=420, random_state=5).fit(x[rows])
+             for rows in (np.arange(0, 20), np.arange(10, 30), np.arange(30))]
+    assert pools[0].banks_["conv_diff"].shares_outputs(pools[1].banks_["conv_diff"])
+    assert not pools[0].banks_["conv"].shares_outputs(pools[1].banks_["conv"])
+    together = conv_module.transform_pools(pools, x)
+    for family, features in zip(pools, together, strict=True):
+        np.testing.assert_array_equal(features, family.transform(x))
+    continuous = x + np.float32(0.37)  # continuous data: the plain recipe within rounding
+    assert flipped_fraction(pools[2].transform(continuous),
+                            reference_transform(pools[2], continuous)) < MAX_FLIPPED_FRACTION

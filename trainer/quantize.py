@@ -148,6 +148,11 @@ def build_variant(model: onnx.ModelProto, name: str, X_cal: np.ndarray) -> onnx.
     return out
 
 
+def _calibrated(name: str) -> bool:
+    """True for the variants whose model depends on the calibration windows (static)."""
+    return name.startswith("static_")
+
+
 def weight_only(model: onnx.ModelProto, per_channel: bool = True) -> onnx.ModelProto:
     """A copy of ``model`` whose network weights are int8 behind ``DequantizeLinear``.
 
@@ -318,9 +323,13 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
             fig = measure(m, X_eval, y_eval, labels, ref, reference_probs=P_ref)
             if halves:
                 hits, err = 0, 0.0
+                # Variants without calibration come out the same from either half: one
+                # session of the model built above serves both checks.
+                same = None if _calibrated(name) else session(m)
                 for fit_idx, check_idx in (halves, halves[::-1]):
-                    half = build_variant(float_model, name, X_cal[fit_idx])
-                    Q = run(session(half), X_cal[check_idx])
+                    sess = same if same is not None else session(
+                        build_variant(float_model, name, X_cal[fit_idx]))
+                    Q = run(sess, X_cal[check_idx])
                     hits += int((Q.argmax(axis=1) == P_cal[check_idx].argmax(axis=1)).sum())
                     err += float(np.abs(Q - P_cal[check_idx]).sum())
                 fig["heldout_agreement"] = hits / len(X_cal)

@@ -241,26 +241,64 @@ class KernelBank:
             if kernels.size:
                 yield padded, kernels
 
+    def conv(self, xc: np.ndarray, i: int) -> np.ndarray:
+        """Outputs ``[N, T, 84]`` float32 of dilation ``i`` over centred series ``xc``.
+
+        The stacked matmul this family has always used: another layout (time last, or a
+        different number of windows per call) can round some outputs differently in the
+        last bit, and a bias comparison could flip on that.
+        """
+        n, w, c = xc.shape
+        taps = _taps(xc, int(self.dilations[i])).reshape(n, w, c * KERNEL_LENGTH)
+        return taps @ self.weights(i)
+
+    def ppv(self, conv: np.ndarray, i: int) -> np.ndarray:
+        """PPV features ``[N, 84 * F_i]`` of dilation ``i`` from its outputs ``conv``.
+
+        In ``transform`` order (padded kernels, then unpadded ones, each followed by its
+        biases). Time stays the middle axis: each bias column is one comparison of the
+        whole ``[N, T, 84]`` block and one sum over time, with no transposed copy (the
+        counts are exact integers, so the features do not depend on how they are summed).
+        """
+        n, w, _ = conv.shape
+        s = self.stride
+        counted = conv[:, ::s] if s > 1 else conv  # positions 0, s, 2s, ...
+        # Unpadded kernels count the positions in [pad, w - pad): indices lo..hi-1 of those.
+        pad = (KERNEL_LENGTH // 2) * int(self.dilations[i])
+        lo, hi = first_position(pad, s) // s, -(-(w - pad) // s)
+        biases = self.biases[i]
+        unpadded = ~self.padded[i]
+        total = np.empty((n, N_KERNELS, biases.shape[1]), np.int32)
+        inner = np.empty_like(total) if unpadded.any() else None
+        above = np.empty(counted.shape, dtype=bool)
+        for j in range(biases.shape[1]):
+            np.greater(counted, biases[:, j], out=above)
+            if inner is None:
+                total[:, :, j] = above.sum(axis=1, dtype=np.int32)
+                continue
+            # An unpadded kernel fits, so lo < hi: the edges and the middle are disjoint.
+            inner[:, :, j] = above[:, lo:hi].sum(axis=1, dtype=np.int32)
+            total[:, :, j] = (inner[:, :, j] + above[:, :lo].sum(axis=1, dtype=np.int32)
+                              + above[:, hi:].sum(axis=1, dtype=np.int32))
+        parts = []
+        for padded, kernels in self.groups(i):
+            counts, length = (total, counted.shape[1]) if padded else (inner, hi - lo)
+            ppv = counts[:, kernels].astype(np.float32) / np.float32(length)
+            parts.append(ppv.reshape(n, -1))  # kernel-major, then bias
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """PPV features of one chunk of series ``[N, T, C]`` float32."""
         xc = x - self.center if self.center.any() else x
-        n, w, c = xc.shape
-        s = self.stride
-        parts = []
-        for i, d in enumerate(self.dilations):
-            taps = _taps(xc, int(d)).reshape(n, w, c * KERNEL_LENGTH)
-            conv = taps @ self.weights(i)  # [N, T, 84] float32, like the graph's Conv
-            pad = (KERNEL_LENGTH // 2) * int(d)
-            # Time last, so the count below runs over contiguous memory (2x faster).
-            conv_t = np.ascontiguousarray(conv.transpose(0, 2, 1))  # [N, 84, T]
-            for padded, kernels in self.groups(i):
-                o = (conv_t[:, kernels, ::s] if padded else
-                     conv_t[:, kernels, first_position(pad, s) : w - pad : s])
-                above = o[:, :, None, :] > self.biases[i][kernels][:, :, None]
-                ppv = np.count_nonzero(above, axis=-1).astype(np.float32) / np.float32(
-                    o.shape[-1])
-                parts.append(ppv.reshape(n, -1))  # kernel-major, then bias
-        return np.concatenate(parts, axis=1)
+        return np.concatenate([self.ppv(self.conv(xc, i), i)
+                               for i in range(len(self.dilations))], axis=1)
+
+    def shares_outputs(self, other: KernelBank) -> bool:
+        """True when ``other`` convolves the same series the same way (only its biases may
+        differ): e.g. the difference banks of pools fitted on different folds."""
+        return (np.array_equal(self.center, other.center)
+                and np.array_equal(self.dilations, other.dilations)
+                and np.array_equal(self.channel_mask, other.channel_mask))
 
     def to_onnx(self, g: GraphBuilder, series: str, prefix: str) -> list[str]:
         """Emit the bank over ``series`` ``[batch, T, C]``; return its ``[batch, k]`` outputs."""
@@ -403,7 +441,8 @@ class ConvFeatures:
 
             for attr in ("kept_", "pruned_"):
                 self.__dict__.pop(attr, None)
-            fit_pruned(self, self._check(windows, fitted=False), y, splits)
+            with _one_blas_thread():  # its ridge products too: see _one_blas_thread
+                fit_pruned(self, self._check(windows, fitted=False), y, splits)
             return self
         if int(self.n_features) < N_KERNELS:
             raise ValueError(
@@ -449,18 +488,14 @@ class ConvFeatures:
     def transform(self, windows: np.ndarray) -> np.ndarray:
         """Features float32 ``[N, n_features_out_]`` of windows ``[N, W, C]``."""
         x = self._check(windows, fitted=True)
+        if not hasattr(self, "pruned_"):
+            return transform_pools([self], x)[0]
         n, w, c = x.shape
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         chunk = max(1, _CHUNK_ELEMENTS // (w * c * KERNEL_LENGTH))
-        for lo in range(0, n, chunk):
-            xs = x[lo : lo + chunk]
-            if hasattr(self, "pruned_"):
-                out[lo : lo + chunk] = self.pruned_.transform(xs)
-                continue
-            parts = [self.banks_["conv"].transform(xs)]
-            if "conv_diff" in self.banks_:
-                parts.append(self.banks_["conv_diff"].transform(_difference(xs)))
-            out[lo : lo + chunk] = np.concatenate(parts, axis=1)
+        with _one_blas_thread():
+            for lo in range(0, n, chunk):
+                out[lo : lo + chunk] = self.pruned_.transform(x[lo : lo + chunk])
         return out
 
     def to_onnx(self, g: GraphBuilder, window: str) -> str:
@@ -556,6 +591,67 @@ class ConvFeatures:
                     f"fitted on [*, {self.window_}, {self.channels_}]"
                 )
         return x
+
+
+def transform_pools(families: list[ConvFeatures], windows: np.ndarray) -> list[np.ndarray]:
+    """``[f.transform(windows) for f in families]`` for fitted, unpruned families, faster.
+
+    Banks that convolve the same series with the same kernels (:meth:`KernelBank.
+    shares_outputs`; e.g. the difference banks of one pool fitted on each
+    cross-validation fold: no centring, the same channel subsets) compute each dilation's
+    convolution once and compare it with each family's own biases. The features are
+    exactly those of each family's ``transform``.
+    """
+    x = families[0]._check(windows, fitted=True)
+    for f in families:
+        f._check(x[:1], fitted=True)
+        if hasattr(f, "pruned_"):
+            raise ValueError("transform_pools takes unpruned families")
+    n, w, c = x.shape
+    outs = [np.empty((n, f.n_features_out_), dtype=np.float32) for f in families]
+    # The chunks ``transform`` has always used: numpy may run a chunk's stacked product as
+    # one GEMM, whose last-bit rounding can depend on the number of rows.
+    chunk = max(1, _CHUNK_ELEMENTS // (w * c * KERNEL_LENGTH))
+    # Per bank name: groups of (family index, bank, first column) whose outputs are shared.
+    groups: dict[str, list[list[tuple[int, KernelBank, int]]]] = {}
+    for k, f in enumerate(families):
+        start = 0
+        for prefix, bank in f.banks_.items():
+            same = groups.setdefault(prefix, [])
+            group = next((g for g in same if g[0][1].shares_outputs(bank)), None)
+            if group is None:
+                same.append(group := [])
+            group.append((k, bank, start))
+            start += bank.n_features
+    with _one_blas_thread():
+        for lo in range(0, n, chunk):
+            xs = x[lo : lo + chunk]
+            for prefix, same in groups.items():
+                series = xs if prefix == "conv" else _difference(xs)
+                for group in same:
+                    first = group[0][1]
+                    xc = series - first.center if first.center.any() else series
+                    cols = [start for _, _, start in group]
+                    for i in range(len(first.dilations)):
+                        conv = first.conv(xc, i)
+                        for m, (k, bank, _) in enumerate(group):
+                            ppv = bank.ppv(conv, i)
+                            outs[k][lo : lo + chunk, cols[m] : cols[m] + ppv.shape[1]] = ppv
+                            cols[m] += ppv.shape[1]
+    return outs
+
+
+def _one_blas_thread():
+    """One BLAS thread for the convolutions and the pruning's ridge: the GEMMs are skinny
+    (9 x C taps; a few hundred windows), threads gain little on them, and on a busy machine
+    spinning BLAS threads cost 10-40x the CPU time (ACSF1's pool: 3.1 s against 0.08 s of
+    CPU for the same products). It also makes the features the same on every machine:
+    OpenBLAS splits a product by rows across its threads, and the split can change the
+    last bit of an output (4 of ACSF1's 1,008,000 pool features moved by 1/1460).
+    """
+    from trainer.network import _one_blas_thread as one_thread
+
+    return one_thread()
 
 
 def _difference(x: np.ndarray) -> np.ndarray:

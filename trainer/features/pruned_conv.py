@@ -35,6 +35,7 @@ import numpy as np
 from onnx import TensorProto
 
 from trainer.features import pruning
+from trainer.features.conv import transform_pools
 from trainer.features.kernels import KERNEL_LENGTH, KERNELS, pool_stride, taps
 from trainer.graph import GraphBuilder
 
@@ -264,17 +265,20 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
 
             splits = folds(y, seed)
         accs = []
-        for tr, va in splits:
-            fold_pool = pool_family().fit_banks(x[tr], stride)
-            F = fold_pool.transform(x)
+        # All pools in one pass: the folds' difference banks share their convolutions.
+        pools = transform_pools(
+            [pool_family().fit_banks(x[tr], stride) for tr, _ in splits] + [full], x)
+        for k, (tr, va) in enumerate(splits):
+            F, pools[k] = pools[k], None
             removed, acc, _ = pruning.detach(F[tr], codes[tr], n_classes, sizes,
                                              F[va], codes[va], seed=seed)
             accs.append(acc)
             folds_out.append((removed, F[tr], F[va]))
         curve = np.mean(accs, axis=0)
         smoothed = pruning.smooth(curve)
-
-    F = full.transform(x)
+        F, pools = pools[-1], None
+    else:
+        F = full.transform(x)
     removed, _, rel = pruning.detach(F, codes, n_classes, sizes, seed=seed)
     del F
     family.banks_ = full.banks_
