@@ -221,7 +221,8 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
         conv_cv = max((c["validation_accuracy"] for c in conv_rows), default=float("nan"))
         conv_lat = max((c.get("batch1_latency_us", 0) for c in conv_rows), default=0)
         prune_s = sum(p.get("fit_cpu_s", 0.0) for c in conv_rows[:1] for p in c["pruning"])
-        chosen_row = [c for c in cands if c["features"] == r["parameters"]["features"]]
+        chosen_row = [c for c in cands if c["features"] == r["parameters"]["features"]
+                      and c["hidden_layers"] == list(r["parameters"]["hidden_layers"])]
         if chosen_row:
             chosen_cv = chosen_row[0]["validation_accuracy"]
         ours.append(acc)

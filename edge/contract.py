@@ -49,21 +49,21 @@ class ContractError(ValueError):
 
 
 # The operators the trainer's exporter and quantizer emit, across every feature family,
-# the anomaly and cluster heads and every int8 variant (dynamic, static QOperator and QDQ,
-# weight-only), as (domain, op_type) with "" for the default ONNX domain. The daemon loads
-# no model with another operator unless the operator allows it (``allow_ops``), so a
+# the anomaly and cluster heads and every int8 variant it can ship (static QOperator and
+# QDQ, weight-only), as (domain, op_type) with "" for the default ONNX domain. The daemon
+# loads no model with another operator unless the operator allows it (``allow_ops``), so a
 # signed graph with a Loop of 1e12 iterations never runs. The numpy runtime
-# (edge/runtime/numpy_backend.py) runs all of them but the dynamic variant's
-# DynamicQuantizeLinear, MatMulInteger and ConvInteger (a variant the trainer measures and
-# never chooses); the trainer's export checks every model it writes against this list.
-# tests/test_contract.py checks the trainer emits nothing outside it.
+# (edge/runtime/numpy_backend.py) runs exactly these. Not here: the ``dynamic`` int8
+# variant's DynamicQuantizeLinear, MatMulInteger and ConvInteger (the trainer measures that
+# variant for its report and never ships it: it is batch-dependent). The trainer's export
+# checks every model it writes against this list; tests/test_contract.py checks the
+# trainer emits nothing outside it.
 SUPPORTED_OPS: frozenset[tuple[str, str]] = frozenset(
     [("", op) for op in (
-        "Add", "ArgMin", "Cast", "Concat", "Conv", "ConvInteger", "DequantizeLinear", "Div",
-        "DynamicQuantizeLinear", "Gather", "Greater", "Identity", "Log", "MatMul", "MatMulInteger",
-        "Mul", "Pad", "QLinearMatMul", "QuantizeLinear", "ReduceMax", "ReduceMean",
-        "ReduceMin", "ReduceSum", "Reshape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Sub",
-        "Transpose", "Unsqueeze",
+        "Add", "ArgMin", "Cast", "Concat", "Conv", "DequantizeLinear", "Div", "Gather",
+        "Greater", "Identity", "Log", "MatMul", "Mul", "Pad", "QLinearMatMul",
+        "QuantizeLinear", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Reshape",
+        "Sigmoid", "Slice", "Softmax", "Sqrt", "Sub", "Transpose", "Unsqueeze",
     )]
     + [("com.microsoft", op) for op in (
         "QLinearAdd", "QLinearConcat", "QLinearMul", "QLinearSigmoid", "QLinearSoftmax",

@@ -67,6 +67,96 @@ def test_outputs_match_onnxruntime_for_every_model_and_variant(models):
     assert not failures, "\n".join(failures)
 
 
+def test_fused_steps_compute_exactly_what_the_nodes_compute(models):
+    """Fusion, int8 steps and in-place writes change no bit of any output. Grouped Conv
+    nodes run as one matmul of stacked kernels, which BLAS may sum in another order than
+    one matmul per node (an ulp, which can move a PPV count by one): exact here, bounded
+    like the int8 parity elsewhere."""
+    from edge.runtime import numpy_compile
+
+    built, X = models
+    fused_ops = set()
+    for key, model in built.items():
+        fast, plain = NumpySession(model), NumpySession(model, optimize=False)
+        fused_ops |= {s.op[1] for s in fast._steps if s.op[0] == numpy_compile.FUSED}
+        assert any(s.inplace for s in fast._steps), key
+        tol = INT8_TOLERANCE if "conv" in key[0] else 0.0
+        for a, b in zip(fast.run(None, {contract.INPUT_NAME: X}),
+                        plain.run(None, {contract.INPUT_NAME: X}), strict=True):
+            assert a.dtype == b.dtype, key
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol, err_msg=str(key))
+    # every fusion ran on some model (QOperator kernels with int8 steps keep their names)
+    assert {"QuantizeRoundTrip", "CountAbove", "ConvGroup", "ConvRows",
+            "QLinearMatMul"} <= fused_ops
+
+
+def test_floating_point_errors_are_silent_during_a_run_and_restored_after(monkeypatch):
+    """exp overflow in a sigmoid's tail is the right 0, not a RuntimeWarning per window;
+    numpy's error state outside the run is left as it was (also with numpy < 2's
+    np.errstate fallback)."""
+    import sys
+    import warnings
+
+    from edge.runtime import numpy_compile
+
+    node = helper.make_node("Sigmoid", ["window"], ["probabilities"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, [None, 2])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.array([[-1000.0, 0.0]], np.float32)
+    fallback = numpy_compile._quiet_errors
+    monkeypatch.setitem(sys.modules, "numpy._core._ufunc_config", None)  # as numpy < 2
+    enter, reset, state = fallback()
+    monkeypatch.undo()
+    for quiet in (None, (enter, reset, state)):
+        if quiet:
+            monkeypatch.setattr(numpy_compile, "_SET_QUIET", enter)
+            monkeypatch.setattr(numpy_compile, "_RESET", reset)
+            monkeypatch.setattr(numpy_compile, "_QUIET", state)
+        sess = NumpySession(model.SerializeToString())
+        before = np.geterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (p,) = sess.run(None, {"window": x})
+        np.testing.assert_array_equal(p, [[0.0, 0.5]])
+        assert np.geterr() == before
+        with pytest.warns(RuntimeWarning):
+            np.exp(np.float32(1000.0))  # outside a run numpy warns as usual
+
+
+def test_conv_strides_dilations_and_pads_match_onnxruntime():
+    """Strided Convs (the pruned pool on long windows) and unstrided ones with different
+    pads on one input (grouped into one matmul) give onnxruntime's outputs."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(3)
+    specs = [(1, 1, (4, 4)), (1, 1, (0, 0)), (1, 1, (2, 3)), (2, 2, (4, 4)), (2, 2, (4, 4)),
+             (2, 1, (0, 0)), (3, 2, (8, 8)), (4, 3, (0, 1))]  # (stride, dilation, pads)
+    nodes, inits, outputs = [], [], []
+    for k, (stride, dilation, pads) in enumerate(specs):
+        w = rng.standard_normal((3 + k % 2, 2, 5)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{k}"))
+        nodes.append(helper.make_node("Conv", ["window", f"w{k}"], [f"y{k}"], strides=[stride],
+                                      dilations=[dilation], pads=list(pads),
+                                      kernel_shape=[5]))
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, [None, 2, 41])], outputs, inits)
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]) \
+        .SerializeToString()
+    x = rng.standard_normal((3, 2, 41)).astype(np.float32)
+    want = open_session(data, runtime="onnxruntime").run(None, {"window": x})
+    fast, plain = NumpySession(data), NumpySession(data, optimize=False)
+    assert sum(s.op[1] == "ConvGroup" for s in fast._steps) < len(specs)  # some grouped
+    for a, b, c in zip(fast.run(None, {"window": x}), plain.run(None, {"window": x}), want,
+                       strict=True):
+        assert a.shape == c.shape
+        np.testing.assert_allclose(a, c, atol=1e-5)
+        # stacked kernels: BLAS may sum a row in another order (an ulp or two)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_numpy_runtime_is_batch_independent_on_an_int8_model(models):
     built, X = models
     sess = NumpySession(built[("stats_spectral", "static_qop_channel")])
@@ -171,6 +261,23 @@ def test_export_fails_when_a_model_strays_from_the_list():
 
     with pytest.raises(contract.ContractError, match="Relu outside edge.contract.SUPPORTED_OPS"):
         check_operators(onnx.load_from_string(_foreign_model("Relu")))
+
+
+def test_the_dynamic_int8_variant_is_outside_the_list_and_refused(models):
+    """The trainer measures ``dynamic`` (DynamicQuantizeLinear, MatMulInteger) and never
+    ships it (tests/test_quantize.py): the export check and the numpy runtime refuse it."""
+    from trainer import quantize
+    from trainer.export import check_operators
+
+    built, X = models
+    dynamic = quantize.build_variant(onnx.load_from_string(built[("raw_stats", "float")]),
+                                     "dynamic", X)
+    ops = {n.op_type for n in dynamic.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    with pytest.raises(contract.ContractError, match="DynamicQuantizeLinear"):
+        check_operators(dynamic)
+    with pytest.raises(UnsupportedModel, match="DynamicQuantizeLinear.*not supported"):
+        NumpySession(dynamic.SerializeToString())
 
 
 def test_auto_runs_numpy_in_a_process_where_onnxruntime_does_not_import(tmp_path):

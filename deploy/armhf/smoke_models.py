@@ -6,7 +6,9 @@ trainer ships most) on seeded synthetic windows and writes them with the probabi
 machine's onnxruntime computes. ``check DIR`` (on the board, needs only the edge install and
 no onnxruntime) loads every model through :func:`edge.models.load_model` with the numpy
 runtime, runs it and compares, so a crash, an illegal instruction or a wrong result on the
-board shows up here. One JSON line reports it.
+board shows up here. One JSON line reports it, with the time per window of the 32-window
+call and the median batch-1 call; ``check DIR --runtime numpy`` on the workstation gives
+the same figures there, to compare.
 """
 
 from __future__ import annotations
@@ -45,7 +47,23 @@ def build(out: Path) -> None:
                 sess.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: X})[0])
 
 
-def check(out: Path) -> int:
+def batch1_ms(session, window: np.ndarray, calls: int = 15) -> float:
+    """Median milliseconds of a batch-1 call (after two warm-up calls)."""
+    from edge import contract
+
+    feed = {contract.INPUT_NAME: np.ascontiguousarray(window[None], np.float32)}
+    times = []
+    for k in range(calls + 2):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        if k >= 2:
+            times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 3)
+
+
+def check(out: Path, runtime: str = "auto") -> int:
+    """Run every model in ``out`` with ``runtime`` (on the board: auto, which must pick
+    numpy) against the expected probabilities; one JSON line with the figures."""
     from edge import contract
     from edge.models import load_model
 
@@ -55,7 +73,7 @@ def check(out: Path) -> int:
     failed = False
     for path in sorted(out.glob("*.onnx")):
         stem = path.name[:-len(".onnx")]
-        model = load_model(path, runtime="auto")  # no onnxruntime here: must pick numpy
+        model = load_model(path, runtime=runtime)  # board: no onnxruntime, must pick numpy
         t0 = time.perf_counter()
         got = model.session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: x})[0]
         took = time.perf_counter() - t0
@@ -66,7 +84,8 @@ def check(out: Path) -> int:
         failed |= not ok
         report["models"][stem] = {"runtime": model.runtime, "max_abs_diff": diff,
                                   "tolerance": tol, "windows": len(x),
-                                  "ms_per_window": round(took / len(x) * 1e3, 3)}
+                                  "ms_per_window": round(took / len(x) * 1e3, 3),
+                                  "ms_batch1": batch1_ms(model.session, x[0])}
     print(json.dumps(report))
     return 1 if failed else 0
 
@@ -81,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("build", "check"))
     parser.add_argument("dir", type=Path)
+    parser.add_argument("--runtime", default="auto", choices=("auto", "numpy"),
+                        help="check: the runtime (numpy on a workstation, to compare times)")
     args = parser.parse_args(argv)
     if args.mode == "build":
         build(args.dir)
         return 0
-    return check(args.dir)
+    return check(args.dir, args.runtime)
 
 
 if __name__ == "__main__":
