@@ -53,6 +53,8 @@ FORMATS = ("object", "array", "batch", "binary", "cbor", "sparkplug")
 BATCHED = ("batch", "binary", "cbor", "sparkplug")
 SPARKPLUG_TOPIC = "spBv1.0/sim/DDATA/simulator/{device}"
 LABEL_REPEAT_S = 1.0
+# Longest wait for the final label messages' acknowledgements when the simulation ends.
+FLUSH_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -511,9 +513,12 @@ class Simulator:
             qos=1) for s in self.streams]
         self.stats.label_messages += len(infos)
         # QoS 1 and in order: once the last one is acknowledged, everything before was sent.
+        # One deadline for all of them: a stop (SIGTERM) must end in seconds even when the
+        # broker is slow to acknowledge (8 devices waited 5 s each: 40 s, under CI load).
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
         for info in infos:
             try:
-                info.wait_for_publish(5.0)
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 break
         self.stats.seconds = time.monotonic() - start
