@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.protowire import fields
+
 INPUT_NAME = "window"
 OUTPUT_NAME = "probabilities"
 ANOMALY_OUTPUT = "anomaly_score"
@@ -94,16 +96,15 @@ def model_ops(data: bytes) -> set[tuple[str, str]]:
         If the bytes are not a well-formed ONNX ModelProto.
     """
     ops: set[tuple[str, str]] = set()
-    buf = memoryview(data)
     try:
-        for number, span in _fields(buf, 0, len(buf)):
-            if number == 7 and span:  # ModelProto.graph
-                _graph_ops(buf, span, ops, 0)
-            elif number == 25 and span:  # ModelProto.functions
-                for f, sub in _fields(buf, *span):
-                    if f == 7 and sub:  # FunctionProto.node
-                        _node_ops(buf, sub, ops, 0)
-    except (IndexError, ValueError) as e:
+        for number, _, value in fields(memoryview(data)):
+            if number == 7 and isinstance(value, memoryview):  # ModelProto.graph
+                _graph_ops(value, ops, 0)
+            elif number == 25 and isinstance(value, memoryview):  # ModelProto.functions
+                for f, _, sub in fields(value):
+                    if f == 7 and isinstance(sub, memoryview):  # FunctionProto.node
+                        _node_ops(sub, ops, 0)
+    except ValueError as e:  # ProtoError, and a node name that is not UTF-8
         raise ContractError(f"not a loadable ONNX model: not a well-formed ONNX file ({e})") \
             from None
     return ops
@@ -129,65 +130,27 @@ def check_ops(data: bytes, extra: frozenset[tuple[str, str]] = frozenset()) -> N
 _MAX_GRAPH_DEPTH = 16
 
 
-def _varint(buf, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf, start: int, end: int):
-    """``(field number, (start, end) or None)`` for each field of one message."""
-    i = start
-    while i < end:
-        key, i = _varint(buf, i)
-        wire = key & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-            yield key >> 3, None
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if i + n > end:
-                raise ValueError("field runs past its message")
-            yield key >> 3, (i, i + n)
-            i += n
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if i != end:
-        raise ValueError("truncated message")
-
-
-def _graph_ops(buf, span, ops: set, depth: int) -> None:
+def _graph_ops(graph: memoryview, ops: set, depth: int) -> None:
     if depth > _MAX_GRAPH_DEPTH:
         raise ValueError("subgraphs nested too deep")
-    for number, sub in _fields(buf, *span):
-        if number == 1 and sub:  # GraphProto.node
-            _node_ops(buf, sub, ops, depth)
+    for number, _, value in fields(graph):
+        if number == 1 and isinstance(value, memoryview):  # GraphProto.node
+            _node_ops(value, ops, depth)
 
 
-def _node_ops(buf, span, ops: set, depth: int) -> None:
+def _node_ops(node: memoryview, ops: set, depth: int) -> None:
     op_type = domain = ""
-    for number, sub in _fields(buf, *span):
-        if sub is None:
+    for number, _, value in fields(node):
+        if not isinstance(value, memoryview):
             continue
         if number == 4:  # NodeProto.op_type
-            op_type = bytes(buf[sub[0]:sub[1]]).decode("utf-8", "replace")
+            op_type = bytes(value).decode("utf-8", "replace")
         elif number == 7:  # NodeProto.domain
-            domain = bytes(buf[sub[0]:sub[1]]).decode("utf-8", "replace")
+            domain = bytes(value).decode("utf-8", "replace")
         elif number == 5:  # NodeProto.attribute: its graphs (Loop, If, Scan bodies)
-            for f, g in _fields(buf, *sub):
-                if f in (6, 11) and g:  # AttributeProto.g, AttributeProto.graphs
-                    _graph_ops(buf, g, ops, depth + 1)
+            for f, _, g in fields(value):
+                if f in (6, 11) and isinstance(g, memoryview):  # AttributeProto.g, .graphs
+                    _graph_ops(g, ops, depth + 1)
     ops.add(("" if domain == "ai.onnx" else domain, op_type))
 
 

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class ProtoError(ValueError):
-    """The bytes are not an ONNX model this reader can use; the message says why."""
-
+from edge.protowire import I32 as _I32
+from edge.protowire import I64 as _I64
+from edge.protowire import VARINT as _VARINT
+from edge.protowire import ProtoError
+from edge.protowire import fields as _fields
+from edge.protowire import varint as _varint
 
 # TensorProto.DataType -> numpy dtype (the types an ONNX model of ours can hold).
 DTYPES = {
@@ -28,49 +30,6 @@ DTYPES = {
 }
 TYPE_NAMES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
               7: "int64", 9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64"}
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        try:
-            b = buf[pos]
-        except IndexError:
-            raise ProtoError("truncated varint: the model file is cut short") from None
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 70:
-            raise ProtoError("malformed varint in the model file")
-
-
-def _fields(buf: bytes):
-    """Yield ``(field_number, wire_type, value)``; LEN values are memoryview slices."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, pos = _varint(buf, pos)
-        elif wire == _LEN:
-            size, pos = _varint(buf, pos)
-            if pos + size > end:
-                raise ProtoError("truncated field: the model file is cut short")
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire == _I32:
-            value, pos = buf[pos:pos + 4], pos + 4
-        elif wire == _I64:
-            value, pos = buf[pos:pos + 8], pos + 8
-        else:
-            raise ProtoError(f"unsupported protobuf wire type {wire}: not an ONNX model file")
-        if pos > end:
-            raise ProtoError("truncated field: the model file is cut short")
-        yield number, wire, value
-
 
 def _signed(v: int) -> int:
     """A varint read as int64 (negative numbers are 10-byte two's complement)."""
