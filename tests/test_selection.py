@@ -108,3 +108,16 @@ def test_cli_budget_default_matches_the_selection_default():
     from trainer import cli
 
     assert cli.LATENCY_BUDGET_US == selection.DEFAULT_LATENCY_BUDGET_US
+
+
+def test_reference_latency_is_counted_against_the_reference_graph(tmp_path):
+    """The budget's unit: the reference graph itself measures about REFERENCE_US whatever
+    the machine's speed or load, and a graph doing far less work measures far less."""
+    from tests.models import mean_model
+    from trainer import sessions
+
+    ref, window = sessions.reference()
+    assert 0.6 < sessions.reference_latency_us(ref, window) / sessions.REFERENCE_US < 1.6
+    tiny = sessions.session(mean_model(tmp_path / "mean.onnx", window=100,
+                                       channels=tuple(f"c{i}" for i in range(6))))
+    assert sessions.reference_latency_us(tiny, window) < 0.5 * sessions.REFERENCE_US

@@ -300,7 +300,8 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
 
 
 def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
-    """Batch-1 latency (us of CPU, float, 1 thread) of an exported model with these features.
+    """Batch-1 latency (reference us: :func:`trainer.sessions.reference_latency_us`, float,
+    1 thread) of an exported model with these features.
 
     The network is logistic regression after one epoch: its weights do not change the time,
     and the features dominate it (a hidden layer of 32 adds about 1 us).
@@ -315,7 +316,7 @@ def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
         pipeline.fit(train.X, train.y, families=families)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
-    return sessions.cpu_latency_us(sessions.session(model), train.X[0])
+    return sessions.reference_latency_us(sessions.session(model), train.X[0])
 
 
 def write_outputs(out_dir, result: FitResult) -> dict[str, Path]:

@@ -13,8 +13,9 @@ labels); the scaler and the network are fitted inside each fold.
 
 A latency budget (like Edge Impulse's EON Tuner, which searches within a target's
 latency): when ``latency_of`` is given, each feature set's exported graph is timed at
-batch 1 (thread CPU time, which other load on the machine barely moves: the choice must
-not depend on what else runs), and only candidates within ``latency_budget_us`` can win.
+batch 1 (in reference microseconds, :func:`trainer.sessions.reference_latency_us`: the
+choice must not depend on what else runs), and only candidates within
+``latency_budget_us`` can win.
 The conv features cost ~10x the statistics (BasicMotions, 100 x 6 samples: 200-223 us
 against 17 us here) for the same validation accuracy, so the default budget
 (:data:`DEFAULT_LATENCY_BUDGET_US`) keeps them where they are cheap (ItalyPowerDemand, 24
