@@ -22,7 +22,7 @@ import onnx
 from edge.atomic import write_files
 from trainer import sessions
 from trainer.data import Dataset
-from trainer.features.registry import DEFAULT_CANDIDATES
+from trainer.features.registry import DEFAULT_CANDIDATES, PRUNED_CONV
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
 from trainer.report import report_json
@@ -167,7 +167,7 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
                                  latency_of=functools.partial(_latency_us, train, options.seed)
                                  if timed else None,
                                  latency_budget_us=options.latency_budget_us,
-                                 fitted_out=fitted)
+                                 fitted_out=fitted, prior=_prior(feature_sets))
         except TooFewWindows as exc:
             log.warning("using the first default setting without validation: %s", exc)
             selection = {"method": f"none: {exc}; the first candidate was used"}
@@ -184,6 +184,14 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
         features, params = list(feature_sets[0]), dict(networks[0])
     hidden = tuple(params.pop("hidden_layers", ()))
     return Setting(list(features), hidden, params, selection, fitted.get(tuple(features)))
+
+
+def _prior(feature_sets: list[list[str]]) -> list[str] | None:
+    """The pruned conv pool alone, when it is a candidate (see ``selection.PRIOR_Z``)."""
+    for features in feature_sets:
+        if len(features) == 1 and features[0].startswith(PRUNED_CONV):
+            return features
+    return None
 
 
 def train_pipeline(train: Dataset, setting: Setting,
