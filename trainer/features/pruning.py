@@ -77,20 +77,35 @@ def ridge_alpha(K: np.ndarray, Y: np.ndarray, n_features: int) -> float:
 
     Ties go to the strongest (detachment wants a smooth, strongly regularised ranking).
     """
-    s, U = np.linalg.eigh(K)
-    s = np.clip(s, 0.0, None)
-    UtY = U.T @ Y
+    errors = loo_errors(K, Y, n_features)
     best, best_err = RELATIVE_ALPHAS[-1], np.inf
-    for rel in RELATIVE_ALPHAS[::-1]:
-        lam = rel * n_features
-        shrink = s / (s + lam)
-        fitted = U @ (shrink[:, None] * UtY)
-        leverage = np.einsum("ij,j,ij->i", U, shrink, U)
-        loo = (Y - fitted) / np.clip(1.0 - leverage, 1e-12, None)[:, None]
-        err = float((loo ** 2).mean())
+    for rel, err in zip(RELATIVE_ALPHAS[::-1], errors[::-1], strict=True):
         if err < best_err * (1 - 1e-9):
             best, best_err = rel, err
     return float(best)
+
+
+def loo_errors(K: np.ndarray, Y: np.ndarray, n_features: int) -> np.ndarray:
+    """Mean squared leave-one-out error of the ridge at each of :data:`RELATIVE_ALPHAS`.
+
+    ``K`` and ``Y`` are centred (the unpenalised intercept), so each window's leverage is
+    ``1/n`` (the intercept's) plus the ridge's own. Without the ``1/n`` the error falls to
+    0 as the strength does (the fit interpolates while ``1 - leverage`` stays above
+    ``1/n``) and the weakest strength always won: on Covid3Month_disc's 10,080 features
+    1e-7 (test 0.57) where scikit-learn's RidgeClassifierCV, on the same features, takes
+    1000 (test 0.69).
+    """
+    s, U = np.linalg.eigh(K)
+    s = np.clip(s, 0.0, None)
+    UtY = U.T @ Y
+    errors = []
+    for rel in RELATIVE_ALPHAS:
+        shrink = s / (s + rel * n_features)
+        fitted = U @ (shrink[:, None] * UtY)
+        leverage = 1.0 / len(K) + np.einsum("ij,j,ij->i", U, shrink, U)
+        loo = (Y - fitted) / np.clip(1.0 - leverage, 1e-12, None)[:, None]
+        errors.append(float((loo ** 2).mean()))
+    return np.array(errors)
 
 
 def subsample(codes: np.ndarray, limit: int, seed: int) -> np.ndarray:
