@@ -211,6 +211,10 @@ class Runner:
         failures on such windows can roll a model back.
     capture : Capture, optional
         Publish the windows it selects (``--capture``); ``None`` costs nothing.
+    publish_many : callable, optional
+        ``publish_many([(topic, payload), ...], qos)``, e.g.
+        :meth:`edge.mqtt.MqttLink.publish_many`: a batch's classifications in one call
+        (else ``publish`` each).
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
@@ -220,10 +224,12 @@ class Runner:
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
                  pending: Callable[[], int] | None = None, shared: bool = False,
                  anomaly_min_windows: int = 0, anomaly_window_count: int = 0,
-                 input_range_margin: float = 0.5, capture: Capture | None = None):
+                 input_range_margin: float = 0.5, capture: Capture | None = None,
+                 publish_many: Callable[[list[tuple[str, str]], int], object] | None = None):
         self.slot = slot
         self.capture = capture
         self.publish = publish
+        self.publish_many = publish_many
         self.stats = stats
         self.output_topic = output_topic
         self.output_qos = output_qos
@@ -661,7 +667,8 @@ class Runner:
         probs_format = self._probs_format
         tail = self._model_json
         topic = self.output_topic
-        publish, qos = self.publish, self.output_qos
+        qos = self.output_qos
+        outputs: list[tuple[str, str]] = []
         published = dropped = 0
         # Room left under max_pending_outputs: QoS > 0 outputs wait in the MQTT client until
         # the broker acknowledges them, in memory, for as long as an outage lasts.
@@ -693,8 +700,13 @@ class Runner:
                        f'"confidence": {conf:.6f}, "probabilities": {{{probabilities}}}, '
                        f'{anomaly}"window_start": {starts[i]:.6f}, "window_end": {ends[i]:.6f}, '
                        f'"model": {tail}}}')
-            publish(topic.replace("{device}", device), payload, qos)
+            outputs.append((topic.replace("{device}", device), payload))
             published += 1
+        if self.publish_many is not None:
+            self.publish_many(outputs, qos)
+        else:
+            for output in outputs:
+                self.publish(*output, qos)
         stats.published += published
         if dropped:
             self._output_dropped(dropped)
