@@ -129,6 +129,7 @@ class Daemon:
         if self.sparkplug:  # births, deaths and sequence numbers too, not only data
             self.filter = self.parser.filter
         self._known_devices: set[str] = set()
+        self._devices: dict[bytes, str] = {}  # raw topic -> its (checked) device name
         # --shard K/N: every daemon gets every message and keeps its own devices.
         self._shard = shard_of(cfg.shard) if cfg.shard else None
         self._mine: dict[str, bool] = {}
@@ -190,13 +191,19 @@ class Daemon:
             return
         device = "?"
         try:
-            device = msg.topic.split("/")[self._device_level]
+            # The device of a topic seen before (checked then): one lookup on its raw bytes.
+            device = self._devices.get(msg._topic)
+            if device is None:
+                device = msg.topic.split("/")[self._device_level]
+                if device not in self._known_devices:
+                    self._check_device(device)
+                if len(self._devices) > 4 * self.cfg.max_devices:  # topics under {device}/#
+                    self._devices.clear()
+                self._devices[msg._topic] = device
             if self._shard is not None and not self._owns(device):
                 stats.not_mine += 1
                 self._handled(msg)
                 return
-            if device not in self._known_devices:
-                self._check_device(device)
             values, ts = self.parser.parse_message(msg)
         except Exception as e:  # a bug must cost one message, not the daemon
             self._refuse(e, device, msg)
@@ -214,6 +221,7 @@ class Daemon:
             raise Rejected("bad_device", f"device name {device!r} is not allowed in a topic")
         if len(self._known_devices) > 4 * self.cfg.max_devices:
             self._known_devices.clear()
+            self._devices.clear()
         self._known_devices.add(device)
 
     def _refuse(self, exc: Exception, device: str, msg) -> None:
