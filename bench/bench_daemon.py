@@ -277,13 +277,13 @@ def run_daemon_inproc(broker, model, files, n, qos, samples_per_msg: int = 1,
         time.sleep(0.0005)
     done = (time.perf_counter(), time.process_time())
     stats = d.stats.snapshot()
+    stats["thread_cpu"] = {t.name: thread_cpu_seconds(t.native_id) - began.get(t.native_id, 0.0)
+                           for t in threading.enumerate() if t.native_id in began}
     if until_delivered:
         stats["pending_at_idle"] = d.link.pending()
         while d.link.pending() and time.monotonic() < deadline:
             time.sleep(0.0005)
         stats["delivered_s"] = time.perf_counter() - first[0][0]
-    stats["thread_cpu"] = {t.name: thread_cpu_seconds(t.native_id) - began.get(t.native_id, 0.0)
-                           for t in threading.enumerate() if t.native_id in began}
     if scraper is not None:
         scraper.stop()
     if scrape:

@@ -224,12 +224,22 @@ class FastClient(mqtt.Client):
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
 
-    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked first
-    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH, with the topic's bytes as they came;
-    when it says True the message is acknowledged as paho would and dropped before any
-    message object exists (almost all of a message's cost for a daemon that keeps one
-    device in N). A small read that held only skipped messages waits
-    :data:`SKIP_LINGER_S` before returning, so paho's loop wakes up once for many of them.
+    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked once
+    per topic (the answer is remembered) for QoS 0 and auto-acknowledged QoS 1 PUBLISH
+    packets, with the topic's bytes as they came; a skipped message is acknowledged as paho
+    would and dropped before any message object exists. Runs of messages on topics already
+    known to be skipped are walked in a tight loop: a slice and a dict lookup each, their
+    PUBACKs queued as one packet, and ``on_skipped(n)`` called once per read with how many
+    were dropped. A small read that held only skipped messages waits :data:`SKIP_LINGER_S`
+    and reads again (up to :data:`SKIP_ROUNDS` times) before paho's loop selects again.
+
+    Sending: a packet queued from another thread wakes paho's loop with one byte on its
+    socket pair only if no wake-up is pending since the loop last wrote (paho: one byte, a
+    system call, per packet); the loop writes the queued packets joined, up to
+    :data:`WRITE_CHUNK` bytes a ``send`` (paho: one ``send`` each), and a written QoS 0
+    PUBLISH gets ``on_publish`` with the shared success objects (paho builds new ones each).
+    :meth:`publish_many` publishes a batch of outputs under one lock, with infos that nobody
+    waits on. The bytes on the wire are paho's.
     """
 
     wait_policy: Callable[[], None] | None = None
