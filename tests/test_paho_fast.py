@@ -12,6 +12,7 @@ compare what each delivers to ``on_message`` and writes back.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import random
 import select
@@ -265,52 +266,55 @@ def test_a_filter_added_later_takes_its_topic_from_on_message():
     assert got == [("on_message", b"1"), ("filter", b"2"), ("on_message", b"3")]
 
 
-def test_a_read_of_only_skipped_messages_lingers_and_others_do_not(monkeypatch):
-    # So that paho's loop wakes up once for many of another shard's messages.
-    naps = []
-    monkeypatch.setattr("edge.paho_fast.time.sleep", naps.append)
+@contextlib.contextmanager
+def _skipping_client(skip):
+    """A FastClient on one end of a socket pair, skipping the topics ``skip`` names:
+    (client, the broker's end, payloads delivered to on_message)."""
     client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.skip_topic = lambda topic: topic.startswith(b"sensors/other")
+    client.skip_topic = skip
     got = []
     client.on_message = lambda c, u, m: got.append(m.payload)
     ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
     try:
-        ours.setblocking(False)
-        client._sock = ours
-        broker.sendall(_publish(b"sensors/other/a", b"1", True) * 3)
-        client.loop_read()
-        assert naps == [paho_fast.SKIP_LINGER_S]
-        broker.sendall(_publish(b"sensors/other/a", b"2", True)
-                       + _publish(b"sensors/mine/a", b"3", True))
-        client.loop_read()
-        assert naps == [paho_fast.SKIP_LINGER_S] and got == [b"3"]  # one of ours: at once
+        yield client, broker, got
     finally:
         client._sock = None
         ours.close()
         broker.close()
 
 
+def test_a_read_of_only_skipped_messages_lingers_and_others_do_not(monkeypatch):
+    # So that paho's loop wakes up once for many of another shard's messages.
+    naps = []
+    monkeypatch.setattr("edge.paho_fast.time.sleep", naps.append)
+    with _skipping_client(lambda topic: topic.startswith(b"sensors/other")) as (
+            client, broker, got):
+        broker.sendall(_publish(b"sensors/other/a", b"1", True) * 3)
+        client.loop_read()
+        assert naps == [paho_fast.SKIP_LINGER_S]  # then read again: nothing, back to select
+        broker.sendall(_publish(b"sensors/other/a", b"2", True)
+                       + _publish(b"sensors/mine/a", b"3", True))
+        client.loop_read()
+        assert naps == [paho_fast.SKIP_LINGER_S] and got == [b"3"]  # one of ours: at once
+
+
 def test_skipped_messages_are_counted_once_per_read():
-    client = FastClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     asked, counts = [], []
-    client.skip_topic = lambda topic: asked.append(topic) or topic.startswith(b"sensors/other")
-    client.on_skipped = counts.append
-    got = []
-    client.on_message = lambda c, u, m: got.append(m.payload)
-    ours, broker = socket.socketpair()
-    try:
-        ours.setblocking(False)
-        client._sock = ours
+
+    def skip(topic):
+        asked.append(topic)
+        return topic.startswith(b"sensors/other")
+
+    with _skipping_client(skip) as (client, broker, got):
+        client.on_skipped = counts.append
         other = _publish(b"sensors/other/a", b"1", True)
         broker.sendall(other * 40 + _publish(b"sensors/mine/a", b"2", True) + other * 2
                        + _publish(b"sensors/other/a", b"3", True, qos=1, mid=9) * 2)
         assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
         broker.setblocking(False)
         written = broker.recv(1 << 16)
-    finally:
-        client._sock = None
-        ours.close()
-        broker.close()
     assert got == [b"2"] and counts == [44]
     assert asked == [b"sensors/other/a", b"sensors/mine/a"]  # once per topic, remembered
     assert written == bytes([0x40, 2, 0, 9]) * 2  # the QoS 1 ones acknowledged all the same
