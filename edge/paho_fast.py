@@ -76,9 +76,8 @@ PAHO_INTERNALS = {
                    "_out_packet", "_manual_ack", "_msgtime_mutex", "_last_bytes_received",
                    "_on_message", "_on_message_filtered", "_userdata", "_callback_mutex",
                    "_in_callback_mutex", "suppress_exceptions", "_thread", "_sockpairW",
-                   "_on_socket_register_write", "_callback_api_version", "_msgtime_mutex",
-                   "_last_msg_out", "_max_queued_messages", "_max_inflight_messages",
-                   "_inflight_messages"],
+                   "_on_socket_register_write", "_callback_api_version", "_last_msg_out",
+                   "_max_queued_messages", "_max_inflight_messages", "_inflight_messages"],
     # The keys of a queued outgoing packet (FastClient queues and writes them itself).
     "out_packet_keys": ["command", "mid", "qos", "pos", "to_process", "packet", "info"],
     "in_packet_keys": ["command", "have_remaining", "remaining_count", "remaining_mult",
@@ -251,9 +250,9 @@ class FastClient(mqtt.Client):
     _rhave = 0  # bytes in _rparts
     _rneed = 0  # bytes that packet has in all (0: its length is not all there yet)
     _kept = False  # the last read held a packet that was not skipped
-    _wake_sent = False  # a byte is on its way to wake paho's loop (see _packet_queue)
     _skipped = False  # ... and one that was
     _linger = False  # ... and only skipped ones, few: wait and read again
+    _wake_sent = False  # a byte is on its way to wake paho's loop (see _packet_queue)
 
     def __init__(self, *args, **kwargs):
         # Raw topics that no message_callback_add filter matches (see _deliver).

@@ -64,6 +64,14 @@ def test_paho_messages_have_the_slots_we_fill(cls, key):
         "fills in the old ones"
 
 
+def test_paho_queues_outgoing_packets_as_we_do():
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)  # not connected: the packet stays queued
+    client._packet_queue(0x40, b"\x40\x02\x00\x01", 1, 1)
+    assert sorted(client._out_packet[0]) == sorted(PAHO_INTERNALS["out_packet_keys"]), \
+        f"paho now queues packets as {sorted(client._out_packet[0])}: edge/paho_fast.py " \
+        "_packet_queue and _packet_write use the old keys"
+
+
 def test_paho_properties_have_the_attributes_we_copy():
     got = set(vars(Properties(PacketTypes.PUBLISH)))
     assert got == set(PAHO_INTERNALS["properties_attributes"]), \
