@@ -706,7 +706,7 @@ class Runner:
                                            anomaly, starts[i], ends[i])
             outputs.append((topic.replace("{device}", device), payload))
             published += 1
-        if self.publish_many is not None:
+        if outputs and self.publish_many is not None:
             self.publish_many(outputs, qos)
         else:
             for output in outputs:
