@@ -120,6 +120,7 @@ class Daemon:
             anomaly_window_count=cfg.anomaly_window_count,
             input_range_margin=cfg.input_range_margin, capture=make_capture(cfg),
             shared=bool(topics.split_share(cfg.input_topic)[0]),
+            publish_many=self.link.publish_many,
         )
         self.runner.on_window_rejected = self._window_rejected
         self._window_errors_limit = RateLimit(per_second=1.0, burst=5)  # worker thread only
@@ -128,12 +129,13 @@ class Daemon:
         if self.sparkplug:  # births, deaths and sequence numbers too, not only data
             self.filter = self.parser.filter
         self._known_devices: set[str] = set()
+        self._devices: dict[bytes, str] = {}  # raw topic -> its (checked) device name
         # --shard K/N: every daemon gets every message and keeps its own devices.
         self._shard = shard_of(cfg.shard) if cfg.shard else None
         self._mine: dict[str, bool] = {}
-        self._skip: dict[bytes, bool] = {}
         if self._shard is not None:  # drop other shards' messages before paho decodes them
             self.link.client.skip_topic = self._not_mine
+            self.link.client.on_skipped = self._count_not_mine
         self._errors_limit = RateLimit(per_second=1.0, burst=5)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -189,13 +191,19 @@ class Daemon:
             return
         device = "?"
         try:
-            device = msg.topic.split("/")[self._device_level]
+            # The device of a topic seen before (checked then): one lookup on its raw bytes.
+            device = self._devices.get(msg._topic)
+            if device is None:
+                device = msg.topic.split("/")[self._device_level]
+                if device not in self._known_devices:
+                    self._check_device(device)
+                if len(self._devices) > 4 * self.cfg.max_devices:  # topics under {device}/#
+                    self._devices.clear()
+                self._devices[msg._topic] = device
             if self._shard is not None and not self._owns(device):
                 stats.not_mine += 1
                 self._handled(msg)
                 return
-            if device not in self._known_devices:
-                self._check_device(device)
             values, ts = self.parser.parse_message(msg)
         except Exception as e:  # a bug must cost one message, not the daemon
             self._refuse(e, device, msg)
@@ -213,6 +221,7 @@ class Daemon:
             raise Rejected("bad_device", f"device name {device!r} is not allowed in a topic")
         if len(self._known_devices) > 4 * self.cfg.max_devices:
             self._known_devices.clear()
+            self._devices.clear()
         self._known_devices.add(device)
 
     def _refuse(self, exc: Exception, device: str, msg) -> None:
@@ -266,22 +275,20 @@ class Daemon:
     def _not_mine(self, topic: bytes) -> bool:
         """``--shard``: whether a PUBLISH's raw topic belongs to another daemon's device.
 
-        Asked by the client before it decodes the message (network thread); memoised per
-        topic. A topic it cannot read goes the normal way, where it is rejected and counted.
+        Asked by the client once per topic, before it decodes a message (network thread);
+        the client remembers the answer and drops that topic's messages unread. A topic it
+        cannot read goes the normal way, where it is rejected and counted.
         """
-        skip = self._skip.get(topic)
-        if skip is None:
-            try:
-                device = topic.decode("utf-8").split("/")[self._device_level]
-            except (UnicodeDecodeError, IndexError):
-                return False
-            if len(self._skip) > 4 * self.cfg.max_devices:
-                self._skip.clear()
-            skip = self._skip[topic] = not self._owns(device)
-        if skip:
-            self.stats.messages_in += 1
-            self.stats.not_mine += 1
-        return skip
+        try:
+            device = topic.decode("utf-8").split("/")[self._device_level]
+        except (UnicodeDecodeError, IndexError):
+            return False
+        return not self._owns(device)
+
+    def _count_not_mine(self, n: int) -> None:
+        """Count ``n`` messages the client dropped as other shards' (once per read)."""
+        self.stats.messages_in += n
+        self.stats.not_mine += n
 
     def _on_push(self, msg) -> None:
         """A model push (network thread): hand it to the update thread, then acknowledge it.

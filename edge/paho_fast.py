@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.client import _encode_payload
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -32,6 +33,9 @@ RECV_MAX = 4 * 1024 * 1024
 # arrives meanwhile, a message of this daemon's too, waits at most this long.
 SKIP_LINGER_S = 0.001
 SKIP_LINGER_BYTES = 4096
+SKIP_ROUNDS = 10  # lingers in a row before paho's loop runs again (keepalive, select)
+# Bytes of queued packets joined into one send (see FastClient._packet_write).
+WRITE_CHUNK = 64 * 1024
 
 # What FastClient relies on in paho.mqtt.client.Client: the methods it overrides or calls,
 # with their parameters (self excluded); the paho method that calls each override (if
@@ -52,6 +56,12 @@ PAHO_INTERNALS = {
         "_loop_rc_handle": ["rc"],
         "_easy_log": ["level", "fmt", "args"],
         "_send_puback": ["mid"],
+        "_packet_queue": ["command", "packet", "mid", "qos", "info"],
+        "_packet_write": [],
+        "_send_publish": ["mid", "topic", "payload", "qos", "retain", "dup", "info",
+                          "properties"],
+        "_mid_generate": [],
+        "_raise_for_invalid_topic": ["topic"],
         "message_callback_add": ["sub", "callback"],
         "message_callback_remove": ["sub"],
     },
@@ -59,11 +69,17 @@ PAHO_INTERNALS = {
         "_handle_pubackcomp": "_packet_handle",
         "_reconnect_wait": "loop_forever",
         "loop_read": "_loop",
+        "_packet_queue": "_send_publish",
+        "_packet_write": "loop_write",
     },
     "attributes": ["_sock", "_in_packet", "_protocol", "_out_message_mutex", "_out_messages",
                    "_out_packet", "_manual_ack", "_msgtime_mutex", "_last_bytes_received",
                    "_on_message", "_on_message_filtered", "_userdata", "_callback_mutex",
-                   "_in_callback_mutex", "suppress_exceptions"],
+                   "_in_callback_mutex", "suppress_exceptions", "_thread", "_sockpairW",
+                   "_on_socket_register_write", "_callback_api_version", "_last_msg_out",
+                   "_max_queued_messages", "_max_inflight_messages", "_inflight_messages"],
+    # The keys of a queued outgoing packet (FastClient queues and writes them itself).
+    "out_packet_keys": ["command", "mid", "qos", "pos", "to_process", "packet", "info"],
     "in_packet_keys": ["command", "have_remaining", "remaining_count", "remaining_mult",
                        "remaining_length", "packet", "to_process", "pos"],
     "properties_attributes": ["packetType", "types", "names", "properties"],
@@ -74,9 +90,13 @@ PAHO_INTERNALS = {
 }
 
 _PUBLISH = 0x30
+_PUBACK = 0x40
+_DISCONNECT = 0xE0
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
 _CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
+_AGAIN = MQTTErrorCode.MQTT_ERR_AGAIN
+_NO_CONN = MQTTErrorCode.MQTT_ERR_NO_CONN
 
 # Shared by every PUBACK without properties (see FastClient._handle_pubackcomp); never modified.
 _PUBACK_REASONS = {
@@ -120,11 +140,23 @@ def _fixed_header(buf: bytes, pos: int = 0) -> tuple[int, int]:
     return 0, 0
 
 
-# Received messages are never waited on (wait_for_publish is for messages we send): they
-# share one condition instead of building a threading.Condition each.
-_RECEIVED = threading.Condition()
+# Received messages, and the outputs published by publish_many, are never waited on: they
+# share one condition instead of building a threading.Condition each (a shared one must
+# never be waited on: paho's notify() wakes one waiter, maybe another message's).
+_UNAWAITED = threading.Condition()
 # Topics remembered as matching no message_callback_add filter, at most this many.
 PLAIN_TOPICS_MAX = 10000
+
+
+def _info(mid: int) -> mqtt.MQTTMessageInfo:
+    """An ``MQTTMessageInfo`` nobody waits on (its condition is shared, see _UNAWAITED)."""
+    info = object.__new__(mqtt.MQTTMessageInfo)
+    info.mid = mid
+    info._published = False
+    info._condition = _UNAWAITED
+    info.rc = _SUCCESS
+    info._iterpos = 0
+    return info
 
 
 def _message(mid: int, topic: bytes, qos: int, cmd: int, payload: bytes,
@@ -135,12 +167,7 @@ def _message(mid: int, topic: bytes, qos: int, cmd: int, payload: bytes,
     message, received ones included, where nothing ever waits on it: a fifth of what is
     left of a small message's cost here. The slots are the same and hold the same values.
     """
-    info = object.__new__(mqtt.MQTTMessageInfo)
-    info.mid = mid
-    info._published = False
-    info._condition = _RECEIVED
-    info.rc = _SUCCESS
-    info._iterpos = 0
+    info = _info(mid)
     message = object.__new__(mqtt.MQTTMessage)
     message.timestamp = mqtt.time_func()
     message.state = mqtt.mqtt_ms_invalid
@@ -196,16 +223,27 @@ class FastClient(mqtt.Client):
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
 
-    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked first
-    for every QoS 0 or auto-acknowledged QoS 1 PUBLISH, with the topic's bytes as they came;
-    when it says True the message is acknowledged as paho would and dropped before any
-    message object exists (almost all of a message's cost for a daemon that keeps one
-    device in N). A small read that held only skipped messages waits
-    :data:`SKIP_LINGER_S` before returning, so paho's loop wakes up once for many of them.
+    Skipping: ``skip_topic(raw_topic)`` (set by the daemon under ``--shard``) is asked once
+    per topic (the answer is remembered) for QoS 0 and auto-acknowledged QoS 1 PUBLISH
+    packets, with the topic's bytes as they came; a skipped message is acknowledged as paho
+    would and dropped before any message object exists. Runs of messages on topics already
+    known to be skipped are walked in a tight loop: a slice and a dict lookup each, their
+    PUBACKs queued as one packet, and ``on_skipped(n)`` called once per read with how many
+    were dropped. A small read that held only skipped messages waits :data:`SKIP_LINGER_S`
+    and reads again (up to :data:`SKIP_ROUNDS` times) before paho's loop selects again.
+
+    Sending: a packet queued from another thread wakes paho's loop with one byte on its
+    socket pair only if no wake-up is pending since the loop last wrote (paho: one byte, a
+    system call, per packet); the loop writes the queued packets joined, up to
+    :data:`WRITE_CHUNK` bytes a ``send`` (paho: one ``send`` each), and a written QoS 0
+    PUBLISH gets ``on_publish`` with the shared success objects (paho builds new ones each).
+    :meth:`publish_many` publishes a batch of outputs under one lock, with infos that nobody
+    waits on. The bytes on the wire are paho's.
     """
 
     wait_policy: Callable[[], None] | None = None
-    skip_topic: Callable[[bytes], bool] | None = None
+    # Called with the number of messages skipped, once per read that skipped any.
+    on_skipped: Callable[[int], None] | None = None
     # Read state, tied to the socket it was read from: a new connection starts empty.
     _rsock = None
     _rparts: list[bytes] = []  # the start of a packet cut at the end of a chunk (own list)
@@ -213,11 +251,26 @@ class FastClient(mqtt.Client):
     _rneed = 0  # bytes that packet has in all (0: its length is not all there yet)
     _kept = False  # the last read held a packet that was not skipped
     _skipped = False  # ... and one that was
+    _linger = False  # ... and only skipped ones, few: wait and read again
+    _wake_sent = False  # a byte is on its way to wake paho's loop (see _packet_queue)
 
     def __init__(self, *args, **kwargs):
         # Raw topics that no message_callback_add filter matches (see _deliver).
         self._plain: set[bytes] = set()
+        # Raw topic -> what skip_topic said about it (see _skips).
+        self._skip_memo: dict[bytes, bool] = {}
+        self._skip_topic: Callable[[bytes], bool] | None = None
         super().__init__(*args, **kwargs)
+
+    @property
+    def skip_topic(self) -> Callable[[bytes], bool] | None:
+        """``skip_topic(raw_topic) -> bool``: drop that topic's messages unread (see the class)."""
+        return self._skip_topic
+
+    @skip_topic.setter
+    def skip_topic(self, fn: Callable[[bytes], bool] | None) -> None:
+        self._skip_memo.clear()  # what the old one said no longer holds
+        self._skip_topic = fn
 
     def _reconnect_wait(self) -> None:
         if self.wait_policy is None:
@@ -230,6 +283,19 @@ class FastClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         if self._rsock is not sock:
             self._rsock, self._rparts, self._rhave, self._rneed = sock, [], 0, 0
+        # A read of nothing but skipped messages lingers and reads again, here rather than
+        # through paho's select: on this kind of machine a blocking system call costs
+        # 20-30 us of CPU whatever it waits for, as much as 50 skipped messages.
+        for _ in range(SKIP_ROUNDS):
+            rc = self._read(sock)
+            if rc or not self._linger or self._sock is not sock:
+                return rc
+            time.sleep(SKIP_LINGER_S)
+        return _SUCCESS
+
+    def _read(self, sock) -> MQTTErrorCode:
+        """One ``recv`` and every whole packet in it; sets ``_linger``."""
+        self._linger = False
         try:
             # Raises BlockingIOError when nothing is there (TLS too); b"" is EOF.
             data = self._sock_recv(min(max(RECV_CHUNK, self._rneed - self._rhave), RECV_MAX))
@@ -266,8 +332,7 @@ class FastClient(mqtt.Client):
             self._rneed = 0
         if self._out_packet:  # e.g. PUBACKs for what we just read: send them now
             self.loop_write()
-        if self._skipped and not self._kept and len(data) < SKIP_LINGER_BYTES:
-            time.sleep(SKIP_LINGER_S)
+        self._linger = self._skipped and not self._kept and len(data) < SKIP_LINGER_BYTES
         return _SUCCESS
 
     def _frames(self, buf: bytes, sock) -> tuple[MQTTErrorCode, int]:
@@ -278,63 +343,117 @@ class FastClient(mqtt.Client):
         skip = self.skip_topic
         manual = self._manual_ack
         plain = self._plain
-        while pos + 1 < end:
-            cmd = buf[pos]
-            byte = buf[pos + 1]
-            if byte < 128:  # most packets here: less than 128 bytes after the fixed header
-                start = pos + 2
-                stop = start + byte
-            else:
-                start, length = _fixed_header(buf, pos)
-                if start < 0:
-                    return _PROTOCOL, end
-                if not start:
+        memo = self._skip_memo
+        known = memo.get
+        skipped = 0
+        acks: list[bytes] = []  # PUBACKs of skipped QoS 1 messages, sent as one packet
+        try:
+            while pos + 1 < end:
+                if skip is not None:
+                    # Other shards' messages, back to back: a topic already known to be skipped
+                    # costs a slice and a dict lookup, no object and no call (see skip_topic).
+                    while pos + 3 < end:
+                        size = buf[pos + 1]
+                        cmd = buf[pos]
+                        # a PUBLISH at QoS 0 or 1, less than 128 bytes, topic shorter than 256
+                        if size > 127 or cmd & 0xF4 != _PUBLISH or buf[pos + 2]:
+                            break
+                        stop = pos + 2 + size
+                        topic_end = pos + 4 + buf[pos + 3]
+                        if stop > end or topic_end + (cmd & 2) > stop or not known(
+                                buf[pos + 4:topic_end]):
+                            break
+                        if cmd & 2:  # QoS 1: acknowledged as paho would, unless acks are manual
+                            if manual:
+                                break
+                            acks.append(buf[topic_end:topic_end + 2])
+                        pos = stop
+                        skipped += 1
+                    if acks:
+                        rc = self._send_acks(acks)
+                        if rc:
+                            return rc, pos
+                    if pos + 1 >= end:
+                        break
+                cmd = buf[pos]
+                byte = buf[pos + 1]
+                if byte < 128:  # most packets here: less than 128 bytes after the fixed header
+                    start = pos + 2
+                    stop = start + byte
+                else:
+                    start, length = _fixed_header(buf, pos)
+                    if start < 0:
+                        return _PROTOCOL, end
+                    if not start:
+                        break
+                    stop = start + length
+                if stop > end:
                     break
-                stop = start + length
-            if stop > end:
-                break
-            if cmd & 0xF0 == _PUBLISH and cmd & 0x06 < 0x04 and stop - start >= 2:
-                qos = cmd >> 1 & 1
-                topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
-                body = topic_end + 2 * qos  # after the message id
-                if body <= stop:
-                    topic = buf[start + 2:topic_end]
-                    if skip is not None and (qos == 0 or not manual) and skip(topic):
-                        pos = stop
-                        self._skipped = True
-                        if qos:
-                            rc = self._send_puback(buf[topic_end] << 8 | buf[topic_end + 1])
-                            if rc:
-                                return rc, pos
-                        continue
-                    if v5:
-                        fast = body < stop and buf[body] == 0  # no properties
-                        body += 1
-                    else:
-                        fast = topic_end > start + 2  # paho refuses an empty 3.1.1 topic
-                    self._kept = True
-                    if fast:
-                        pos = stop
-                        mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
-                        message = _message(mid, topic, qos, cmd, buf[body:stop],
-                                           _empty_properties() if v5 else None)
-                        if topic in plain:
-                            self._on_plain(message)
+                if cmd & 0xF0 == _PUBLISH and cmd & 0x06 < 0x04 and stop - start >= 2:
+                    qos = cmd >> 1 & 1
+                    topic_end = start + 2 + (buf[start] << 8 | buf[start + 1])
+                    body = topic_end + 2 * qos  # after the message id
+                    if body <= stop:
+                        topic = buf[start + 2:topic_end]
+                        if skip is not None and (qos == 0 or not manual) and self._skips(topic):
+                            pos = stop
+                            skipped += 1
+                            if qos:
+                                rc = self._send_acks([buf[topic_end:topic_end + 2]])
+                                if rc:
+                                    return rc, pos
+                            continue
+                        if v5:
+                            fast = body < stop and buf[body] == 0  # no properties
+                            body += 1
                         else:
-                            self._deliver(message, topic)
-                        if qos and not manual:
-                            rc = self._send_puback(mid)
-                            if rc:
-                                return rc, pos
-                        if self._sock is not sock:
-                            return _SUCCESS, pos
-                        continue
-            pos = stop
-            self._kept = True
-            rc = self._paho_handle(cmd, buf[start:stop])
-            if rc or self._sock is not sock:
-                return rc, pos
-        return _SUCCESS, pos
+                            fast = topic_end > start + 2  # paho refuses an empty 3.1.1 topic
+                        self._kept = True
+                        if fast:
+                            pos = stop
+                            mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
+                            message = _message(mid, topic, qos, cmd, buf[body:stop],
+                                               _empty_properties() if v5 else None)
+                            if topic in plain:
+                                self._on_plain(message)
+                            else:
+                                self._deliver(message, topic)
+                            if qos and not manual:
+                                rc = self._send_puback(mid)
+                                if rc:
+                                    return rc, pos
+                            if self._sock is not sock:
+                                return _SUCCESS, pos
+                            continue
+                pos = stop
+                self._kept = True
+                rc = self._paho_handle(cmd, buf[start:stop])
+                if rc or self._sock is not sock:
+                    return rc, pos
+            return _SUCCESS, pos
+        finally:  # whatever ended the read, count what it skipped
+            if skipped:
+                self._skipped = True
+                if self.on_skipped is not None:
+                    self.on_skipped(skipped)
+
+    def _skips(self, topic: bytes) -> bool:
+        """``skip_topic(topic)``, asked once per topic (remembered, see _frames)."""
+        memo = self._skip_memo
+        skip = memo.get(topic)
+        if skip is None:
+            skip = bool(self.skip_topic(topic))
+            if len(memo) >= PLAIN_TOPICS_MAX:
+                memo.clear()
+            memo[topic] = skip
+        return skip
+
+    def _send_acks(self, mids: list[bytes]) -> MQTTErrorCode:
+        """Queue the PUBACKs of skipped messages (their ids as they came) as one packet:
+        the bytes paho's ``_send_puback`` would queue one by one (empties ``mids``)."""
+        packet = b"".join(b"\x40\x02" + mid for mid in mids)
+        mids.clear()
+        return self._packet_queue(_PUBACK, packet, 0, 1)
 
     def _on_plain(self, message: mqtt.MQTTMessage) -> None:
         """Deliver to ``on_message`` what no topic filter matches, as paho's
@@ -407,3 +526,154 @@ class FastClient(mqtt.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, reason, _NO_PROPERTIES)
         return _SUCCESS
+
+    # The send side.
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: mqtt.MQTTMessageInfo | None = None) -> MQTTErrorCode:
+        # paho writes a byte to its socket pair for every packet queued, to wake its loop
+        # from select: a system call per publish, and a wake-up of the network thread per
+        # output at QoS 0. One byte until the loop has written is enough, and none from the
+        # network thread itself (it writes what is queued before it selects again).
+        thread = self._thread
+        if thread is None or self._on_socket_register_write is not None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        # After the append: _packet_write clears the flag before it takes the queue, so
+        # either it takes this packet or this thread sees the flag cleared and wakes it.
+        if not self._wake_sent and thread.ident != threading.get_ident():
+            self._wake_sent = True
+            wake = self._sockpairW
+            if wake is not None:
+                try:
+                    wake.send(b"0")
+                except BlockingIOError:
+                    pass
+        self._call_socket_register_write()
+        return _SUCCESS
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # paho sends every queued packet with its own send() and, at QoS 0, builds a new
+        # ReasonCode and Properties for on_publish after each: with many small outputs that
+        # was most of the network thread's work (QoS 0 outputs cost more than QoS 1). Here
+        # the queued packets go out joined, up to WRITE_CHUNK bytes a send; what each
+        # packet's completion does is paho's, with the shared PUBACK objects.
+        self._wake_sent = False
+        out = self._out_packet
+        while out:
+            first = out[0]
+            if first["command"] & 0xF0 == _DISCONNECT:  # paho's own: it closes the socket
+                return super()._packet_write()
+            batch = [out.popleft()]
+            size = first["to_process"]
+            while out and size < WRITE_CHUNK and out[0]["command"] & 0xF0 != _DISCONNECT:
+                batch.append(out.popleft())
+                size += batch[-1]["to_process"]
+            if len(batch) == 1:
+                data = first["packet"][first["pos"]:]
+            else:
+                data = b"".join([p["packet"][p["pos"]:] if p["pos"] else p["packet"]
+                                 for p in batch])
+            try:
+                sent = self._sock_send(data)
+            except (AttributeError, ValueError):
+                out.extendleft(reversed(batch))
+                return _SUCCESS
+            except BlockingIOError:
+                out.extendleft(reversed(batch))
+                return _AGAIN
+            except OSError as err:
+                out.extendleft(reversed(batch))
+                self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return _CONN_LOST
+            if sent <= 0:
+                out.extendleft(reversed(batch))
+                break
+            for i, packet in enumerate(batch):
+                todo = packet["to_process"]
+                if sent < todo:  # the rest of this one and the ones after it: next send
+                    packet["pos"] += sent
+                    packet["to_process"] = todo - sent
+                    out.extendleft(reversed(batch[i:]))
+                    break
+                sent -= todo
+                packet["pos"] += todo
+                packet["to_process"] = 0
+                if packet["command"] & 0xF0 == _PUBLISH and packet["qos"] == 0:
+                    self._published(packet)
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()
+        return _SUCCESS
+
+    def _published(self, packet: dict) -> None:
+        """A QoS 0 PUBLISH is written: ``on_publish`` and its info, as paho's _packet_write."""
+        on_publish = self.on_publish
+        if on_publish:
+            with self._in_callback_mutex:
+                try:
+                    if self._callback_api_version == CallbackAPIVersion.VERSION1:
+                        on_publish(self, self._userdata, packet["mid"])
+                    else:
+                        on_publish(self, self._userdata, packet["mid"], _PUBACK_REASONS[0],
+                                   _NO_PROPERTIES)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_publish: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        packet["info"]._set_as_published()
+
+    def publish_many(self, messages: list[tuple[str, str | bytes]], qos: int) -> int:
+        """Publish ``(topic, payload)`` pairs at QoS 0 or 1, not retained, no properties.
+
+        What :meth:`publish` does for each, the same bytes and the same queueing (in flight,
+        queued, refused beyond ``max_queued_messages``), without what it returns: the
+        messages get infos nobody can wait on (no ``threading.Condition`` each), and the
+        outgoing-message lock is taken once. For many outputs nobody waits for
+        (classifications); use :meth:`publish` for a message you want to wait on.
+
+        Returns
+        -------
+        int
+            Messages refused because the outgoing queue is full.
+        """
+        if qos not in (0, 1):
+            raise ValueError(f"publish_many takes QoS 0 or 1, not {qos}")
+        check = self._raise_for_invalid_topic
+        mid_of = self._mid_generate
+        if qos == 0:
+            for topic, payload in messages:
+                topic = topic.encode("utf-8")
+                check(topic)
+                mid = mid_of()
+                info = _info(mid)
+                info.rc = self._send_publish(mid, topic, _encode_payload(payload), 0, False,
+                                             False, info, None)
+            return 0
+        refused = 0
+        out = self._out_messages
+        limit = self._max_queued_messages
+        with self._out_message_mutex:
+            for topic, payload in messages:
+                topic = topic.encode("utf-8")
+                check(topic)
+                payload = _encode_payload(payload)
+                mid = mid_of()
+                if limit > 0 and len(out) >= limit or mid in out:
+                    refused += 1
+                    continue
+                message = _message(mid, topic, 1, _PUBLISH | 2, payload, None)
+                out[mid] = message
+                inflight = self._max_inflight_messages
+                if inflight == 0 or self._inflight_messages < inflight:
+                    self._inflight_messages += 1
+                    message.state = mqtt.mqtt_ms_wait_for_puback
+                    rc = self._send_publish(mid, topic, payload, 1, False, False, message.info,
+                                            None)
+                    if rc == _NO_CONN:
+                        self._inflight_messages -= 1
+                        message.state = mqtt.mqtt_ms_publish
+                    message.info.rc = rc
+                else:
+                    message.state = mqtt.mqtt_ms_queued
+        return refused

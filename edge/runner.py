@@ -66,6 +66,11 @@ def _quote(text: str, _cache: dict = {}) -> str:  # noqa: B006 (a deliberate mem
     return q
 
 
+def _braces(text: str) -> str:
+    """``text`` inside a ``str.format`` template, as itself."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 class PostProcess:
     """Per-device smoothing, confidence threshold and publish-on-change.
 
@@ -211,6 +216,10 @@ class Runner:
         failures on such windows can roll a model back.
     capture : Capture, optional
         Publish the windows it selects (``--capture``); ``None`` costs nothing.
+    publish_many : callable, optional
+        ``publish_many([(topic, payload), ...], qos)``, e.g.
+        :meth:`edge.mqtt.MqttLink.publish_many`: a batch's classifications in one call
+        (else ``publish`` each).
     """
 
     def __init__(self, slot: ModelSlot, publish: Publish, stats: Stats, *,
@@ -220,10 +229,12 @@ class Runner:
                  output_qos: int = 1, only_anomalies: bool = False, max_pending: int = 0,
                  pending: Callable[[], int] | None = None, shared: bool = False,
                  anomaly_min_windows: int = 0, anomaly_window_count: int = 0,
-                 input_range_margin: float = 0.5, capture: Capture | None = None):
+                 input_range_margin: float = 0.5, capture: Capture | None = None,
+                 publish_many: Callable[[list[tuple[str, str]], int], object] | None = None):
         self.slot = slot
         self.capture = capture
         self.publish = publish
+        self.publish_many = publish_many
         self.stats = stats
         self.output_topic = output_topic
         self.output_qos = output_qos
@@ -328,9 +339,13 @@ class Runner:
             self.post = PostProcess(info.labels, **self.post_args)
         self._model = model
         self._model_json = json.dumps(model.identity)
-        # '"a": {:.6f}, "b": {:.6f}': one str.format per window (braces in labels escaped).
-        self._probs_format = ", ".join(
-            json.dumps(k).replace("{", "{{").replace("}", "}}") + ": {:.6f}" for k in info.labels)
+        # A whole output is one str.format (braces in labels and the model escaped): device,
+        # label, confidence, one probability per label, the anomaly fields, start, end.
+        probs = ", ".join(_braces(json.dumps(k)) + ": {:.6f}" for k in info.labels)
+        self._output_format = (
+            '{{"device": {}, "label": {}, "confidence": {:.6f}, "probabilities": {{'
+            + probs + '}}, {}"window_start": {:.6f}, "window_end": {:.6f}, "model": '
+            + _braces(self._model_json) + "}}")
         self._period = 1.0 / info.sample_rate_hz if info.sample_rate_hz else 0.0
         bounds = input_bounds(info, self.input_range_margin)
         self._bounds = None if bounds is None else (
@@ -658,10 +673,10 @@ class Runner:
         probs, keep = self.post(devices, probs)
         rows = probs.tolist()
         starts, ends = starts.tolist(), ends.tolist()
-        probs_format = self._probs_format
-        tail = self._model_json
+        output_format = self._output_format
         topic = self.output_topic
-        publish, qos = self.publish, self.output_qos
+        qos = self.output_qos
+        outputs: list[tuple[str, str]] = []
         published = dropped = 0
         # Room left under max_pending_outputs: QoS > 0 outputs wait in the MQTT client until
         # the broker acknowledges them, in memory, for as long as an outage lasts.
@@ -687,14 +702,15 @@ class Runner:
                 dropped += 1
                 continue
             device = devices[i]
-            quoted = _quote(device)
-            probabilities = probs_format.format(*rows[i])
-            payload = (f'{{"device": {quoted}, "label": {_quote(label)}, '
-                       f'"confidence": {conf:.6f}, "probabilities": {{{probabilities}}}, '
-                       f'{anomaly}"window_start": {starts[i]:.6f}, "window_end": {ends[i]:.6f}, '
-                       f'"model": {tail}}}')
-            publish(topic.replace("{device}", device), payload, qos)
+            payload = output_format.format(_quote(device), _quote(label), conf, *rows[i],
+                                           anomaly, starts[i], ends[i])
+            outputs.append((topic.replace("{device}", device), payload))
             published += 1
+        if outputs and self.publish_many is not None:
+            self.publish_many(outputs, qos)
+        else:
+            for output in outputs:
+                self.publish(*output, qos)
         stats.published += published
         if dropped:
             self._output_dropped(dropped)

@@ -62,6 +62,10 @@ def test_malformed_blocks_are_rejected_by_reason():
                     3) == "bad_ts"
     overflow = encode_block(np.full((2, 3), 30000), scale=[1e38] * 3)
     assert rejected(parse_block, overflow, 3) == "out_of_range"
+    assert rejected(parse_block, encode_block(np.array([[1, np.inf, 2]])), 3) == "out_of_range"
+    # Finite values near float32's limit are kept, though their sum overflows.
+    big = np.full((4, 3), 3e38, np.float32)
+    assert np.array_equal(parse_block(encode_block(big), 3)[0], big)
 
 
 def test_decoder_dispatch_by_magic_and_content_type():
