@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.runtime import numpy_kernels as nk
+from edge.runtime.numpy_matmul_nbits import FUSED_OP as FUSED_MATMUL_NBITS
+from edge.runtime.numpy_matmul_nbits import matmul_nbits
 from edge.runtime.onnx_proto import Node
 
-FUSED = "sigmoid-edge.fused"  # the domain of the steps fusion makes
+FUSED = nk.FUSED  # the domain of the steps fusion makes
 
 
 @dataclass
@@ -362,6 +364,8 @@ def fused_kernel(node: Node, consts) -> Callable:
     if node.op_type == "ConvRows":
         index = a["index"]
         return lambda x: x[index]
+    if node.op_type == FUSED_MATMUL_NBITS:
+        return matmul_nbits(a["weight"], a["scale"], a["zero_point"])
     if "op" in a:  # a QOperator node with steps (int8_as_steps)
         return nk.KERNELS[a["op"]][0](a, consts)
     raise AssertionError(node.op_type)

@@ -25,6 +25,9 @@ _CLIP = getattr(np, "_core", None)
 _CLIP = (_CLIP.umath if _CLIP is not None and hasattr(_CLIP, "umath") else np.core.umath).clip
 
 
+FUSED = "sigmoid-edge.fused"  # the domain of the steps the runtime makes of several nodes
+
+
 class UnsupportedModel(ValueError):
     """The model uses an operator or attribute the numpy runtime does not run."""
 
