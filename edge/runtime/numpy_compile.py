@@ -354,7 +354,7 @@ def fused_kernel(node: Node, consts) -> Callable:
     """The kernel of a step fusion made (domain :data:`FUSED`)."""
     a = node.attributes
     if node.op_type == "QuantizeRoundTrip":
-        return a["scale"].round_trip
+        return a["scale"].round_trip_kernel()
     if node.op_type == "CountAbove":
         return count_above(a, consts)
     if node.op_type == "ConvPad":
