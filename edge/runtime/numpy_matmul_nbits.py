@@ -1,8 +1,8 @@
 """Weight-only int8 MatMuls computed the way onnxruntime computes them (``MatMulNBits``).
 
 A weight-only int8 model stores a network weight as int8 codes behind a
-``DequantizeLinear`` that feeds a ``MatMul``'s B. onnxruntime (>= 1.2x, the edge's default
-runtime) fuses that pair into its com.microsoft ``MatMulNBits`` (bits 8, block size 32,
+``DequantizeLinear`` that feeds a ``MatMul``'s B. onnxruntime (the edge's default runtime;
+1.32.0 does, 1.23.2 does not) fuses that pair into its com.microsoft ``MatMulNBits`` (bits 8, block size 32,
 ``accuracy_level`` 4 by default), whose CPU kernel ("CompInt8", MLAS
 ``QuantizeARow_CompInt8``) quantizes the *activations* too: per row, in blocks of 32 along
 K (the last one shorter), ``scale = amax / 127``, codes ``round_half_even(a * (127 / amax))``
@@ -11,6 +11,14 @@ K (the last one shorter), ``scale = amax / 127``, codes ``round_half_even(a * (1
 follows it differs from onnxruntime by up to a few 1e-2 in probability (measured 0.017),
 enough to flip a label at a near-tie; this module makes the numpy runtime compute what
 onnxruntime computes, to float rounding.
+
+Where onnxruntime does this (measured 2026-11-29 on the models of ``tests/test_cli_fit.py``):
+x86-64 (1.32.0) and a Cortex-A76 (Raspberry Pi 5, which has the dot-product instructions;
+1.32.0 under qemu) round the activations, within 2.3e-5 of each other and 1.4e-5 of this
+module. A Cortex-A72 (Raspberry Pi 4; qemu) computes the float product: 1.32.0 fuses to
+``MatMulNBits`` but runs it in float (bit-identical to x86's accuracy level 0, 0.017 from
+the others); 1.23.2 fuses these weights nowhere (x86-64 either). The numpy runtime follows
+the trainer's machine with a current onnxruntime.
 
 The fused pattern is the one onnxruntime's ``DQMatMulNodeGroupSelector`` accepts (MatMul
 only: the numpy runtime runs no Gemm): a ``DequantizeLinear`` of a constant 2-D int8/uint8
