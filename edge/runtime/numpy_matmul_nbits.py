@@ -2,8 +2,8 @@
 
 A weight-only int8 model stores a network weight as int8 codes behind a
 ``DequantizeLinear`` that feeds a ``MatMul``'s B. onnxruntime (the edge's default runtime;
-1.32.0 does, 1.23.2 does not) fuses that pair into its com.microsoft ``MatMulNBits`` (bits 8, block size 32,
-``accuracy_level`` 4 by default), whose CPU kernel ("CompInt8", MLAS
+1.32.0 does, 1.23.2 does not) fuses that pair into its com.microsoft ``MatMulNBits`` (bits
+8, block size 32, ``accuracy_level`` 4 by default), whose CPU kernel ("CompInt8", MLAS
 ``QuantizeARow_CompInt8``) quantizes the *activations* too: per row, in blocks of 32 along
 K (the last one shorter), ``scale = amax / 127``, codes ``round_half_even(a * (127 / amax))``
 (0 for an all-zero block), then integer dot products per block combined in float as
