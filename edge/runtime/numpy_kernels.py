@@ -71,29 +71,38 @@ def _axes(attrs, consts, i) -> tuple | None:
     return tuple(int(a) for a in np.asarray(axes).reshape(-1))
 
 
+def reducer(ufunc, axes: tuple | None, keep: bool) -> Callable:
+    """``x -> ufunc.reduce(x, axis=axes, keepdims=keep)``, faster for one axis: reduced
+    without ``keepdims`` and the axis put back by indexing (a view), which costs less
+    than numpy's ``keepdims`` on small arrays (measured 1.5 + 0.2 against 2.5 us for a sum
+    over [1, 6, 64]'s last axis). The same values."""
+    reduce = ufunc.reduce
+    if axes is None or len(axes) != 1 or not keep:
+        return lambda x: reduce(x, axis=axes, keepdims=keep)
+    axis = axes[0]
+    back = ((slice(None),) * axis + (None,) if axis >= 0
+            else (Ellipsis, None) + (slice(None),) * (-axis - 1))
+
+    def run(x):
+        if x.ndim == 1:  # a whole-array reduction: numpy would return a scalar
+            return reduce(x, axis=axis, keepdims=True)
+        return reduce(x, axis=axis)[back]
+    return run
+
+
 def _reduce(ufunc, mean: bool = False):
     def make(attrs, consts=()):
         keep = bool(attrs.get("keepdims", 1))
         if attrs.get("noop_with_empty_axes", 0):
             raise UnsupportedModel("noop_with_empty_axes=1 is not supported")
         axes = _axes(attrs, consts, 1)
-        reduce = ufunc.reduce
+        reduce = reducer(ufunc, axes, keep)
         if not mean:
-            return lambda x, _axes=None: reduce(x, axis=axes, keepdims=keep)
-
-        if axes is not None and len(axes) == 1:
-            axis = axes[0]
-
-            def run_one(x, _axes=None):
-                # The sum in float32, then one division, as onnxruntime (and np.mean) do.
-                total = reduce(x, axis=axis, keepdims=keep)
-                if total.dtype.kind == "f":
-                    return np.divide(total, total.dtype.type(x.shape[axis]), out=total)
-                return total / np.float32(x.shape[axis])
-            return run_one
+            return lambda x, _axes=None: reduce(x)
 
         def run(x, _axes=None):
-            total = reduce(x, axis=axes, keepdims=keep)
+            # The sum in float32, then one division, as onnxruntime (and np.mean) do.
+            total = reduce(x)
             count = x.size // max(total.size, 1)
             if total.dtype.kind == "f":
                 return np.divide(total, total.dtype.type(count), out=total)
@@ -102,12 +111,24 @@ def _reduce(ufunc, mean: bool = False):
     return make
 
 
+def _matmul(attrs, consts=()):
+    dot, matmul = np.dot, np.matmul
+
+    # np.dot for two matrices: the same product with less call overhead than np.matmul
+    # (measured 1.5 against 2.3 us for [1, 72] x [72, 8]); np.matmul for stacks.
+    return lambda a, b: dot(a, b) if a.ndim == 2 and b.ndim == 2 else matmul(a, b)
+
+
 def _transpose(attrs, consts=()):
     perm = attrs.get("perm")
     if perm is None:
         return lambda x: x.transpose()
     perm = tuple(perm)
-    return lambda x: x.transpose(perm)
+    # A copy in the new order, not a view: the window's [B, T, C] -> [B, C, T] would
+    # otherwise hand every later elementwise result (numpy keeps its inputs' memory order)
+    # and the reductions over time a stride of C floats (measured 5 against 1.5 us per
+    # reduction on the statistics); the copy costs about 1 us.
+    return lambda x: np.ascontiguousarray(x.transpose(perm))
 
 
 def _reshape(attrs, consts=()):
@@ -245,12 +266,12 @@ def _cast(attrs, consts=()):
 
 def _softmax(attrs, consts=()):
     axis = attrs.get("axis", -1)
-    maximum, add = np.maximum.reduce, np.add.reduce
+    maximum, add = reducer(np.maximum, (axis,), True), reducer(np.add, (axis,), True)
 
     def run(x, out=None):
-        e = np.subtract(x, maximum(x, axis=axis, keepdims=True), out=out)
+        e = np.subtract(x, maximum(x), out=out)
         np.exp(e, out=e)
-        return np.divide(e, add(e, axis=axis, keepdims=True), out=e)
+        return np.divide(e, add(e), out=e)
     return run
 
 
@@ -638,7 +659,7 @@ KERNELS: dict[tuple[str, str], tuple[Callable[[dict], Callable], frozenset]] = {
     ("", "Mul"): (_ufunc(np.multiply), frozenset()),
     ("", "Div"): (_ufunc(np.divide), frozenset()),
     ("", "Greater"): (_ufunc(np.greater), frozenset()),
-    ("", "MatMul"): (_ufunc(np.matmul), frozenset()),
+    ("", "MatMul"): (_matmul, frozenset()),
     ("", "Sigmoid"): (_unary(sigmoid), frozenset()),
     ("", "Log"): (_ufunc(np.log), frozenset()),
     ("", "Sqrt"): (_ufunc(np.sqrt), frozenset()),

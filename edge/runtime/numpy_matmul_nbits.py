@@ -114,15 +114,16 @@ def matmul_nbits(w: np.ndarray, scale: np.ndarray, zp: np.ndarray | None) -> Cal
     # inverse gives the same zeros (and a scale that multiplies them).
     tiny = np.float32(1e-36)
     largest, maximum, absolute = np.maximum.reduceat, np.maximum, np.abs
-    divide, multiply, rint, matmul = np.divide, np.multiply, np.rint, np.matmul
+    divide, multiply, rint, dot = np.divide, np.multiply, np.rint, np.dot
 
     def run(a):
-        x = a.reshape(-1, k)
+        x = a if a.ndim == 2 else a.reshape(-1, k)
         amax = largest(absolute(x), starts, axis=1)  # [rows, blocks]
-        amax = maximum(amax, tiny, out=amax)[:, block_of]  # each element's block's
+        amax = maximum(amax, tiny, out=amax).take(block_of, axis=1)  # each element's block's
         q = divide(f127, amax)
         multiply(x, q, out=q)
         rint(q, out=q)  # onnxruntime's int8 codes (round half to even), as float32
         q *= divide(amax, f127, out=amax)  # times the block's scale, amax / 127
-        return matmul(q, weights).reshape(*a.shape[:-1], n)
+        y = dot(q, weights)
+        return y if a.ndim == 2 else y.reshape(*a.shape[:-1], n)
     return run
