@@ -91,6 +91,24 @@ def test_fused_steps_compute_exactly_what_the_nodes_compute(models):
             "QLinearMatMul", "MatMulNBits"} <= fused_ops
 
 
+@pytest.mark.parametrize("scale, zero_point", [(0.0123, np.int8(3)), (1e-4, np.uint8(0)),
+                                               (2.5, np.int8(-128)), (0.1, np.uint8(255))])
+def test_round_trip_lookup_gives_the_arithmetic_values_at_every_step_edge(scale, zero_point):
+    """The looked-up QuantizeLinear -> DequantizeLinear round trip (small arrays) finds the
+    same code as divide-and-round for the floats either side of every rounding edge,
+    beyond the saturation bounds, and for large arrays (the arithmetic path)."""
+    from edge.runtime.numpy_kernels import TABLE_UP_TO, Scale
+
+    q = Scale(np.array(scale, np.float32), np.array(zero_point))
+    run = q.round_trip_kernel()
+    edges = ((np.arange(-300, 300) + 0.5) * np.float32(scale)).astype(np.float32)
+    x = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)),
+                        np.nextafter(edges, np.float32(-np.inf)),
+                        np.array([0.0, 1e30, -1e30], np.float32)])
+    for chunk in np.array_split(x, len(x) // TABLE_UP_TO + 1) + [x]:
+        np.testing.assert_array_equal(run(chunk.copy()), q.round_trip(chunk.copy()))
+
+
 def test_floating_point_errors_are_silent_during_a_run_and_restored_after(monkeypatch):
     """exp overflow in a sigmoid's tail is the right 0, not a RuntimeWarning per window;
     numpy's error state outside the run is left as it was (also with numpy < 2's
