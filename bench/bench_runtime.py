@@ -8,6 +8,7 @@
    keep=32`` and what ``sigmoid-train fit`` picks by default, ``conv:pool=10080:keep=auto``),
    float and the int8 variants the trainer ships most (weight-only, static QOperator/QDQ).
    Goals: numpy <= 2x onnxruntime for the statistics/spectra models, <= 3x for conv.
+   ``--baseline GIT_REF`` times that commit's numpy runtime in the same blocks (before/after).
 2. Label agreement numpy vs onnxruntime on every test window of the shared data sets
    (/work/shared/datasets, or $SIGMOID_EDGE_DATASETS; skipped when absent).
 3. Daemon throughput on one-sample JSON messages (bench/bench_daemon.py's in-process run),
@@ -87,7 +88,30 @@ def batch1_us(sessions, window: np.ndarray, seconds: float) -> list[float]:
     return best
 
 
-def bench_latency(quick: bool) -> list[dict]:
+def baseline_runtime(ref: str, workdir: Path):
+    """The ``NumpySession`` class of commit ``ref``: its ``edge/`` (``git archive``) imported
+    as the package ``edge_baseline``, to time two versions of the runtime side by side."""
+    import re
+    import subprocess
+    import tarfile
+
+    archive = workdir / "baseline.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref, "edge"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    package = workdir / "edge_baseline"
+    (workdir / "edge").rename(package)
+    for path in package.rglob("*.py"):
+        path.write_text(re.sub(r"\b(from|import) edge([. ])", r"\1 edge_baseline\2",
+                               path.read_text()))
+    sys.path.insert(0, str(workdir))
+    from edge_baseline.runtime.numpy_backend import NumpySession
+
+    return NumpySession
+
+
+def bench_latency(quick: bool, baseline=None) -> list[dict]:
     variants = [v for v in LATENCY_VARIANTS if v != "float"]
     pipelines = [p for p in __import__("tests.runtime_models", fromlist=["PIPELINES"]).PIPELINES
                  if p[0] in LATENCY_PIPELINES] + [PRUNED_AUTO]
@@ -97,10 +121,15 @@ def bench_latency(quick: bool) -> list[dict]:
     rows = []
     for (name, variant), model in built.items():
         sessions = [open_session(model, runtime=r) for r in ("onnxruntime", "numpy")]
-        t_ort, t_np = batch1_us(sessions, X[0], 1.0 if quick else 4.0)
+        if baseline is not None:
+            sessions.append(baseline(model))
+        t_ort, t_np, *t_base = batch1_us(sessions, X[0], 1.0 if quick else 4.0)
         rows.append({"model": name, "variant": variant, "onnxruntime_us": round(t_ort, 1),
                      "numpy_us": round(t_np, 1), "ratio": round(t_np / t_ort, 2),
                      "goal": GOALS[name]})
+        if t_base:
+            rows[-1].update(baseline_us=round(t_base[0], 1),
+                            vs_baseline=round(t_np / t_base[0], 2))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -200,13 +229,17 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=("latency", "datasets", "daemon", "process"))
+    ap.add_argument("--baseline", metavar="GIT_REF",
+                    help="latency: also time the numpy runtime of this commit, interleaved")
     args = ap.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, python "
           f"{platform.python_version()}, numpy {np.__version__}, "
           f"cores {os.cpu_count()}", flush=True)
     result = {}
     if args.only in (None, "latency"):
-        result["latency"] = bench_latency(args.quick)
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = baseline_runtime(args.baseline, Path(tmp)) if args.baseline else None
+            result["latency"] = bench_latency(args.quick, baseline)
     if args.only in (None, "datasets"):
         result["datasets"] = bench_datasets(args.quick)
     if args.only in (None, "daemon", "process"):
