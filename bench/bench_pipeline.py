@@ -16,7 +16,7 @@ model) and aeon's ``MiniRocketClassifier`` at its defaults, fitted on the same r
 training windows and scored on the same test windows, side by side: test accuracy, fit
 time (ours: selection + fit + quantization, as ``sigmoid-train fit``; aeon's: ``fit``,
 after a numba warm-up on another set so compilation is not counted) and batch-1 latency
-(ours: the int8 graph, thread CPU time; aeon's: ``predict`` of one window, wall).
+(ours: the int8 graph, reference microseconds; aeon's: ``predict`` of one window, wall).
 
 Latency: each setting is timed in ``repeats`` rounds of ``min_time / repeats`` seconds
 after a warm-up; the median and the best round are reported (the best is the least
@@ -132,43 +132,21 @@ def classification_sets(root: Path) -> list[str]:
     return names
 
 
-# Batch-1 thread CPU time (us) of the reference model below on an idle core of this machine
-# (BENCHMARKS.md "Pipeline": stats+spectra, W=100, C=6, float, measured 2026-11-25 quiet).
-QUIET_REFERENCE_US = 17.3
-
-
-def load_factor() -> float:
-    """How many times slower a model runs now than on the idle machine (>= 1).
-
-    On 2 cores shared by many jobs, thread CPU time still grows (cache and SMT contention):
-    at load average ~15 the reference took 4-5x its idle time. ``--calibrate-load`` scales
-    the budget by this factor, so the fits choose what they would on an idle machine.
-    """
-    train = synthetic_dataset(10, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipe = Pipeline(DEFAULT_CANDIDATES[0], random_state=0,
-                        network_params={"max_epochs": 1}).fit(train.X, train.y)
-    model = build_model(pipe, channels=list(train.channels), window=100, hop=100,
-                        name="reference", version="0")
-    now = sessions.cpu_latency_us(sessions.session(model), train.X[0])
-    return max(1.0, now / QUIET_REFERENCE_US)
-
-
 def aeon_data_dir() -> Path:
     import aeon.datasets
 
     return Path(aeon.datasets.__file__).parent / "data"
 
 
-def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool = False,
+def minirocket_table(root: Path, names, only, budget_us: float,
                      save: Path | None = None) -> None:
     """Our default fit (int8) vs aeon's MiniRocketClassifier at its defaults, per set.
 
-    ``calibrate``: the budget (and the latency shown) is scaled by :func:`load_factor`
-    measured before each set. ``save``: each set's int8 model and a test window are written
-    to ``save/NAME.int8.onnx`` and ``save/NAME.window.npy`` (to time them elsewhere, e.g.
-    under ``deploy/arm64`` emulation with ``bench/bench_runtime.py``-style timing).
+    Our latency is in reference microseconds (:func:`trainer.sessions.reference_latency_us`),
+    the unit of the budget, which does not move with the machine's load. ``save``: each
+    set's int8 model and a test window are written to ``save/NAME.int8.onnx`` and
+    ``save/NAME.window.npy`` (to time them elsewhere, e.g. under ``deploy/arm64`` emulation
+    with ``bench/bench_runtime.py``-style timing).
     """
     import aeon
     from aeon.classification.convolution_based import MiniRocketClassifier
@@ -177,7 +155,7 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
           f"{root}\n")
     print("| data set | train x W x C | chosen | kept / pool | CV acc chosen / pruned conv "
           "| ours int8 acc | MiniRocket acc "
-          "| diff (points) | ours b1 us CPU int8 | MiniRocket b1 us wall | ours fit s "
+          "| diff (points) | ours b1 ref us int8 | MiniRocket b1 us wall | ours fit s "
           "| of which pruning s | MiniRocket fit s | fit ratio |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     warm = load_dataset(root / names[0] / f"{names[0]}_TRAIN.ts")
@@ -189,9 +167,8 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
             continue
         train = load_dataset(root / name / f"{name}_TRAIN.ts")
         test = load_dataset(root / name / f"{name}_TEST.ts", window=train.window)
-        factor = load_factor() if calibrate else 1.0
         t0 = time.process_time()
-        result = fit(train, test, FitOptions(seed=0, latency_budget_us=budget_us * factor))
+        result = fit(train, test, FitOptions(seed=0, latency_budget_us=budget_us))
         our_fit = time.process_time() - t0
         r = result.report
         int8 = sessions.session(result.int8_model)
@@ -199,7 +176,7 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
             save.mkdir(parents=True, exist_ok=True)
             (save / f"{name}.int8.onnx").write_bytes(result.int8_model.SerializeToString())
             np.save(save / f"{name}.window.npy", test.X[:1])
-        our_b1 = sessions.cpu_latency_us(int8, test.X[0]) / factor
+        our_b1 = sessions.reference_latency_us(int8, test.X[0])
         clf = MiniRocketClassifier(random_state=0)
         t0 = time.process_time()
         clf.fit(np.swapaxes(train.X, 1, 2), train.y)
@@ -229,8 +206,7 @@ def minirocket_table(root: Path, names, only, budget_us: float, calibrate: bool 
         theirs.append(mr_acc)
         ratios.append(our_fit / mr_fit)
         over.append(our_b1 > budget_us)
-        name_shown = f"{name} (load x{factor:.1f})" if calibrate else name
-        print(f"| {name_shown} | {len(train.y)} x {train.window} x {len(train.channels)} "
+        print(f"| {name} | {len(train.y)} x {train.window} x {len(train.channels)} "
               f"| {','.join(r['parameters']['features'])} {r['parameters']['hidden_layers']} "
               f"| {kept} | {chosen_cv:.3f} / {conv_cv:.3f} ({conv_lat:.0f} us) "
               f"| {acc:.4f} | {mr_acc:.4f} | {100 * (acc - mr_acc):+.1f} "
@@ -261,10 +237,6 @@ def main() -> None:
                              "(bench extra), on aeon's sets or those under --datasets")
     parser.add_argument("--budget-us", type=float, default=100.0,
                         help="--latency-budget-us of our fits in --vs-minirocket")
-    parser.add_argument("--calibrate-load", action="store_true",
-                        help="--vs-minirocket on a busy machine: scale the budget (and the "
-                             "latency shown) by how much slower a reference model runs now "
-                             "than on the idle machine")
     parser.add_argument("--save-models", type=Path, metavar="DIR",
                         help="--vs-minirocket: also write each set's int8 model to DIR")
     args = parser.parse_args()
@@ -278,7 +250,7 @@ def main() -> None:
     if args.vs_minirocket:
         root = args.datasets or aeon_data_dir()
         minirocket_table(root, classification_sets(root), only, args.budget_us,
-                         args.calibrate_load, args.save_models)
+                         args.save_models)
         return
     min_time, repeats = (0.2, 3) if args.quick else (2.0, 7)
     if not args.no_latency:

@@ -39,6 +39,33 @@ def test_select_prefers_the_features_that_separate_the_classes():
     assert len(table) == 2 and table[1]["validation_accuracy"] > table[0]["validation_accuracy"]
 
 
+def test_the_prior_wins_unless_another_candidate_is_significantly_better():
+    X, y = synthetic.make_windows(n_per_class=10, window=64, seed=4)
+    sets = [("stats", "spectral"), ("raw:points=1",)]
+    # the uninformative feature set as the prior: the informative one beats it clearly
+    best, table = selection.select(X, y, sets, [{"hidden_layers": ()}],
+                                   network_factory=standin.factory, prior=sets[1])
+    assert best["features"] == ["stats", "spectral"]
+    assert best["chosen_by"] == "validation accuracy" and best["prior_z"] > selection.PRIOR_Z
+    # the same feature set twice: no difference, the prior (listed second) wins the tie
+    best, table = selection.select(X, y, [sets[0], ("spectral", "stats")],
+                                   [{"hidden_layers": ()}], network_factory=standin.factory,
+                                   prior=("spectral", "stats"))
+    assert best["features"] == ["spectral", "stats"] and best["chosen_by"].startswith("prior")
+    assert best["prior_z"] == 0
+
+
+def test_paired_z_counts_standard_errors_of_the_paired_difference():
+    a = np.array([1, 1, 1, 0, 1, 0, 1, 1, np.nan, 1.0])
+    b = np.array([1, 0, 1, 0, 0, 1, 1, 0, 0, 1.0])
+    d = (a - b)[:8].tolist() + [0.0]  # the unvalidated window is left out
+    want = np.mean(d) / (np.std(d, ddof=1) / np.sqrt(len(d)))
+    assert selection.paired_z(a, b) == pytest.approx(want)
+    assert selection.paired_z(b, a) == pytest.approx(-want)
+    assert selection.paired_z(a, a) == 0.0
+    assert selection.paired_z(np.array([1.0, 1, 0]), np.array([0.0, 1, 0])) == pytest.approx(1.0)
+
+
 def test_fit_falls_back_to_the_first_candidate_with_one_window_in_a_class():
     X, y = synthetic.make_windows(n_per_class=6, window=32, seed=5)
     keep = np.ones(len(y), bool)
@@ -108,3 +135,16 @@ def test_cli_budget_default_matches_the_selection_default():
     from trainer import cli
 
     assert cli.LATENCY_BUDGET_US == selection.DEFAULT_LATENCY_BUDGET_US
+
+
+def test_reference_latency_is_counted_against_the_reference_graph(tmp_path):
+    """The budget's unit: the reference graph itself measures about REFERENCE_US whatever
+    the machine's speed or load, and a graph doing far less work measures far less."""
+    from tests.models import mean_model
+    from trainer import sessions
+
+    ref, window = sessions.reference()
+    assert 0.6 < sessions.reference_latency_us(ref, window) / sessions.REFERENCE_US < 1.6
+    tiny = sessions.session(mean_model(tmp_path / "mean.onnx", window=100,
+                                       channels=tuple(f"c{i}" for i in range(6))))
+    assert sessions.reference_latency_us(tiny, window) < 0.5 * sessions.REFERENCE_US

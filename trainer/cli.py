@@ -303,8 +303,9 @@ def _add_fit(sub) -> None:
     p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
                    default=LATENCY_BUDGET_US,
                    help="when choosing features by validation, only consider those whose "
-                        "model runs a window within US microseconds of CPU here (batch 1, "
-                        f"1 thread; default {LATENCY_BUDGET_US:g}; 0: no budget); a pruned "
+                        "model runs a window within US reference microseconds (batch 1, 1 "
+                        "thread, timed against a reference graph so the load of this machine "
+                        f"does not matter; default {LATENCY_BUDGET_US:g}; 0: no budget); a pruned "
                         "conv pool (conv:pool=...) prunes until it fits")
     _add_windowing(p)
     _add_identity(p)

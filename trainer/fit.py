@@ -22,7 +22,7 @@ import onnx
 from edge.atomic import write_files
 from trainer import sessions
 from trainer.data import Dataset
-from trainer.features.registry import DEFAULT_CANDIDATES
+from trainer.features.registry import DEFAULT_CANDIDATES, PRUNED_CONV
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
 from trainer.report import report_json
@@ -167,7 +167,7 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
                                  latency_of=functools.partial(_latency_us, train, options.seed)
                                  if timed else None,
                                  latency_budget_us=options.latency_budget_us,
-                                 fitted_out=fitted)
+                                 fitted_out=fitted, prior=_prior(feature_sets))
         except TooFewWindows as exc:
             log.warning("using the first default setting without validation: %s", exc)
             selection = {"method": f"none: {exc}; the first candidate was used"}
@@ -184,6 +184,14 @@ def choose_setting(train: Dataset, options: FitOptions) -> Setting:
         features, params = list(feature_sets[0]), dict(networks[0])
     hidden = tuple(params.pop("hidden_layers", ()))
     return Setting(list(features), hidden, params, selection, fitted.get(tuple(features)))
+
+
+def _prior(feature_sets: list[list[str]]) -> list[str] | None:
+    """The pruned conv pool alone, when it is a candidate (see ``selection.PRIOR_Z``)."""
+    for features in feature_sets:
+        if len(features) == 1 and features[0].startswith(PRUNED_CONV):
+            return features
+    return None
 
 
 def train_pipeline(train: Dataset, setting: Setting,
@@ -300,7 +308,8 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
 
 
 def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
-    """Batch-1 latency (us of CPU, float, 1 thread) of an exported model with these features.
+    """Batch-1 latency (reference us: :func:`trainer.sessions.reference_latency_us`, float,
+    1 thread) of an exported model with these features.
 
     The network is logistic regression after one epoch: its weights do not change the time,
     and the features dominate it (a hidden layer of 32 adds about 1 us).
@@ -315,7 +324,7 @@ def _latency_us(train: Dataset, seed: int, features, families=None) -> float:
         pipeline.fit(train.X, train.y, families=families)
     model = build_model(pipeline, channels=list(train.channels), window=train.window,
                         hop=train.hop, name="latency-probe", version="0")
-    return sessions.cpu_latency_us(sessions.session(model), train.X[0])
+    return sessions.reference_latency_us(sessions.session(model), train.X[0])
 
 
 def write_outputs(out_dir, result: FitResult) -> dict[str, Path]:

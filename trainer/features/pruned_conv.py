@@ -330,7 +330,8 @@ def _set_kept(family, kept: np.ndarray) -> None:
 
 
 def features_latency_us(family, window: np.ndarray, n_classes: int = 2) -> float:
-    """Batch-1 thread CPU time (us) of a model made of the family and a linear head.
+    """Batch-1 latency (reference us, :func:`trainer.sessions.reference_latency_us`) of a
+    model made of the family and a linear head.
 
     The family's graph, then what an exported model puts after it (scaling ``Sub``/``Mul``,
     ``MatMul``, ``Add``, ``Softmax``; zero weights: they do not change the time), so the
@@ -352,7 +353,7 @@ def features_latency_us(family, window: np.ndarray, n_classes: int = 2) -> float
                     [float_input(out, ["batch", n_classes])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sessions.cpu_latency_us(sessions.session(model), window, calls=30, repeats=5)
+        return sessions.reference_latency_us(sessions.session(model), window)
 
 
 def _first_within_budget(family, window, removed, sizes, budget: float,
