@@ -8,7 +8,8 @@ numpy's per-call overhead, not in arithmetic. So at load, once:
 
    - ``QuantizeLinear -> DequantizeLinear`` with the same per-tensor scale and zero point
      (every activation of a QDQ model): divide, round, clip and multiply in float, without
-     the int8 array in between (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip`);
+     the int8 array in between, or for small arrays a binary search in the quantization
+     steps and a lookup (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip_kernel`);
    - ``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` (the PPV
      features of the conv family): the mask applied to the booleans, then one cast and
      one float32 sum (exact: the sums are integers below 2**24);

@@ -23,9 +23,12 @@ the trainer's machine with a current onnxruntime.
 The fused pattern is the one onnxruntime's ``DQMatMulNodeGroupSelector`` accepts (MatMul
 only: the numpy runtime runs no Gemm): a ``DequantizeLinear`` of a constant 2-D int8/uint8
 initializer with a constant float scale (and zero point) that is either per tensor (rank 0)
-or per column (rank 1 of length N, axis 1), no ``block_size``, whose output is read by one
-MatMul as input B only and is not a graph output, and whose MatMul reads no other
-``DequantizeLinear`` output (two would be a QDQ MatMul, which onnxruntime fuses otherwise).
+or per column (rank 1 of length N, axis 1), no ``block_size``, read by a MatMul as input B,
+where the MatMul's A is not a ``DequantizeLinear`` output too (that is a QDQ MatMul, which
+onnxruntime fuses otherwise). onnxruntime first gives every consumer of a shared
+``DequantizeLinear`` its own copy; here each such MatMul is fused and the node stays for
+any other reader. (onnxruntime 1.32.0 fails to load a model with a shared one or one that
+is also a graph output; the trainer writes neither.)
 """
 
 from __future__ import annotations
