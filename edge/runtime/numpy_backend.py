@@ -87,6 +87,8 @@ class NumpySession:
     optimize : bool
         Fuse chains and write in place (:mod:`edge.runtime.numpy_compile`); False runs
         one kernel per node, for tests that check the fused steps compute the same.
+        Weight-only ``DequantizeLinear -> MatMul`` pairs run as one ``MatMulNBits`` step
+        either way: that is what they compute here, not an optimization.
 
     Raises
     ------
