@@ -192,22 +192,24 @@ def _weight_only_matmul(w, scale, zero_point, axis=None) -> bytes:
         .SerializeToString()
 
 
-@pytest.mark.parametrize("per_channel, zero_point", [(True, 0), (True, 3), (False, -5)])
-def test_weight_only_matmul_rounds_the_activations_like_onnxruntime(per_channel, zero_point):
+@pytest.mark.parametrize("per_channel, zero_point, k", [(True, 0, 70), (True, 3, 70),
+                                                        (False, -5, 70), (True, 0, 20)])
+def test_weight_only_matmul_rounds_the_activations_like_onnxruntime(per_channel, zero_point,
+                                                                     k):
     """DequantizeLinear -> MatMul runs as onnxruntime's MatMulNBits does (activations to
-    int8 per row in blocks of 32, the last one shorter here, an all-zero block included):
+    int8 per row in blocks of 32, the last one shorter, an all-zero block included):
     onnxruntime's outputs to float rounding, far from the float product, and each row
     quantized on its own: alone or in a batch of rows 5x apart in size, the same result
     but for BLAS rounding (as a float MatMul's)."""
     rng = np.random.default_rng(5)
-    k, n = 70, 6
+    n = 6
     w = rng.integers(-127, 128, (k, n)).astype(np.int8)
     scale = (rng.random(n) * 0.01 + 1e-3).astype(np.float32) if per_channel \
         else np.array(0.004, np.float32)
     zp = np.full(scale.shape, zero_point, np.int8)
     model = _weight_only_matmul(w, scale, zp, axis=1 if per_channel else None)
     x = (rng.standard_normal((9, k)) * np.linspace(1, 5, 9)[:, None]).astype(np.float32)
-    x[0, 32:64] = 0.0
+    x[0, slice(32, 64) if k > 32 else slice(None)] = 0.0  # an all-zero block
     want = open_session(model, runtime="onnxruntime").run(None, {"window": x})[0]
     sess = NumpySession(model)
     assert [s.op[1] for s in sess._steps] == ["MatMulNBits"]
