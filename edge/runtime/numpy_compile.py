@@ -187,8 +187,8 @@ def count_above(attrs: dict, consts) -> Callable:
     keep = bool(attrs.get("keepdims", 1))
     if attrs.get("noop_with_empty_axes", 0):
         raise nk.UnsupportedModel("noop_with_empty_axes=1 is not supported")
-    reduce = nk.reducer(np.add, nk._axes(attrs, consts, 2), keep)
-    greater, f32 = np.greater, np.float32
+    axes = nk._axes(attrs, consts, 2)
+    reduce, greater, f32 = np.add.reduce, np.greater, np.float32
 
     def run(a, b, _axes=None):
         above = greater(a, b)
@@ -196,7 +196,7 @@ def count_above(attrs: dict, consts) -> Callable:
             above = above & mask
         # Cast, then a plain float32 sum: faster than summing booleans with dtype=float32
         # (measured 15 against 31 us on a [1, 42, 2, 64] count).
-        total = reduce(above.astype(f32))
+        total = reduce(above.astype(f32), axis=axes, keepdims=keep)
         if mean:
             np.divide(total, f32(above.size // max(total.size, 1)), out=total)
         return total
