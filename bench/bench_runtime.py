@@ -66,9 +66,12 @@ def batch1_us(sessions, window: np.ndarray, seconds: float) -> list[float]:
     On a shared machine the other jobs slow any one block by up to several times; the
     fastest block of each session, taken over the same stretch of time as the other
     session's, is what the runtime costs when it has the core, and the ratio of the two
-    is stable where the means are not. The order of the sessions alternates from round
-    to round: in a fixed order the session after onnxruntime's measured about 5% slower
-    than the same code placed elsewhere (numpy runtime A/B runs, 2026-11-29).
+    is stable where the means are not. The order of the sessions rotates from round to
+    round, so that each follows each other one equally often and none runs two blocks in a
+    row (a session measures faster after its own block, with the caches to itself): with
+    three sessions in a fixed order the numpy runtime after onnxruntime's measured 1.04-
+    1.08x the same code placed after another numpy runtime (2026-11-29). With two, the
+    rotation is the plain alternation of the earlier rounds.
     """
     feed = {contract.INPUT_NAME: np.ascontiguousarray(window[None], np.float32)}
     for sess in sessions:
@@ -88,7 +91,7 @@ def batch1_us(sessions, window: np.ndarray, seconds: float) -> list[float]:
             for _ in range(calls[k]):
                 sess.run(None, feed)
             best[k] = min(best[k], (time.perf_counter() - t) / calls[k] * 1e6)
-        order.reverse()
+        order = order[1:] + order[:1]
     return best
 
 
