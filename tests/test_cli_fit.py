@@ -72,6 +72,9 @@ def test_fit_writes_four_files_and_a_complete_report(fitted_ts):
     assert r["int8_float_agreement"]["test"] >= 0.95
     assert r["sizes"]["model.onnx"] == (out / "model.onnx").stat().st_size
     assert r["latency"]["int8"]["batch1_us"] > 0 and r["fit_time_s"] > 0
+    # the chosen features fit the default budget in its unit (a little timing slack)
+    assert r["latency"]["float"]["batch1_reference_us"] <= 1.3 * r["parameters"][
+        "selection"]["latency_budget_us"]
     assert r["quantization"]["chosen"] in r["quantization"]["variants"]
     assert "test  accuracy float" in stdout
 
