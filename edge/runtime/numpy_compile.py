@@ -269,17 +269,26 @@ def conv_pad(pad: int) -> Callable:
     return run
 
 
+# Up to this many series (batch x channels) a ConvGroup gathers its taps with np.take.
+_TAKE_SERIES = 4
+
+
 def conv_group(spec: nk.ConvSpec, bias: np.ndarray | None, pad_in: int) -> Callable:
     """Stacked 1-D convolutions of an input padded by ``pad_in`` either side: ``taps[b, c,
-    j, t] = xp[b, c, pad_in - pads[0] + t stride + j d]`` gathered with one index array
-    (made once per input length), then one matmul of the flattened kernels ``[K, C k]``
-    with the taps ``[B, C k, T']``."""
+    j, t] = xp[b, c, pad_in - pads[0] + t stride + j d]``, then one matmul of the flattened
+    kernels ``[K, C k]`` with the taps ``[B, C k, T']``.
+
+    The taps are gathered with ``np.take`` and one index array (made once per input length)
+    for a few series (a batch of one window), copied from a strided view for more: each is
+    the faster there (measured, [1-64, 2, 722] gathers of [9, 181]: take 9 us at batch 1
+    against 14 for the view and 40 for ``xp[:, :, index]``; at 64, 310 / 120 / 180 us)."""
     w = spec.kernels
     k = w.shape[2]
     w2 = np.ascontiguousarray(w.reshape(w.shape[0], -1))
     b = None if bias is None else bias.reshape(1, -1, 1)
     index_of: dict[int, np.ndarray] = {}
     offset = pad_in - spec.pads[0]
+    take, as_strided = np.take, np.lib.stride_tricks.as_strided
 
     def run(xp):
         n, c, t = xp.shape
@@ -288,7 +297,12 @@ def conv_group(spec: nk.ConvSpec, bias: np.ndarray | None, pad_in: int) -> Calla
             out_t = spec.out_len(t - 2 * pad_in)
             index = index_of[t] = (offset + spec.stride * np.arange(out_t)[None, :]
                                    + spec.dilation * np.arange(k)[:, None])
-        taps = xp[:, :, index]  # [B, C, k, T'], C-contiguous
+        if n * c <= _TAKE_SERIES:
+            taps = take(xp, index, axis=2)  # [B, C, k, T']
+        else:
+            s0, s1, s2 = xp.strides
+            taps = as_strided(xp[:, :, offset:], (n, c, k, index.shape[1]),
+                              (s0, s1, s2 * spec.dilation, s2 * spec.stride), writeable=False)
         out = np.matmul(w2, taps.reshape(n, c * k, index.shape[1]))
         if b is not None:
             out += b
