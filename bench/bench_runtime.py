@@ -8,6 +8,7 @@
    keep=32`` and what ``sigmoid-train fit`` picks by default, ``conv:pool=10080:keep=auto``),
    float and the int8 variants the trainer ships most (weight-only, static QOperator/QDQ).
    Goals: numpy <= 2x onnxruntime for the statistics/spectra models, <= 3x for conv.
+   ``--baseline GIT_REF`` times that commit's numpy runtime in the same blocks (before/after).
 2. Label agreement numpy vs onnxruntime on every test window of the shared data sets
    (/work/shared/datasets, or $SIGMOID_EDGE_DATASETS; skipped when absent).
 3. Daemon throughput on one-sample JSON messages (bench/bench_daemon.py's in-process run),
@@ -65,7 +66,12 @@ def batch1_us(sessions, window: np.ndarray, seconds: float) -> list[float]:
     On a shared machine the other jobs slow any one block by up to several times; the
     fastest block of each session, taken over the same stretch of time as the other
     session's, is what the runtime costs when it has the core, and the ratio of the two
-    is stable where the means are not.
+    is stable where the means are not. The order of the sessions rotates from round to
+    round, so that each follows each other one equally often and none runs two blocks in a
+    row (a session measures faster after its own block, with the caches to itself): with
+    three sessions in a fixed order the numpy runtime after onnxruntime's measured 1.04-
+    1.08x the same code placed after another numpy runtime (2026-11-29). Two sessions
+    simply alternate, as in the earlier rounds.
     """
     feed = {contract.INPUT_NAME: np.ascontiguousarray(window[None], np.float32)}
     for sess in sessions:
@@ -78,16 +84,42 @@ def batch1_us(sessions, window: np.ndarray, seconds: float) -> list[float]:
         calls.append(max(1, int(0.002 / max(time.perf_counter() - t, 1e-7))))
     best = [float("inf")] * len(sessions)
     deadline = time.perf_counter() + seconds
+    order = list(enumerate(sessions))
     while time.perf_counter() < deadline:
-        for k, sess in enumerate(sessions):
+        for k, sess in order:
             t = time.perf_counter()
             for _ in range(calls[k]):
                 sess.run(None, feed)
             best[k] = min(best[k], (time.perf_counter() - t) / calls[k] * 1e6)
+        if len(order) > 2:  # two alternate already; rotated, each would run twice in a row
+            order = order[1:] + order[:1]
     return best
 
 
-def bench_latency(quick: bool) -> list[dict]:
+def baseline_runtime(ref: str, workdir: Path):
+    """The ``NumpySession`` class of commit ``ref``: its ``edge/`` (``git archive``) imported
+    as the package ``edge_baseline``, to time two versions of the runtime side by side."""
+    import re
+    import subprocess
+    import tarfile
+
+    archive = workdir / "baseline.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref, "edge"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    package = workdir / "edge_baseline"
+    (workdir / "edge").rename(package)
+    for path in package.rglob("*.py"):
+        path.write_text(re.sub(r"\b(from|import) edge([. ])", r"\1 edge_baseline\2",
+                               path.read_text()))
+    sys.path.insert(0, str(workdir))
+    from edge_baseline.runtime.numpy_backend import NumpySession
+
+    return NumpySession
+
+
+def bench_latency(quick: bool, baseline=None) -> list[dict]:
     variants = [v for v in LATENCY_VARIANTS if v != "float"]
     pipelines = [p for p in __import__("tests.runtime_models", fromlist=["PIPELINES"]).PIPELINES
                  if p[0] in LATENCY_PIPELINES] + [PRUNED_AUTO]
@@ -97,10 +129,15 @@ def bench_latency(quick: bool) -> list[dict]:
     rows = []
     for (name, variant), model in built.items():
         sessions = [open_session(model, runtime=r) for r in ("onnxruntime", "numpy")]
-        t_ort, t_np = batch1_us(sessions, X[0], 1.0 if quick else 4.0)
+        if baseline is not None:
+            sessions.append(baseline(model))
+        t_ort, t_np, *t_base = batch1_us(sessions, X[0], 1.0 if quick else 4.0)
         rows.append({"model": name, "variant": variant, "onnxruntime_us": round(t_ort, 1),
                      "numpy_us": round(t_np, 1), "ratio": round(t_np / t_ort, 2),
                      "goal": GOALS[name]})
+        if t_base:
+            rows[-1].update(baseline_us=round(t_base[0], 1),
+                            vs_baseline=round(t_np / t_base[0], 2))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -200,13 +237,17 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=("latency", "datasets", "daemon", "process"))
+    ap.add_argument("--baseline", metavar="GIT_REF",
+                    help="latency: also time the numpy runtime of this commit, interleaved")
     args = ap.parse_args()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, python "
           f"{platform.python_version()}, numpy {np.__version__}, "
           f"cores {os.cpu_count()}", flush=True)
     result = {}
     if args.only in (None, "latency"):
-        result["latency"] = bench_latency(args.quick)
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = baseline_runtime(args.baseline, Path(tmp)) if args.baseline else None
+            result["latency"] = bench_latency(args.quick, baseline)
     if args.only in (None, "datasets"):
         result["datasets"] = bench_datasets(args.quick)
     if args.only in (None, "daemon", "process"):

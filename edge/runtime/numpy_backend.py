@@ -13,13 +13,15 @@ function of numpy calls, vectorised over the batch; kernels in
 Numerics: float kernels compute in float32 like onnxruntime's (sums may round in another
 order: differences of a few float32 ulps). int8 kernels follow the ONNX definitions (round
 half to even, saturate); where onnxruntime fuses ``DequantizeLinear -> MatMul ->
-QuantizeLinear`` into integer kernels, or runs weight-only ``DequantizeLinear -> MatMul`` as
-``MatMulNBits`` (activations rounded to int8 per row), results may differ by a quantization
-step: the parity tests bound that.
+QuantizeLinear`` into integer kernels, results may differ by a quantization step: the parity
+tests bound that. Weight-only ``DequantizeLinear -> MatMul`` pairs compute what
+onnxruntime's ``MatMulNBits`` computes (activations rounded to int8 per row and block of
+32; :mod:`edge.runtime.numpy_matmul_nbits`), not the float product the graph spells.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,7 @@ from edge.runtime.numpy_kernels import (  # noqa: F401  (KERNELS, UnsupportedMod
     dequantize,
     quantize,
 )
+from edge.runtime.numpy_matmul_nbits import fuse_weight_only
 from edge.runtime.onnx_proto import DTYPES, TYPE_NAMES, Node, ProtoError, read_model
 
 # Domains whose operators we run: the ONNX standard and onnxruntime's com.microsoft
@@ -84,6 +87,8 @@ class NumpySession:
     optimize : bool
         Fuse chains and write in place (:mod:`edge.runtime.numpy_compile`); False runs
         one kernel per node, for tests that check the fused steps compute the same.
+        Weight-only ``DequantizeLinear -> MatMul`` pairs run as one ``MatMulNBits`` step
+        either way: that is what they compute here, not an optimization.
 
     Raises
     ------
@@ -120,8 +125,11 @@ class NumpySession:
                 "it with `sigmoid-train fit`")
         input_names = [a.name for a in self._inputs]
         order = _topological(graph.nodes, set(values) | set(input_names))
-        dynamic, kernels = self._fold_constants(order, values)
         output_names = [o.name for o in self._outputs]
+        # onnxruntime's numerics for weight-only int8 MatMuls (always: not an optimization)
+        order = fuse_weight_only(order, values, {v.name for v in graph.inputs},
+                                 set(output_names))
+        dynamic, kernels = self._fold_constants(order, values)
         steps, alias = _steps(dynamic, kernels, values, set(output_names), optimize)
         results = [alias.get(o, o) for o in output_names]
         made = set(input_names) | set(values) | {s.output for s in steps}
@@ -144,7 +152,11 @@ class NumpySession:
         dynamic, kernels = [], {}
         with np.errstate(all="ignore"):
             for node in order:
-                factory, allowed = KERNELS[(DOMAINS[node.domain], node.op_type)]
+                if node.domain == nc.FUSED:  # made by fuse_weight_only, checked there
+                    factory = functools.partial(_fused_factory, node)
+                    allowed = frozenset(node.attributes)
+                else:
+                    factory, allowed = KERNELS[(DOMAINS[node.domain], node.op_type)]
                 extra = sorted(set(node.attributes) - allowed)
                 if extra:
                     raise UnsupportedModel(f"{node.op_type} node {node.name!r}: attribute(s) "
@@ -189,6 +201,10 @@ class NumpySession:
         if output_names is None:
             return list(out)
         return [out[self._index[name]] for name in output_names]
+
+
+def _fused_factory(node: Node, _attrs: dict, consts) -> object:
+    return nc.fused_kernel(node, consts)
 
 
 def _steps(nodes: list[Node], kernels: dict, values: dict, outputs: set[str],

@@ -8,7 +8,8 @@ numpy's per-call overhead, not in arithmetic. So at load, once:
 
    - ``QuantizeLinear -> DequantizeLinear`` with the same per-tensor scale and zero point
      (every activation of a QDQ model): divide, round, clip and multiply in float, without
-     the int8 array in between (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip`);
+     the int8 array in between, or for small arrays a binary search in the quantization
+     steps and a lookup (:meth:`~edge.runtime.numpy_kernels.Scale.round_trip_kernel`);
    - ``Greater -> Cast(float) [-> Mul(0/1 mask)] -> ReduceMean/ReduceSum`` (the PPV
      features of the conv family): the mask applied to the booleans, then one cast and
      one float32 sum (exact: the sums are integers below 2**24);
@@ -36,9 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.runtime import numpy_kernels as nk
+from edge.runtime.numpy_matmul_nbits import FUSED_OP as FUSED_MATMUL_NBITS
+from edge.runtime.numpy_matmul_nbits import matmul_nbits
 from edge.runtime.onnx_proto import Node
 
-FUSED = "sigmoid-edge.fused"  # the domain of the steps fusion makes
+FUSED = nk.FUSED  # the domain of the steps fusion makes
 
 
 @dataclass
@@ -366,7 +369,7 @@ def fused_kernel(node: Node, consts) -> Callable:
     """The kernel of a step fusion made (domain :data:`FUSED`)."""
     a = node.attributes
     if node.op_type == "QuantizeRoundTrip":
-        return a["scale"].round_trip
+        return a["scale"].round_trip_kernel()
     if node.op_type == "CountAbove":
         return count_above(a, consts)
     if node.op_type == "ConvPad":
@@ -376,6 +379,8 @@ def fused_kernel(node: Node, consts) -> Callable:
     if node.op_type == "ConvRows":
         index = a["index"]
         return lambda x: x[index]
+    if node.op_type == FUSED_MATMUL_NBITS:
+        return matmul_nbits(a["weight"], a["scale"], a["zero_point"])
     if "op" in a:  # a QOperator node with steps (int8_as_steps)
         return nk.KERNELS[a["op"]][0](a, consts)
     raise AssertionError(node.op_type)

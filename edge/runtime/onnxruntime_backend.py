@@ -34,8 +34,12 @@ def open_session(model, threads: int = 1):
     # This option takes the exact path. ARM (every Pi) and the numpy runtime compute exactly
     # already, so with it the trainer measures on x86 what a Pi computes.
     options.add_session_config_entry("session.x64quantprecision", "1")
-    # Weight-only int8 models (DequantizeLinear -> MatMul) run as onnxruntime's MatMulNBits,
-    # which quantizes the activations to int8 row by row: bit-identical alone or in a batch.
-    # Its float mode ("session.qdq_matmulnbits_accuracy_level" 0) halves the error against
-    # the float model but is not (measured), and the daemon batches across devices.
+    # Weight-only int8 models (DequantizeLinear -> MatMul) run as onnxruntime's MatMulNBits
+    # (accuracy_level 4), which quantizes the activations to int8 per row in blocks of 32:
+    # bit-identical alone or in a batch, and what the numpy runtime computes too
+    # (edge/runtime/numpy_matmul_nbits.py). Not on a Pi 4 (Cortex-A72, no dot-product
+    # instructions): there it multiplies in float (measured under qemu; a Pi 5 rounds).
+    # The float mode ("session.qdq_matmulnbits_accuracy_level" 0) halves the error against
+    # the float model but is not batch-independent (measured), and the daemon batches
+    # across devices.
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
