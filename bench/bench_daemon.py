@@ -71,6 +71,10 @@ except ImportError:
 
 # Seconds each --shard benchmark daemon is watched with no input, for its idle CPU rate.
 IDLE_S = 2.0
+# Paced publishing (RawBlast with ticks): one send of that tick's messages every PACE_TICK_S;
+# part [6]'s paced rounds send PACED_RATE one-sample messages a second.
+PACE_TICK_S = 0.00025
+PACED_RATE = 20000
 # Unbounded queues so a slow subscriber is measured, not broker drops. set_tcp_nodelay: without
 # it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
 BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
@@ -434,12 +438,22 @@ class RawBlast:
     rate.
     """
 
-    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]]):
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
+                 ticks: list[int] | None = None):
         path = workdir / "blast.mqtt"
         path.write_bytes(mqtt_publish_packets(messages))
+        paced = []
+        if ticks is not None:  # message i goes out at PACE_TICK_S * ticks[i] (non-decreasing)
+            ends, size = {}, 0
+            for (topic, payload), tick in zip(messages, ticks, strict=True):
+                size += len(mqtt_publish_packets([(topic, payload)]))
+                ends[tick] = size
+            plan = workdir / "blast.ticks"
+            plan.write_text(json.dumps(sorted(ends.items())))
+            paced = [str(plan)]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path),
+             *paced], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the publisher did not connect")
 
@@ -452,8 +466,8 @@ class RawBlast:
         self.seconds = time.perf_counter() - began  # until the broker had read it all
 
 
-def publish_main(host: str, port: str, path: str) -> int:
-    """``--publish``: the child side of :class:`RawBlast`."""
+def publish_main(host: str, port: str, path: str, plan: str | None = None) -> int:
+    """``--publish``: the child side of :class:`RawBlast` (``plan``: its paced schedule)."""
     import socket
 
     packets = Path(path).read_bytes()
@@ -474,8 +488,16 @@ def publish_main(host: str, port: str, path: str) -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     view = memoryview(packets)
+    if plan is not None:  # [(tick, bytes up to the end of that tick's messages), ...]
+        began, lo = time.perf_counter(), 0
+        for tick, hi in json.loads(Path(plan).read_text()):
+            delay = began + tick * PACE_TICK_S - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sock.sendall(view[lo:hi])
+            lo = hi
     step = 256 * 1024
-    for lo in range(0, len(view), step):
+    for lo in range(0, len(view) if plan is None else 0, step):
         sock.sendall(view[lo:lo + step])
     sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker delivers everything before it
     sock.shutdown(socket.SHUT_WR)
@@ -631,9 +653,11 @@ def thread_cpu_seconds(tid: int) -> float:
         return 0.0
 
 
-def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
+def run_daemon_procs(broker, model, files, shards: list[str | None], expect,
+                     send=None) -> dict:
     """Start one daemon per shard, blast ``files``, wait until each has counted ``expect[i]``
-    messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time."""
+    messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time.
+    ``send()``: publishes instead of the blast of ``files``."""
     # Fresh node names: stats are retained, so an earlier run's must not count as this one's.
     nodes = [f"shards{time.monotonic_ns()}-{i}" for i in range(len(shards))]
     latest: dict[str, dict] = {}
@@ -663,7 +687,10 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
         idle = [(c - c0) / (time.perf_counter() - began) for c, c0 in zip(cpu0, idle0,
                                                                           strict=True)]
         t0 = time.perf_counter()
-        blast(broker, files, 0)
+        if send is None:
+            blast(broker, files, 0)
+        else:
+            send()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and any(
                 latest[n]["messages_in"] < e or latest[n]["queue_depth"]
@@ -689,11 +716,32 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     others = [f for f, o in zip(files, owner, strict=True) if o == 1]
     n_others = len(others) * (n // devices)
     single, pair, alien = [], [], []
-    for _ in range(rounds):
+    # Paced, differential: shard 0 fed the whole stream at PACED_RATE messages a second, and
+    # the same schedule with only its own devices' messages; the CPU the first takes beyond
+    # the second is what the other shard's messages cost it, wake-ups shared with its own
+    # messages included (the rounds above charge every wake-up to the other shard's).
+    # Every device once a cycle, in an order shuffled per cycle: a tick's few messages are
+    # sometimes all the other shard's, as with sensors that do not publish in lockstep.
+    lines = [path.read_text().splitlines() for _, path in files]
+    rng = np.random.default_rng(3)
+    stream = [(files[d][0], lines[d][i].encode()) for i in range(n // devices)
+              for d in rng.permutation(devices).tolist()]
+    per_tick = PACED_RATE * PACE_TICK_S
+    ticks = [int(i // per_tick) for i in range(len(stream))]
+    own = [i for i, (topic, _) in enumerate(stream) if owner[int(topic.split("/")[1][3:])] == 0]
+    paced_mixed, paced_own = [], []
+    for k in range(rounds):
         single.append(run_daemon_procs(broker, model, files, [None], [n]))
         pair.append(run_daemon_procs(broker, model, files, ["0/2", "1/2"], [n, n]))
         # Only the messages shard 0 does not own: what they cost it.
         alien.append(run_daemon_procs(broker, model, others, ["0/2"], [n_others]))
+        for mixed in ((True, False) if k % 2 == 0 else (False, True)):
+            picked = range(len(stream)) if mixed else own
+            send = RawBlast(broker, workdir, [stream[i] for i in picked],
+                            [ticks[i] for i in picked])
+            run = run_daemon_procs(broker, model, None, ["0/2"],
+                                   [len(stream) if mixed else len(own)], send=send)
+            (paced_mixed if mixed else paced_own).append(run)
     med = statistics.median
     one_cpu_per_msg = med(r["cpu"][0] / n for r in single)
     alien_cpu_per_msg = med(r["cpu"][0] / n_others for r in alien)
@@ -719,6 +767,15 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     out["pair_cpu_per_owned_msg_us"] = per_owned
     out["pair_share_of_cpu_on_other_shards"] = share_alien
     out["pair_share_net"] = share_net
+    mixed_cpu = [r["cpu"][0] for r in paced_mixed]
+    own_cpu = [r["cpu"][0] for r in paced_own]
+    out["paced"] = {"rate": PACED_RATE, "messages": len(stream), "own": len(own),
+                    "mixed_cpu_s": mixed_cpu, "own_cpu_s": own_cpu,
+                    "mixed_wall_s": [r["wall"] for r in paced_mixed],
+                    "share": 1 - med(own_cpu) / med(mixed_cpu),
+                    "shares": [1 - o / m for m, o in zip(mixed_cpu, own_cpu, strict=True)],
+                    "foreign_us": (med(mixed_cpu) - med(own_cpu)) / (len(stream) - len(own))
+                    * 1e6}
     return out
 
 
@@ -876,6 +933,14 @@ def main() -> int:
                       + f"\n    less the idle daemon's own CPU ({sh['idle_cpu_share']:.2%} of a "
                       f"core with no input): {sh['not_mine_net_cpu_per_msg_us']:.1f} us, share "
                       + ", ".join(f"{x:.1%}" for x in sh["pair_share_net"]), flush=True)
+                pc = sh["paced"]
+                print(f"    paced at {pc['rate']:,} msg/s, shard 0 alone: the whole stream "
+                      f"({pc['messages']} msgs) {statistics.median(pc['mixed_cpu_s']):.3f} s "
+                      f"CPU, its own {pc['own']} only "
+                      f"{statistics.median(pc['own_cpu_s']):.3f} s; share of its CPU on the "
+                      f"other shard's messages (goal < 10%): {pc['share']:.1%} (rounds "
+                      + ", ".join(f"{x:.1%}" for x in pc["shares"]) + f"), "
+                      f"{pc['foreign_us']:.1f} us a message", flush=True)
             f = bench_formats(broker, model, tmp, 500 if quick else 10000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
@@ -934,5 +999,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--scrape"]:
         raise SystemExit(scrape_main(*sys.argv[2:4]))
     if sys.argv[1:2] == ["--publish"]:
-        raise SystemExit(publish_main(*sys.argv[2:5]))
+        raise SystemExit(publish_main(*sys.argv[2:6]))
     raise SystemExit(main())
