@@ -506,6 +506,49 @@ def publish_main(host: str, port: str, path: str, plan: str | None = None) -> in
     return 0
 
 
+def broker_ceiling(broker: Broker, qos: int, n: int, payload: bytes) -> tuple[float, float]:
+    """What mosquitto alone takes: ``n`` PUBLISH packets of ``payload`` (QoS 0 or 1, ten
+    topics) written by one raw-socket client in 64 kB sends, no subscriber; at QoS 1 until
+    every PUBACK is back (read by a second thread), at QoS 0 until the broker closes after
+    the DISCONNECT. Returns (publishes a second, broker CPU seconds a publish)."""
+    import socket
+
+    packets = []
+    for i in range(n):
+        topic = f"edge/dev{i % 10}/classification".encode()
+        mid = (i % 65535 + 1).to_bytes(2, "big") if qos else b""
+        body = len(topic).to_bytes(2, "big") + topic + mid + payload
+        packets += [bytes([0x30 | qos << 1]), _remaining_length(len(body)), body]
+    view = memoryview(b"".join(packets))
+    sock = socket.create_connection((broker.host, broker.port))
+    client_id = f"bench-ceiling-{time.monotonic_ns()}".encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+    if sock.recv(4)[:1] != b"\x20":
+        raise RuntimeError("the broker refused the connection")
+    acked = [0]
+
+    def read_acks():  # 4 bytes a PUBACK
+        while acked[0] < 4 * n and (chunk := sock.recv(1 << 20)):
+            acked[0] += len(chunk)
+
+    reader = threading.Thread(target=read_acks)
+    cpu0, began = cpu_seconds(broker.proc.pid), time.perf_counter()
+    if qos:
+        reader.start()
+    for lo in range(0, len(view), 65536):
+        sock.sendall(view[lo:lo + 65536])
+    if qos:
+        reader.join(120)
+    else:
+        sock.sendall(b"\xe0\x00")
+        sock.recv(1)
+    wall = time.perf_counter() - began
+    cpu = cpu_seconds(broker.proc.pid) - cpu0
+    sock.close()
+    return n / wall, cpu / n
+
+
 def decode_rate(fmt: str, payload: bytes, model: Path, seconds: float = 1.0) -> float:
     """Samples/s of the network thread's decoding alone (the daemon's own decoder)."""
     from edge.config import load_config
@@ -593,6 +636,13 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                              blast_with=RawBlast(broker, workdir, messages))
         runs["receive_only"].append((wall * per_msg, cpu * per_msg))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
+    # The broker alone, for classifications of this size: its ceiling on this machine.
+    output = json.dumps({"device": "dev1", "label": "a", "confidence": 0.592236,
+                         "probabilities": {"a": 0.394941, "b": 0.592236, "c": 0.011505,
+                                           "d": 0.001318}, "window_start": 1764382000.0,
+                         "window_end": 1764382000.63, "model": "bench@1"}).encode()
+    ceiling = {qos: [broker_ceiling(broker, qos, 50000, output) for _ in range(rounds)]
+               for qos in (1, 0)}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
             "windows": {fmt: st["windows"] for fmt, st in stats.items()},
@@ -606,6 +656,9 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
             "delivered": {fmt: statistics.median(r for r, _ in v) for fmt, v in delivered.items()},
             "pending_at_idle": {fmt: statistics.median(p for _, p in v)
                                 for fmt, v in delivered.items()},
+            "broker_ceiling": {qos: (statistics.median(r for r, _ in v),
+                                     1e6 * statistics.median(c for _, c in v))
+                               for qos, v in ceiling.items()},
             **medians(runs)}
 
 
@@ -974,6 +1027,12 @@ def main() -> int:
                 print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
                       f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
                       f"CPU-s; rounds {v['wall_all']}", flush=True)
+                (q1, c1), (q0, c0) = f["broker_ceiling"][1], f["broker_ceiling"][0]
+                windows = f["windows"]["binary"] / f["messages"]
+                print(f"    the broker alone, classification-sized publishes from one raw "
+                      f"client: QoS 1 {q1:,.0f}/s acknowledged ({c1:.1f} us of its CPU each), "
+                      f"QoS 0 {q0:,.0f}/s ({c0:.1f} us); 3M samples/s here would be "
+                      f"{3e6 / f['per_msg'] * windows:,.0f} classifications/s", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "

@@ -243,7 +243,10 @@ class FastClient(mqtt.Client):
 
     PUBACKs: one without properties (the message id and maybe a reason code) skips paho's
     decoding into new reason-code and properties objects; ``on_publish`` gets shared ones
-    that say the same.
+    that say the same. A run of plain PUBACKs (two bytes: the message id; at QoS 1 one
+    arrives for every classification) is read in a tight loop, and the queued messages the
+    run makes room for are sent once at its end (:meth:`_pubacks`; paho passes over its
+    outgoing messages and sends after every PUBACK), the same packets in the same order.
 
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
@@ -262,8 +265,12 @@ class FastClient(mqtt.Client):
     system call, per packet); the loop writes the queued packets joined, up to
     :data:`WRITE_CHUNK` bytes a ``send`` (paho: one ``send`` each), and a written QoS 0
     PUBLISH gets ``on_publish`` with the shared success objects (paho builds new ones each).
+    A PUBLISH without properties is built in one join (:func:`publish_packet`), not field by
+    field with a debug line's arguments passed each time.
     :meth:`publish_many` publishes a batch of outputs under one lock, with infos that nobody
-    waits on. The bytes on the wire are paho's.
+    waits on, message ids taken under paho's lock once, and, from another thread than the
+    network loop's, the packets queued together with one wake-up. The bytes on the wire
+    are paho's.
     """
 
     wait_policy: Callable[[], None] | None = None
