@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from edge.paho_fast import remaining_length as _remaining_length  # noqa: E402
 from edge.stats import rss_bytes  # noqa: E402
 from tests.models import mean_model  # noqa: E402
 from tests.mqtt_helpers import Broker, require  # noqa: E402
@@ -404,16 +405,6 @@ def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, 
         "binary": encode_block(block),
         "cbor": cbor2.dumps({"samples": block.tolist()}),
         "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
-
-
-def _remaining_length(n: int) -> bytes:
-    """MQTT's variable-length "remaining length" field."""
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def mqtt_publish_packets(messages: list[tuple[str, bytes]]) -> bytes:
