@@ -41,7 +41,7 @@ def test_block_mean_averages_whole_blocks_and_drops_the_rest():
 def test_block_mean_graph_matches_numpy(data, w, factor):
     X = data[0][:, :w]
     g = GraphBuilder("downsample_only")
-    out = g.rename(block_mean_onnx(g, "window", w, factor), "short")
+    out = g.rename(block_mean_onnx(g, "window", w, factor, X.shape[2]), "short")
     model = g.model([float_input("window", [None, w, X.shape[2]])],
                     [float_input(out, [None, w // factor, X.shape[2]])])
     got = sessions.session(model).run(None, {"window": X})[0]
