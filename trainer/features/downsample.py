@@ -41,8 +41,10 @@ class Downsampled:
 
     The wrapper passes the labels and folds on to a supervised family (a pruned conv
     pool) and reads through to its fitted attributes (``pruning_``, ``fold_features_``).
-    Note that a pruned pool's latency budget is timed on its own graph: the two nodes in
-    front cost about a microsecond more (the selection times whole models).
+    Note that a pruned pool's latency budget is timed on its own graph: the nodes in front
+    (``Transpose``, ``Conv``, ``Transpose``) cost a few reference microseconds more, within
+    the share of the budget kept for the rest of the model (the selection times whole
+    models).
     """
 
     def __init__(self, inner, factor: int):
