@@ -48,8 +48,8 @@ DEFAULT_CANDIDATES: tuple[tuple[str, ...], ...] = (
 )
 # Long windows: the pruned pool on the window averaged down to about this many samples is
 # a candidate too (``downsample=W // DOWNSAMPLED_LENGTH``, when that is 2 or more). Near
-# the lengths MiniRocket is usually run at; measured on seven sets of 251-2,000 samples, it
-# won by 18 points on one (PigCVP) and lost 3-5 on three, so cross-validation chooses
+# the lengths MiniRocket is usually run at; forced on four sets of 427-2,000 samples, it won
+# 18 points on one (PigCVP) and lost 3-5 on the others, so cross-validation chooses
 # (BENCHMARKS.md, "Fourth pass").
 DOWNSAMPLED_LENGTH = 192
 # Families with a ``views`` parameter: their diff_ variant is a view, not a wrapper.
