@@ -59,9 +59,11 @@ needs_of() {
     local file=$1 modules=$2 helper
     # (No `grep -q` in a pipe: under pipefail its early exit would fail the pipe.)
     grep -E "^(from|import) ($modules)([. ,]|$)" "$file" || true
-    for helper in $(sed -n -E 's/^from tests\.([a-z_0-9]+) import.*/\1/p; s/^from tests import ([a-z_0-9]+).*/\1/p' "$file"); do
+    # `from tests.x import ...` and `from tests import x, y`: one name a line
+    while read -r helper; do
         [ -e "$REPO/tests/$helper.py" ] && needs_of "$REPO/tests/$helper.py" "$modules"
-    done
+    done < <(sed -n -E -e 's/^from tests\.([a-z_0-9]+) import.*/\1/p' \
+                       -e 's/^from tests import ([a-z_0-9, ]+).*/\1/p' "$file" | tr -c 'a-z_0-9' '\n')
     return 0
 }
 
