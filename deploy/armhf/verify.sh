@@ -56,6 +56,10 @@ QEMU=$(command -v qemu-arm-static || true)
 # shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
 . "$REPO/deploy/lib/emulated-root.sh"
 
+# For the test tools: cryptography's 32-bit ARM wheels need cffi, which has no such wheel
+# (pip would build it, and the root has no compiler); Debian's 1.15 serves cryptography < 46.
+TEST_PACKAGES=python3-cffi
+
 make_root() {
     if [ -e "$ROOT/.sigmoid-edge-root-ok" ]; then return 0; fi
     echo "== debootstrap $SUITE $ARCH into $ROOT (10-30 minutes under emulation)"
@@ -63,7 +67,7 @@ make_root() {
     mkdir -p "$ROOT"
     # shellcheck disable=SC2086  # MIRROR is empty (debootstrap's default) or one URL
     debootstrap --arch="$ARCH" --variant=minbase \
-        --include=python3,python3-venv,python3-numpy,ca-certificates,mosquitto,mosquitto-clients \
+        --include="python3,python3-venv,python3-numpy,$TEST_PACKAGES,ca-certificates,mosquitto,mosquitto-clients" \
         "$SUITE" "$ROOT" $MIRROR
     touch "$ROOT/.sigmoid-edge-root-ok"
 }
@@ -82,6 +86,11 @@ register_binfmt qemu-arm \
     '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' "$QEMU"
 make_root
 mount_root
+if [ "$SKIP_TESTS" != 1 ] && ! in_root "dpkg -s $TEST_PACKAGES" >/dev/null 2>&1; then
+    echo "== apt-get install $TEST_PACKAGES (a root made before the edge tests ran here)"
+    in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TEST_PACKAGES" \
+        || die "could not install $TEST_PACKAGES in $ROOT"
+fi
 
 echo "== the sources and the smoke models"
 rm -rf "$ROOT/smoke"
@@ -111,8 +120,8 @@ else
         install="failed (onnxruntime is installed: the marker did not keep it out)"
     fi
     # The test tools the subset imports: cbor2, jinja2 and protobuf are pure Python;
-    # cryptography (the test PKI, signing) has an armv7l wheel on PyPI.
-    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "cbor2 jinja2 protobuf cryptography" \
+    # cryptography (the test PKI, signing) has armv7l wheels, < 46 with Debian's cffi.
+    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "cbor2 jinja2 protobuf 'cryptography<46'" \
         "not slow and not fuzz"
 fi
 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$CPU" "$ARCH" "$numpy_version" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"

@@ -113,7 +113,7 @@ smoke_and_tests() {
     detail=$(grep '^{' "$out" | tail -n 1 || true)
     if [ "${SKIP_TESTS:-0}" != 1 ] && [ "$status" = 0 ]; then
         set +e
-        in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis $extra \
+        in_root "$venv/bin/pip install -q --prefer-binary pytest pytest-timeout hypothesis $extra \
             && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 5400 $venv/bin/python -m pytest -q \
                -p no:cacheprovider -m '$marks' --timeout 900 $tests_to_run" >>"$out" 2>&1
         status=$?
