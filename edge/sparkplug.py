@@ -376,7 +376,9 @@ class SparkplugDecoder:
         """alias -> channel index (-1: not a channel, _UNKNOWN: no birth defined it)."""
         table = {**node.aliases, **state.aliases}
         size = min(max(table, default=-1) + 1, MAX_LOOKUP)
-        lookup = np.full(size, _UNKNOWN, dtype=np.int64)
+        # intp: the channels it gives go to np.bincount, which a 32-bit numpy (armhf, armel)
+        # refuses int64 for ("Cannot cast ... according to the rule 'safe'").
+        lookup = np.full(size, _UNKNOWN, dtype=np.intp)
         for alias, (name, _) in table.items():
             if alias < size:
                 lookup[alias] = self.index.get(name, -1)
