@@ -56,9 +56,14 @@ QEMU=$(command -v qemu-arm-static || true)
 # shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
 . "$REPO/deploy/lib/emulated-root.sh"
 
-# For the test tools: cryptography's 32-bit ARM wheels need cffi, which has no such wheel
-# (pip would build it, and the root has no compiler); Debian's 1.15 serves cryptography < 46.
-TEST_PACKAGES=python3-cffi
+# The test tools the subset imports, from PyPI (cbor2, protobuf: pure Python) or Debian (the
+# root has no compiler). armhf: cryptography's armv7l wheels need cffi, which has none:
+# Debian's 1.15 serves cryptography < 46; jinja2's MarkupSafe has armv7l wheels. armel
+# (armv6l): no wheels at all for those two, Debian's python3-cryptography (38) and jinja2.
+case "$ARCH" in
+    armhf) TEST_PACKAGES=python3-cffi TEST_PIP="cbor2 protobuf jinja2 'cryptography<46'" ;;
+    *) TEST_PACKAGES="python3-cryptography python3-jinja2" TEST_PIP="cbor2 protobuf" ;;
+esac
 
 make_root() {
     if [ -e "$ROOT/.sigmoid-edge-root-ok" ]; then return 0; fi
@@ -67,7 +72,7 @@ make_root() {
     mkdir -p "$ROOT"
     # shellcheck disable=SC2086  # MIRROR is empty (debootstrap's default) or one URL
     debootstrap --arch="$ARCH" --variant=minbase \
-        --include="python3,python3-venv,python3-numpy,$TEST_PACKAGES,ca-certificates,mosquitto,mosquitto-clients" \
+        --include="python3,python3-venv,python3-numpy,${TEST_PACKAGES// /,},ca-certificates,mosquitto,mosquitto-clients" \
         "$SUITE" "$ROOT" $MIRROR
     touch "$ROOT/.sigmoid-edge-root-ok"
 }
@@ -119,10 +124,7 @@ else
     if in_root "$venv/bin/python -c 'import onnxruntime'" >>"$log" 2>&1; then
         install="failed (onnxruntime is installed: the marker did not keep it out)"
     fi
-    # The test tools the subset imports: cbor2, jinja2 and protobuf are pure Python;
-    # cryptography (the test PKI, signing) has armv7l wheels, < 46 with Debian's cffi.
-    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "cbor2 jinja2 protobuf 'cryptography<46'" \
-        "not slow and not fuzz"
+    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "$TEST_PIP" "not slow and not fuzz"
 fi
 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$CPU" "$ARCH" "$numpy_version" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 echo "== results in $RESULTS"
