@@ -2,11 +2,12 @@
 
 ``onnx`` has no wheel for 32-bit ARM and Debian's python3-onnx cannot write opset 18, so on a
 board (deploy/armhf/verify.sh) the tests build their models with this writer instead of
-:mod:`trainer.graph`. It mirrors :class:`trainer.graph.GraphBuilder` (same methods, same
-names) and the ``onnx.helper`` calls behind it, field for field, so a model written here has
-the very bytes ``onnx`` writes for it (tests/test_onnx_writer.py checks that where ``onnx``
-is installed). It is the mirror of the daemon's reader (:mod:`edge.protowire`,
-:mod:`edge.runtime.onnx_proto`) for the few messages a model uses; there is no checker.
+:mod:`trainer.graph`. Its :class:`GraphBuilder` names everything as the trainer's does (the
+same :class:`trainer.graph_names.GraphNames`) and serializes what the ``onnx.helper`` calls
+behind the trainer's make, field for field: a model written here has the very bytes ``onnx``
+writes for it (tests/test_onnx_writer.py checks that where ``onnx`` is installed). It is the
+mirror of the daemon's reader (:mod:`edge.protowire`, :mod:`edge.runtime.onnx_proto`) for
+the few messages a model uses; there is no checker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+
+from trainer.graph_names import GraphNames
 
 OPSET = 18  # trainer.graph.OPSET
 IR_VERSION = 10  # trainer.graph caps onnx's IR version at 10
@@ -107,52 +110,15 @@ class Model:
         return self.data
 
 
-class GraphBuilder:
-    """:class:`trainer.graph.GraphBuilder` without ``onnx``: nodes and initializers of one
-    graph, tensor names after the node that makes them."""
+class GraphBuilder(GraphNames):
+    """:class:`trainer.graph.GraphBuilder` without ``onnx``: the same names, the same
+    nodes and initializers, as serialized messages."""
 
-    def __init__(self, name: str):
-        self.name = name
-        self.nodes: list[bytes] = []
-        self.initializers: list[bytes] = []
-        self._used: set[str] = set()
+    def _node(self, op_type, inputs, outputs, name, attrs) -> bytes:
+        return _node(op_type, inputs, outputs, name, attrs)
 
-    def unique(self, base: str) -> str:
-        """Return ``base``, or ``base_2``, ``base_3``... if it is taken."""
-        name, i = base, 1
-        while name in self._used:
-            i += 1
-            name = f"{base}_{i}"
-        self._used.add(name)
-        return name
-
-    def const(self, name: str, value) -> str:
-        """Add a constant tensor (numpy array or Python scalar/list) and return its name."""
-        array = np.asarray(value)
-        if array.dtype == np.float64:
-            array = array.astype(np.float32)
-        name = self.unique(name)
-        self.initializers.append(_tensor(name, array))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
-        """Add a node with one output; the output tensor takes the node's name."""
-        return self.op_n(op_type, inputs, 1, name=name, **attrs)[0]
-
-    def op_n(
-        self, op_type: str, inputs: list[str], n_outputs: int, name: str | None = None, **attrs
-    ) -> list[str]:
-        """Add a node with ``n_outputs`` outputs, named ``<node>`` , ``<node>_1``, ..."""
-        node_name = self.unique(name or op_type.lower())
-        outputs = [node_name] + [self.unique(f"{node_name}_{i}") for i in range(1, n_outputs)]
-        self.nodes.append(_node(op_type, inputs, outputs, node_name, attrs))
-        return outputs
-
-    def rename(self, tensor: str, new_name: str) -> str:
-        """Give ``tensor`` a fixed public name (for graph outputs) with an Identity node."""
-        self._used.add(new_name)
-        self.nodes.append(_node("Identity", [tensor], [new_name], new_name, {}))
-        return new_name
+    def _tensor(self, array, name) -> bytes:
+        return _tensor(name, array)
 
     def model(self, inputs: list[bytes], outputs: list[bytes],
               metadata: dict[str, str] | None = None, doc: str = "") -> Model:
