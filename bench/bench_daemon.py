@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from edge.paho_fast import remaining_length as _remaining_length  # noqa: E402
 from edge.stats import rss_bytes  # noqa: E402
 from tests.models import mean_model  # noqa: E402
 from tests.mqtt_helpers import Broker, require  # noqa: E402
@@ -71,6 +72,10 @@ except ImportError:
 
 # Seconds each --shard benchmark daemon is watched with no input, for its idle CPU rate.
 IDLE_S = 2.0
+# Paced publishing (RawBlast with ticks): one send of that tick's messages every PACE_TICK_S;
+# part [6]'s paced rounds send PACED_RATE one-sample messages a second.
+PACE_TICK_S = 0.00025
+PACED_RATE = 20000
 # Unbounded queues so a slow subscriber is measured, not broker drops. set_tcp_nodelay: without
 # it mosquitto's own Nagle delays small publishes to subscribers (p99 latency ~250 ms here).
 BROKER_CONF = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 0\n"
@@ -402,16 +407,6 @@ def format_payloads(per_msg: int, seed: int = 2) -> tuple[np.ndarray, dict[str, 
         "sparkplug": sparkplug.encode_samples(block, "xyz", aliases={"x": 1, "y": 2, "z": 3})}
 
 
-def _remaining_length(n: int) -> bytes:
-    """MQTT's variable-length "remaining length" field."""
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def mqtt_publish_packets(messages: list[tuple[str, bytes]]) -> bytes:
     """QoS 0 PUBLISH packets (MQTT 3.1.1 framing) of ``(topic, payload)``, back to back."""
     out = []
@@ -434,12 +429,22 @@ class RawBlast:
     rate.
     """
 
-    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]]):
+    def __init__(self, broker: Broker, workdir: Path, messages: list[tuple[str, bytes]],
+                 ticks: list[int] | None = None):
         path = workdir / "blast.mqtt"
         path.write_bytes(mqtt_publish_packets(messages))
+        paced = []
+        if ticks is not None:  # message i goes out at PACE_TICK_S * ticks[i] (non-decreasing)
+            ends, size = {}, 0
+            for (topic, payload), tick in zip(messages, ticks, strict=True):
+                size += len(mqtt_publish_packets([(topic, payload)]))
+                ends[tick] = size
+            plan = workdir / "blast.ticks"
+            plan.write_text(json.dumps(sorted(ends.items())))
+            paced = [str(plan)]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, __file__, "--publish", broker.host, str(broker.port), str(path),
+             *paced], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the publisher did not connect")
 
@@ -452,8 +457,8 @@ class RawBlast:
         self.seconds = time.perf_counter() - began  # until the broker had read it all
 
 
-def publish_main(host: str, port: str, path: str) -> int:
-    """``--publish``: the child side of :class:`RawBlast`."""
+def publish_main(host: str, port: str, path: str, plan: str | None = None) -> int:
+    """``--publish``: the child side of :class:`RawBlast` (``plan``: its paced schedule)."""
     import socket
 
     packets = Path(path).read_bytes()
@@ -474,14 +479,65 @@ def publish_main(host: str, port: str, path: str) -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     view = memoryview(packets)
+    if plan is not None:  # [(tick, bytes up to the end of that tick's messages), ...]
+        began, lo = time.perf_counter(), 0
+        for tick, hi in json.loads(Path(plan).read_text()):
+            delay = began + tick * PACE_TICK_S - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sock.sendall(view[lo:hi])
+            lo = hi
     step = 256 * 1024
-    for lo in range(0, len(view), step):
+    for lo in range(0, len(view) if plan is None else 0, step):
         sock.sendall(view[lo:lo + step])
     sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker delivers everything before it
     sock.shutdown(socket.SHUT_WR)
     sock.recv(1)  # the broker closes once it has read it all
     sock.close()
     return 0
+
+
+def broker_ceiling(broker: Broker, qos: int, n: int, payload: bytes) -> tuple[float, float]:
+    """What mosquitto alone takes: ``n`` PUBLISH packets of ``payload`` (QoS 0 or 1, ten
+    topics) written by one raw-socket client in 64 kB sends, no subscriber; at QoS 1 until
+    every PUBACK is back (read by a second thread), at QoS 0 until the broker closes after
+    the DISCONNECT. Returns (publishes a second, broker CPU seconds a publish)."""
+    import socket
+
+    packets = []
+    for i in range(n):
+        topic = f"edge/dev{i % 10}/classification".encode()
+        mid = (i % 65535 + 1).to_bytes(2, "big") if qos else b""
+        body = len(topic).to_bytes(2, "big") + topic + mid + payload
+        packets += [bytes([0x30 | qos << 1]), _remaining_length(len(body)), body]
+    view = memoryview(b"".join(packets))
+    sock = socket.create_connection((broker.host, broker.port))
+    client_id = f"bench-ceiling-{time.monotonic_ns()}".encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+    if sock.recv(4)[:1] != b"\x20":
+        raise RuntimeError("the broker refused the connection")
+    acked = [0]
+
+    def read_acks():  # 4 bytes a PUBACK
+        while acked[0] < 4 * n and (chunk := sock.recv(1 << 20)):
+            acked[0] += len(chunk)
+
+    reader = threading.Thread(target=read_acks)
+    cpu0, began = cpu_seconds(broker.proc.pid), time.perf_counter()
+    if qos:
+        reader.start()
+    for lo in range(0, len(view), 65536):
+        sock.sendall(view[lo:lo + 65536])
+    if qos:
+        reader.join(120)
+    else:
+        sock.sendall(b"\xe0\x00")
+        sock.recv(1)
+    wall = time.perf_counter() - began
+    cpu = cpu_seconds(broker.proc.pid) - cpu0
+    sock.close()
+    return n / wall, cpu / n
 
 
 def decode_rate(fmt: str, payload: bytes, model: Path, seconds: float = 1.0) -> float:
@@ -571,6 +627,13 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
                              blast_with=RawBlast(broker, workdir, messages))
         runs["receive_only"].append((wall * per_msg, cpu * per_msg))
     decode = {fmt: decode_rate(fmt, payloads[fmt], model) for fmt in FORMATS}
+    # The broker alone, for classifications of this size: its ceiling on this machine.
+    output = json.dumps({"device": "dev1", "label": "a", "confidence": 0.592236,
+                         "probabilities": {"a": 0.394941, "b": 0.592236, "c": 0.011505,
+                                           "d": 0.001318}, "window_start": 1764382000.0,
+                         "window_end": 1764382000.63, "model": "bench@1"}).encode()
+    ceiling = {qos: [broker_ceiling(broker, qos, 50000, output) for _ in range(rounds)]
+               for qos in (1, 0)}
     return {"per_msg": per_msg, "messages": n_msgs, "decode": decode,
             "bytes": {fmt: len(p) for fmt, p in payloads.items()},
             "windows": {fmt: st["windows"] for fmt, st in stats.items()},
@@ -584,6 +647,9 @@ def bench_formats(broker, model, workdir, n_msgs, per_msg, rounds) -> dict:
             "delivered": {fmt: statistics.median(r for r, _ in v) for fmt, v in delivered.items()},
             "pending_at_idle": {fmt: statistics.median(p for _, p in v)
                                 for fmt, v in delivered.items()},
+            "broker_ceiling": {qos: (statistics.median(r for r, _ in v),
+                                     1e6 * statistics.median(c for _, c in v))
+                               for qos, v in ceiling.items()},
             **medians(runs)}
 
 
@@ -631,9 +697,11 @@ def thread_cpu_seconds(tid: int) -> float:
         return 0.0
 
 
-def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> dict:
+def run_daemon_procs(broker, model, files, shards: list[str | None], expect,
+                     send=None) -> dict:
     """Start one daemon per shard, blast ``files``, wait until each has counted ``expect[i]``
-    messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time."""
+    messages (owned + not_mine) in its stats; per daemon: CPU s, stats; and the wall time.
+    ``send()``: publishes instead of the blast of ``files``."""
     # Fresh node names: stats are retained, so an earlier run's must not count as this one's.
     nodes = [f"shards{time.monotonic_ns()}-{i}" for i in range(len(shards))]
     latest: dict[str, dict] = {}
@@ -663,7 +731,10 @@ def run_daemon_procs(broker, model, files, shards: list[str | None], expect) -> 
         idle = [(c - c0) / (time.perf_counter() - began) for c, c0 in zip(cpu0, idle0,
                                                                           strict=True)]
         t0 = time.perf_counter()
-        blast(broker, files, 0)
+        if send is None:
+            blast(broker, files, 0)
+        else:
+            send()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and any(
                 latest[n]["messages_in"] < e or latest[n]["queue_depth"]
@@ -689,11 +760,32 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     others = [f for f, o in zip(files, owner, strict=True) if o == 1]
     n_others = len(others) * (n // devices)
     single, pair, alien = [], [], []
-    for _ in range(rounds):
+    # Paced, differential: shard 0 fed the whole stream at PACED_RATE messages a second, and
+    # the same schedule with only its own devices' messages; the CPU the first takes beyond
+    # the second is what the other shard's messages cost it, wake-ups shared with its own
+    # messages included (the rounds above charge every wake-up to the other shard's).
+    # Every device once a cycle, in an order shuffled per cycle: a tick's few messages are
+    # sometimes all the other shard's, as with sensors that do not publish in lockstep.
+    lines = [path.read_text().splitlines() for _, path in files]
+    rng = np.random.default_rng(3)
+    stream = [(files[d][0], lines[d][i].encode()) for i in range(n // devices)
+              for d in rng.permutation(devices).tolist()]
+    per_tick = PACED_RATE * PACE_TICK_S
+    ticks = [int(i // per_tick) for i in range(len(stream))]
+    own = [i for i, (topic, _) in enumerate(stream) if owner[int(topic.split("/")[1][3:])] == 0]
+    paced_mixed, paced_own = [], []
+    for k in range(rounds):
         single.append(run_daemon_procs(broker, model, files, [None], [n]))
         pair.append(run_daemon_procs(broker, model, files, ["0/2", "1/2"], [n, n]))
         # Only the messages shard 0 does not own: what they cost it.
         alien.append(run_daemon_procs(broker, model, others, ["0/2"], [n_others]))
+        for mixed in ((True, False) if k % 2 == 0 else (False, True)):
+            picked = range(len(stream)) if mixed else own
+            send = RawBlast(broker, workdir, [stream[i] for i in picked],
+                            [ticks[i] for i in picked])
+            run = run_daemon_procs(broker, model, None, ["0/2"],
+                                   [len(stream) if mixed else len(own)], send=send)
+            (paced_mixed if mixed else paced_own).append(run)
     med = statistics.median
     one_cpu_per_msg = med(r["cpu"][0] / n for r in single)
     alien_cpu_per_msg = med(r["cpu"][0] / n_others for r in alien)
@@ -719,6 +811,15 @@ def bench_shards(broker, model, workdir, n, rounds) -> dict:
     out["pair_cpu_per_owned_msg_us"] = per_owned
     out["pair_share_of_cpu_on_other_shards"] = share_alien
     out["pair_share_net"] = share_net
+    mixed_cpu = [r["cpu"][0] for r in paced_mixed]
+    own_cpu = [r["cpu"][0] for r in paced_own]
+    out["paced"] = {"rate": PACED_RATE, "messages": len(stream), "own": len(own),
+                    "mixed_cpu_s": mixed_cpu, "own_cpu_s": own_cpu,
+                    "mixed_wall_s": [r["wall"] for r in paced_mixed],
+                    "share": 1 - med(own_cpu) / med(mixed_cpu),
+                    "shares": [1 - o / m for m, o in zip(mixed_cpu, own_cpu, strict=True)],
+                    "foreign_us": (med(mixed_cpu) - med(own_cpu)) / (len(stream) - len(own))
+                    * 1e6}
     return out
 
 
@@ -876,6 +977,14 @@ def main() -> int:
                       + f"\n    less the idle daemon's own CPU ({sh['idle_cpu_share']:.2%} of a "
                       f"core with no input): {sh['not_mine_net_cpu_per_msg_us']:.1f} us, share "
                       + ", ".join(f"{x:.1%}" for x in sh["pair_share_net"]), flush=True)
+                pc = sh["paced"]
+                print(f"    paced at {pc['rate']:,} msg/s, shard 0 alone: the whole stream "
+                      f"({pc['messages']} msgs) {statistics.median(pc['mixed_cpu_s']):.3f} s "
+                      f"CPU, its own {pc['own']} only "
+                      f"{statistics.median(pc['own_cpu_s']):.3f} s; share of its CPU on the "
+                      f"other shard's messages (goal < 10%): {pc['share']:.1%} (rounds "
+                      + ", ".join(f"{x:.1%}" for x in pc["shares"]) + f"), "
+                      f"{pc['foreign_us']:.1f} us a message", flush=True)
             f = bench_formats(broker, model, tmp, 500 if quick else 10000, 100, rounds) \
                 if "formats" in parts else None
             results["formats"] = f
@@ -909,6 +1018,12 @@ def main() -> int:
                 print(f"    receive only (binary messages into the daemon's MQTT client, nothing "
                       f"done with them): {v['wall']:,.0f} samples/s wall, {v['cpu']:,.0f} per "
                       f"CPU-s; rounds {v['wall_all']}", flush=True)
+                (q1, c1), (q0, c0) = f["broker_ceiling"][1], f["broker_ceiling"][0]
+                windows = f["windows"]["binary"] / f["messages"]
+                print(f"    the broker alone, classification-sized publishes from one raw "
+                      f"client: QoS 1 {q1:,.0f}/s acknowledged ({c1:.1f} us of its CPU each), "
+                      f"QoS 0 {q0:,.0f}/s ({c0:.1f} us); 3M samples/s here would be "
+                      f"{3e6 / f['per_msg'] * windows:,.0f} classifications/s", flush=True)
             if "startup" in parts:
                 s = bench_startup(broker, model, 2 if quick else 5)
                 print(f"[5] start to subscribed (online): median {s['median_s']:.2f} s "
@@ -934,5 +1049,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--scrape"]:
         raise SystemExit(scrape_main(*sys.argv[2:4]))
     if sys.argv[1:2] == ["--publish"]:
-        raise SystemExit(publish_main(*sys.argv[2:5]))
+        raise SystemExit(publish_main(*sys.argv[2:6]))
     raise SystemExit(main())

@@ -61,6 +61,7 @@ PAHO_INTERNALS = {
         "_send_publish": ["mid", "topic", "payload", "qos", "retain", "dup", "info",
                           "properties"],
         "_mid_generate": [],
+        "_update_inflight": [],
         "_raise_for_invalid_topic": ["topic"],
         "message_callback_add": ["sub", "callback"],
         "message_callback_remove": ["sub"],
@@ -69,6 +70,7 @@ PAHO_INTERNALS = {
         "_handle_pubackcomp": "_packet_handle",
         "_reconnect_wait": "loop_forever",
         "loop_read": "_loop",
+        "_send_publish": "_update_inflight",
         "_packet_queue": "_send_publish",
         "_packet_write": "loop_write",
     },
@@ -77,7 +79,8 @@ PAHO_INTERNALS = {
                    "_on_message", "_on_message_filtered", "_userdata", "_callback_mutex",
                    "_in_callback_mutex", "suppress_exceptions", "_thread", "_sockpairW",
                    "_on_socket_register_write", "_callback_api_version", "_last_msg_out",
-                   "_max_queued_messages", "_max_inflight_messages", "_inflight_messages"],
+                   "_max_queued_messages", "_max_inflight_messages", "_inflight_messages",
+                   "_logger", "on_log", "_mid_generate_mutex", "_last_mid"],
     # The keys of a queued outgoing packet (FastClient queues and writes them itself).
     "out_packet_keys": ["command", "mid", "qos", "pos", "to_process", "packet", "info"],
     "in_packet_keys": ["command", "have_remaining", "remaining_count", "remaining_mult",
@@ -182,6 +185,28 @@ def _message(mid: int, topic: bytes, qos: int, cmd: int, payload: bytes,
     return message
 
 
+def remaining_length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length" field of a packet of ``n`` more bytes."""
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(mid: int, topic: bytes, payload: bytes | bytearray, qos: int,
+                   retain: bool, dup: bool, v5: bool) -> bytes:
+    """The PUBLISH packet paho's ``_send_publish`` builds, without properties (MQTT 5: an
+    empty property list), in one join."""
+    size = 2 + len(topic) + len(payload) + (2 if qos else 0) + v5
+    return b"".join((bytes((_PUBLISH | (dup & 1) << 3 | qos << 1 | retain,)),
+                     remaining_length(size), len(topic).to_bytes(2, "big"), topic,
+                     mid.to_bytes(2, "big") if qos else b"", b"\x00" if v5 else b"", payload))
+
+
 def idle_in_packet() -> dict:
     """paho's ``_in_packet`` between packets (what its ``_packet_read`` resets it to)."""
     return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
@@ -218,7 +243,10 @@ class FastClient(mqtt.Client):
 
     PUBACKs: one without properties (the message id and maybe a reason code) skips paho's
     decoding into new reason-code and properties objects; ``on_publish`` gets shared ones
-    that say the same.
+    that say the same. A run of plain PUBACKs (two bytes: the message id; at QoS 1 one
+    arrives for every classification) is read in a tight loop, and the queued messages the
+    run makes room for are sent once at its end (:meth:`_pubacks`; paho passes over its
+    outgoing messages and sends after every PUBACK), the same packets in the same order.
 
     Reconnect wait: paho's own doubles the delay without jitter and retries a refused login
     as fast as a lost connection; ``wait_policy`` (set by :class:`MqttLink`) replaces it.
@@ -237,8 +265,12 @@ class FastClient(mqtt.Client):
     system call, per packet); the loop writes the queued packets joined, up to
     :data:`WRITE_CHUNK` bytes a ``send`` (paho: one ``send`` each), and a written QoS 0
     PUBLISH gets ``on_publish`` with the shared success objects (paho builds new ones each).
+    A PUBLISH without properties is built in one join (:func:`publish_packet`), not field by
+    field with a debug line's arguments passed each time.
     :meth:`publish_many` publishes a batch of outputs under one lock, with infos that nobody
-    waits on. The bytes on the wire are paho's.
+    waits on, message ids taken under paho's lock once, and, from another thread than the
+    network loop's, the packets queued together with one wake-up. The bytes on the wire
+    are paho's.
     """
 
     wait_policy: Callable[[], None] | None = None
@@ -260,6 +292,7 @@ class FastClient(mqtt.Client):
         # Raw topic -> what skip_topic said about it (see _skips).
         self._skip_memo: dict[bytes, bool] = {}
         self._skip_topic: Callable[[bytes], bool] | None = None
+        self._topics: dict[str, bytes] = {}  # publish_many: topic -> encoded and checked
         super().__init__(*args, **kwargs)
 
     @property
@@ -377,6 +410,12 @@ class FastClient(mqtt.Client):
                         break
                 cmd = buf[pos]
                 byte = buf[pos + 1]
+                if cmd == _PUBACK and byte == 2 and pos + 3 < end:
+                    # Our QoS 1 outputs' PUBACKs, back to back (one per classification).
+                    rc, pos = self._pubacks(buf, pos, end)
+                    if rc or self._sock is not sock:
+                        return rc, pos
+                    continue
                 if byte < 128:  # most packets here: less than 128 bytes after the fixed header
                     start = pos + 2
                     stop = start + byte
@@ -436,6 +475,48 @@ class FastClient(mqtt.Client):
                 self._skipped = True
                 if self.on_skipped is not None:
                     self.on_skipped(skipped)
+
+    def _pubacks(self, buf: bytes, pos: int, end: int) -> tuple[MQTTErrorCode, int]:
+        """A run of plain PUBACKs (a message id and nothing else) from ``buf[pos]`` on.
+
+        What paho's ``_handle_pubackcomp`` does for each (``on_publish``, the message out of
+        ``_out_messages``, its info published, one fewer in flight), with the queued
+        messages that this makes room for sent once at the end of the run (paho: a pass
+        over ``_out_messages`` and a send after every PUBACK; the same packets in the same
+        order). At QoS 1 and hop 32 one arrives for every classification.
+        Returns (paho error code or success, position after the run).
+        """
+        out = self._out_messages
+        on_publish = self.on_publish
+        freed = 0
+        with self._out_message_mutex:
+            while pos + 3 < end and buf[pos] == _PUBACK and buf[pos + 1] == 2:
+                mid = buf[pos + 2] << 8 | buf[pos + 3]
+                pos += 4
+                message = out.get(mid)
+                if message is None:
+                    continue
+                if freed and message.state == mqtt.mqtt_ms_queued:
+                    # Not sent yet: paho would have sent it after an earlier PUBACK of
+                    # this run (only a made-up or a reused id gets here), so send now.
+                    freed = 0
+                    rc = self._update_inflight()
+                    if rc:
+                        return rc, pos
+                if on_publish is not None:
+                    self._call_on_publish(on_publish, mid)
+                del out[mid]
+                info = message.info
+                if info._condition is _UNAWAITED:  # nobody can be waiting on it
+                    info._published = True
+                else:
+                    info._set_as_published()
+                if message.qos > 0:
+                    self._inflight_messages -= 1
+                    freed += 1
+            if freed and self._max_inflight_messages > 0:
+                return self._update_inflight(), pos
+        return _SUCCESS, pos
 
     def _skips(self, topic: bytes) -> bool:
         """``skip_topic(topic)``, asked once per topic (remembered, see _frames)."""
@@ -540,6 +621,12 @@ class FastClient(mqtt.Client):
             return super()._packet_queue(command, packet, mid, qos, info)
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                  "to_process": len(packet), "packet": packet, "info": info})
+        self._wake_loop(thread)
+        return _SUCCESS
+
+    def _wake_loop(self, thread: threading.Thread) -> None:
+        """Packets were queued: wake paho's loop, once until it has written (see
+        _packet_queue)."""
         # After the append: _packet_write clears the flag before it takes the queue, so
         # either it takes this packet or this thread sees the flag cleared and wakes it.
         if not self._wake_sent and thread.ident != threading.get_ident():
@@ -551,7 +638,6 @@ class FastClient(mqtt.Client):
                 except BlockingIOError:
                     pass
         self._call_socket_register_write()
-        return _SUCCESS
 
     def _packet_write(self) -> MQTTErrorCode:
         # paho sends every queued packet with its own send() and, at QoS 0, builds a new
@@ -606,22 +692,63 @@ class FastClient(mqtt.Client):
             self._last_msg_out = mqtt.time_func()
         return _SUCCESS
 
+    def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"",
+                      qos: int = 0, retain: bool = False, dup: bool = False,
+                      info: mqtt.MQTTMessageInfo | None = None,
+                      properties: Properties | None = None) -> MQTTErrorCode:
+        # paho builds a PUBLISH in a bytearray field by field and passes a debug line's
+        # arguments to _easy_log for every one (about a third of a classification's publish);
+        # the same bytes in one join. Properties, an empty payload, a client that logs, or
+        # no socket: paho's own.
+        if (properties is not None or not payload or type(topic) is not bytes
+                or len(topic) > 65535 or type(payload) not in (bytes, bytearray)
+                or self._sock is None or self.on_log is not None or self._logger is not None):
+            return super()._send_publish(mid, topic, payload, qos, retain, dup, info,
+                                         properties)
+        packet = publish_packet(mid, topic, payload, qos, retain, dup,
+                                self._protocol == mqtt.MQTTv5)
+        return self._packet_queue(_PUBLISH, packet, mid, qos, info)
+
     def _published(self, packet: dict) -> None:
         """A QoS 0 PUBLISH is written: ``on_publish`` and its info, as paho's _packet_write."""
         on_publish = self.on_publish
         if on_publish:
-            with self._in_callback_mutex:
-                try:
-                    if self._callback_api_version == CallbackAPIVersion.VERSION1:
-                        on_publish(self, self._userdata, packet["mid"])
-                    else:
-                        on_publish(self, self._userdata, packet["mid"], _PUBACK_REASONS[0],
-                                   _NO_PROPERTIES)
-                except Exception as err:
-                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_publish: %s", err)
-                    if not self.suppress_exceptions:
-                        raise
-        packet["info"]._set_as_published()
+            self._call_on_publish(on_publish, packet["mid"])
+        info = packet["info"]
+        if info._condition is _UNAWAITED:  # nobody can be waiting on it
+            info._published = True
+        else:
+            info._set_as_published()
+
+    def _call_on_publish(self, on_publish, mid: int) -> None:
+        """``on_publish`` of a successful publish, with the shared reason and properties
+        (paho's own exception handling)."""
+        with self._in_callback_mutex:
+            try:
+                if self._callback_api_version == CallbackAPIVersion.VERSION1:
+                    on_publish(self, self._userdata, mid)
+                else:
+                    on_publish(self, self._userdata, mid, _PUBACK_REASONS[0], _NO_PROPERTIES)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_publish: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def _topic_bytes(self, messages: list[tuple[str, str | bytes]]) -> list[bytes]:
+        """The messages' topics encoded and checked as paho's ``publish`` does (raises its
+        ValueError), each distinct topic once (outputs repeat their devices' topics)."""
+        known = self._topics
+        out = []
+        for topic, _ in messages:
+            raw = known.get(topic)
+            if raw is None:
+                raw = topic.encode("utf-8")
+                self._raise_for_invalid_topic(raw)
+                if len(known) >= PLAIN_TOPICS_MAX:
+                    known.clear()
+                known[topic] = raw
+            out.append(raw)
+        return out
 
     def publish_many(self, messages: list[tuple[str, str | bytes]], qos: int) -> int:
         """Publish ``(topic, payload)`` pairs at QoS 0 or 1, not retained, no properties.
@@ -639,26 +766,27 @@ class FastClient(mqtt.Client):
         """
         if qos not in (0, 1):
             raise ValueError(f"publish_many takes QoS 0 or 1, not {qos}")
-        check = self._raise_for_invalid_topic
-        mid_of = self._mid_generate
+        encoded = self._topic_bytes(messages)
+        mids = self._mids(len(messages))
         if qos == 0:
-            for topic, payload in messages:
-                topic = topic.encode("utf-8")
-                check(topic)
-                mid = mid_of()
+            for topic, (_, payload), mid in zip(encoded, messages, mids, strict=True):
                 info = _info(mid)
                 info.rc = self._send_publish(mid, topic, _encode_payload(payload), 0, False,
                                              False, info, None)
             return 0
+        # The packets of those that go out now are built here and queued at once (one
+        # wake-up for the batch), when _send_publish would take its fast path for each.
+        thread = self._thread
+        direct = (thread is not None and self._on_socket_register_write is None
+                  and self._sock is not None and self.on_log is None and self._logger is None)
+        v5 = self._protocol == mqtt.MQTTv5
+        packets: list[dict] = []
         refused = 0
         out = self._out_messages
         limit = self._max_queued_messages
         with self._out_message_mutex:
-            for topic, payload in messages:
-                topic = topic.encode("utf-8")
-                check(topic)
+            for topic, (_, payload), mid in zip(encoded, messages, mids, strict=True):
                 payload = _encode_payload(payload)
-                mid = mid_of()
                 if limit > 0 and len(out) >= limit or mid in out:
                     refused += 1
                     continue
@@ -668,6 +796,15 @@ class FastClient(mqtt.Client):
                 if inflight == 0 or self._inflight_messages < inflight:
                     self._inflight_messages += 1
                     message.state = mqtt.mqtt_ms_wait_for_puback
+                    if direct and payload:
+                        packet = publish_packet(mid, topic, payload, 1, False, False, v5)
+                        packets.append({"command": _PUBLISH, "mid": mid, "qos": 1, "pos": 0,
+                                        "to_process": len(packet), "packet": packet,
+                                        "info": message.info})
+                        continue
+                    if packets:  # keep the order
+                        self._out_packet.extend(packets)
+                        packets.clear()
                     rc = self._send_publish(mid, topic, payload, 1, False, False, message.info,
                                             None)
                     if rc == _NO_CONN:
@@ -676,4 +813,20 @@ class FastClient(mqtt.Client):
                     message.info.rc = rc
                 else:
                     message.state = mqtt.mqtt_ms_queued
+            if packets:
+                self._out_packet.extend(packets)
+        if packets:
+            self._wake_loop(thread)
         return refused
+
+    def _mids(self, n: int) -> list[int]:
+        """``n`` message ids as ``n`` calls of paho's ``_mid_generate`` give them, under its
+        lock once."""
+        mids = []
+        with self._mid_generate_mutex:
+            last = self._last_mid
+            for _ in range(n):
+                last = last + 1 if last < 65535 else 1
+                mids.append(last)
+            self._last_mid = last
+        return mids

@@ -355,7 +355,8 @@ def _sent(client, publish) -> tuple[bytes, dict]:
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v3.1.1"])
 @pytest.mark.parametrize("qos", [0, 1])
-def test_publish_many_writes_what_publish_writes(protocol, qos):
+@pytest.mark.parametrize("loop", ["none", "thread"])
+def test_publish_many_writes_what_publish_writes(protocol, qos, loop):
     outputs = [(f"edge/dev{i % 7}/classification", f'{{"label": "{i}"}}') for i in range(50)]
     outputs.append(("edge/dev0/classification", b"\x00bytes"))
 
@@ -371,7 +372,17 @@ def test_publish_many_writes_what_publish_writes(protocol, qos):
         clients.append(client)
     expected = _sent(clients[0], one_by_one)
     refused = []
-    got = _sent(clients[1], lambda c: refused.append(c.publish_many(outputs, qos)))
+
+    def many(client):
+        if loop == "thread":  # as from the worker: queued, then written by the network loop
+            client._thread = type("Elsewhere", (), {"ident": -1})()
+            client._on_socket_register_write = None
+        refused.append(client.publish_many(outputs, qos))
+        while client._out_packet:
+            assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+        client._thread = None
+
+    got = _sent(clients[1], many)
     assert got == expected
     assert refused == [0 if qos == 0 else 11]
     with pytest.raises(ValueError, match="wildcards"):
@@ -440,3 +451,60 @@ def test_one_wake_up_until_the_loop_has_written():
         client._sock = None
         for s in (ours, broker, client._sockpairR, client._sockpairW):
             s.close()
+
+
+def _drain(sock) -> bytes:
+    sock.setblocking(False)
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v3.1.1"])
+@pytest.mark.parametrize("cutting", ["whole", "random"])
+def test_pubacks_free_and_send_what_paho_does(protocol, cutting):
+    # 60 QoS 1 outputs, 20 in flight: every PUBACK frees a slot for a queued one. FastClient
+    # reads runs of PUBACKs itself and refills once a run; the bytes written, on_publish,
+    # the infos and the states left must be paho's.
+    v5 = protocol == mqtt.MQTTv5
+    outputs = [(f"edge/dev{i % 7}/classification", f'{{"label": "{i}"}}') for i in range(60)]
+    acks = b"".join(b"\x40\x02" + struct.pack("!H", mid) for mid in [*range(1, 31), 999, 5])
+    if v5:  # a PUBACK with a reason code ("no matching subscribers"): paho's own handler
+        acks += b"\x40\x03" + struct.pack("!H", 31) + b"\x10"
+    acks += _publish(b"sensors/dev0/a", b"1", v5, qos=1, mid=77)  # a message between them
+    acks += b"".join(b"\x40\x02" + struct.pack("!H", mid) for mid in range(32, 50))
+    cuts = [] if cutting == "whole" else sorted(random.Random(2).sample(range(1, len(acks)), 25))
+    results = []
+    for cls in (mqtt.Client, FastClient):
+        client = cls(CallbackAPIVersion.VERSION2, protocol=protocol)
+        client.max_inflight_messages_set(20)
+        published, got = [], []
+        client.on_publish = lambda c, u, mid, reason, props, out=published: out.append(
+            (mid, str(reason)))
+        client.on_message = lambda c, u, m, out=got: out.append(m.payload)
+        ours, broker = socket.socketpair()
+        ours.setblocking(False)
+        client._sock = ours
+        try:
+            infos = [client.publish(t, p, qos=1) for t, p in outputs]
+            first = _drain(broker)
+            broker.setblocking(True)
+            for lo, hi in zip([0, *cuts], [*cuts, len(acks)], strict=True):
+                broker.sendall(acks[lo:hi])
+                while select.select([ours], [], [], 0)[0]:
+                    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+            written = _drain(broker)
+        finally:
+            client._sock = None
+            ours.close()
+            broker.close()
+        states = {mid: m.state for mid, m in client._out_messages.items()}
+        results.append((first, written, published, got, states,
+                        [info.is_published() for info in infos], client._inflight_messages))
+    assert results[1] == results[0]
+    first, written, published, got, states, done, inflight = results[0]
+    assert len(published) == (49 if v5 else 48) and got == [b"1"]
+    assert inflight == len(states) == 60 - len(published)  # the rest sent, none left queued
+    assert written.count(b"edge/dev") == 40  # the 40 queued ones, as slots were freed

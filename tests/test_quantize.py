@@ -68,8 +68,13 @@ def test_every_variant_is_measured(chosen):
     _, report = chosen
     assert set(report["variants"]) == set(quantize.variant_names())
     for name, fig in report["variants"].items():
-        keys = {"agreement", "size_bytes", "batch_independent", "latency_us_batch1"}
+        keys = {"agreement", "size_bytes", "batch_independent"}
         assert keys <= set(fig), name
+    # The chosen one was timed, and every timed one is batch-independent (a candidate).
+    assert report["variants"][report["chosen"]]["latency_us_batch1"] > 0
+    timed = [n for n, f in report["variants"].items() if "latency_us_batch1" in f]
+    assert all(report["variants"][n]["batch_independent"] for n in timed)
+    assert not report["variants"]["dynamic"].get("latency_us_batch1")  # never a candidate
 
 
 def test_network_nodes_stop_at_the_features(models):

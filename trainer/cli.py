@@ -298,8 +298,9 @@ def _add_fit(sub) -> None:
                         "(default: chosen by validation)")
     p.add_argument("--features", type=_features, metavar="SPECS",
                    help="comma-separated feature families, e.g. stats,diff_stats,spectral,"
-                        "raw:points=16 or conv:pool=10080:keep=auto (default: chosen by "
-                        "validation)")
+                        "raw:points=16 or conv:pool=10080:keep=auto; ':downsample=N' "
+                        "computes a family on the mean of every N samples (default: chosen "
+                        "by validation)")
     p.add_argument("--latency-budget-us", type=_non_negative, metavar="US",
                    default=LATENCY_BUDGET_US,
                    help="when choosing features by validation, only consider those whose "

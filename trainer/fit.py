@@ -22,7 +22,7 @@ import onnx
 from edge.atomic import write_files
 from trainer import sessions
 from trainer.data import Dataset
-from trainer.features.registry import DEFAULT_CANDIDATES, PRUNED_CONV
+from trainer.features.registry import PRUNED_CONV, default_candidates
 from trainer.metrics import scores
 from trainer.pipeline import Pipeline
 from trainer.report import report_json
@@ -149,7 +149,7 @@ def fit(train: Dataset, test: Dataset | None, options: FitOptions) -> FitResult:
 
 def choose_setting(train: Dataset, options: FitOptions) -> Setting:
     """Select features and layers by cross-validation, unless the options fix them."""
-    feature_sets = [options.features] if options.features else list(DEFAULT_CANDIDATES)
+    feature_sets = [options.features] if options.features else default_candidates(train.window)
     feature_sets = with_budget(feature_sets, options.latency_budget_us)
     if options.hidden_layers is not None:
         networks = [{**NETWORK_CANDIDATES[0], "hidden_layers": options.hidden_layers}]

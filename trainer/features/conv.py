@@ -185,7 +185,7 @@ class KernelBank:
     def __init__(self, x: np.ndarray, per_kernel: int, max_dilations: int,
                  rng: np.random.Generator, centre: bool = True, stride: int = 1):
         n, w, c = x.shape
-        self.stride = int(stride)
+        self.stride, self.window = int(stride), w
         self.dilations, self.features_per_dilation = fit_dilations(w, per_kernel, max_dilations)
         n_dil = len(self.dilations)
         # A difference needs no centring (its offset is gone already); centring it would turn
@@ -242,27 +242,31 @@ class KernelBank:
                 yield padded, kernels
 
     def conv(self, xc: np.ndarray, i: int) -> np.ndarray:
-        """Outputs ``[N, T, 84]`` float32 of dilation ``i`` over centred series ``xc``.
+        """Outputs ``[N, T', 84]`` float32 of dilation ``i`` over centred series ``xc``, at
+        the positions the PPV counts (``T' = ceil(T / stride)``: a strided pool's convolution
+        is computed where it is counted only, as its exported graph's strided ``Conv`` is).
 
         The stacked matmul this family has always used: another layout (time last, or a
         different number of windows per call) can round some outputs differently in the
         last bit, and a bias comparison could flip on that.
         """
         n, w, c = xc.shape
-        taps = _taps(xc, int(self.dilations[i])).reshape(n, w, c * KERNEL_LENGTH)
-        return taps @ self.weights(i)
+        taps = _taps(xc, int(self.dilations[i]))
+        if self.stride > 1:
+            taps = taps[:, ::self.stride]
+        return taps.reshape(n, taps.shape[1], c * KERNEL_LENGTH) @ self.weights(i)
 
     def ppv(self, conv: np.ndarray, i: int) -> np.ndarray:
-        """PPV features ``[N, 84 * F_i]`` of dilation ``i`` from its outputs ``conv``.
+        """PPV features ``[N, 84 * F_i]`` of dilation ``i`` from its outputs ``conv``
+        (:meth:`conv`'s, for series of ``window`` samples).
 
         In ``transform`` order (padded kernels, then unpadded ones, each followed by its
         biases). Time stays the middle axis: each bias column is one comparison of the
         whole ``[N, T, 84]`` block and one sum over time, with no transposed copy (the
         counts are exact integers, so the features do not depend on how they are summed).
         """
-        n, w, _ = conv.shape
-        s = self.stride
-        counted = conv[:, ::s] if s > 1 else conv  # positions 0, s, 2s, ...
+        n, w, s = conv.shape[0], self.window, self.stride
+        counted = conv  # positions 0, s, 2s, ...
         # Unpadded kernels count the positions in [pad, w - pad): indices lo..hi-1 of those.
         pad = (KERNEL_LENGTH // 2) * int(self.dilations[i])
         lo, hi = first_position(pad, s) // s, -(-(w - pad) // s)

@@ -17,6 +17,8 @@ import inspect
 from trainer.features.base import FeatureFamily
 from trainer.features.diff import PREFIX as DIFF_PREFIX
 from trainer.features.diff import FirstDifference
+from trainer.features.downsample import PARAMETER as DOWNSAMPLE
+from trainer.features.downsample import Downsampled
 
 # name -> "module:Class" of the families built into the pipeline.
 FAMILIES = {
@@ -44,8 +46,21 @@ DEFAULT_CANDIDATES: tuple[tuple[str, ...], ...] = (
     ("stats", "diff_stats", "spectral", "diff_spectral", "raw"),
     (PRUNED_CONV,),
 )
+# Long windows: the pruned pool on the window averaged down to about this many samples is
+# a candidate too (``downsample=W // DOWNSAMPLED_LENGTH``, when that is 2 or more). Near
+# the lengths MiniRocket is usually run at; forced on four sets of 427-2,000 samples, it won
+# 18 points on one (PigCVP) and lost 3-5 on the others, so cross-validation chooses
+# (BENCHMARKS.md, "Fourth pass").
+DOWNSAMPLED_LENGTH = 192
 # Families with a ``views`` parameter: their diff_ variant is a view, not a wrapper.
 VIEW_FAMILIES = frozenset({"stats", "spectral", "raw"})
+
+
+def default_candidates(window: int) -> list[tuple[str, ...]]:
+    """:data:`DEFAULT_CANDIDATES`, plus the downsampled pruned pool for long windows."""
+    factor = int(window) // DOWNSAMPLED_LENGTH
+    extra = [(f"{PRUNED_CONV}:{DOWNSAMPLE}={factor}",)] if factor >= 2 else []
+    return list(DEFAULT_CANDIDATES) + extra
 
 
 def family_class(name: str) -> type:
@@ -75,7 +90,8 @@ def known_families() -> list[str]:
 
     import trainer.features as package
 
-    helpers = {"base", "common", "diff", "registry", "kernels", "pruning", "pruned_conv"}
+    helpers = {"base", "common", "diff", "downsample", "registry", "kernels", "pruning",
+               "pruned_conv"}
     skip = helpers | {m.split(".")[2].split(":")[0] for m in FAMILIES.values()}
     names = list(FAMILIES) + sorted(m.name for m in pkgutil.iter_modules(package.__path__)
                                     if m.name not in skip)
@@ -125,11 +141,21 @@ def build_families(specs) -> list[FeatureFamily]:
 
     ``stats`` and ``diff_stats`` with the same parameters become one ``Stats`` with
     ``views=("x", "diff")`` (likewise for spectral and raw), at the position of the first.
+    ``downsample=N`` (any family) wraps it in :class:`~trainer.features.downsample.
+    Downsampled`: the family sees the mean of every ``N`` samples.
     """
     out: list = []
     merged: dict[tuple, object] = {}
     for spec in specs:
         name, kwargs = split_spec(spec)
+        factor = kwargs.pop(DOWNSAMPLE, None)
+        if factor is not None and not (isinstance(factor, int) and factor >= 1):
+            raise ValueError(f"bad {DOWNSAMPLE} in {spec!r}: expected a whole number of "
+                             "samples to average, e.g. 'conv:pool=10080:downsample=4'")
+        if factor is not None and factor > 1:
+            inner = ":".join(p for p in spec.split(":") if p.partition("=")[0] != DOWNSAMPLE)
+            out.append(Downsampled(make_family(inner), factor))
+            continue
         diff = name.startswith(DIFF_PREFIX) and name not in FAMILIES
         base = name[len(DIFF_PREFIX):] if diff else name
         cls = family_class(base)
