@@ -54,8 +54,8 @@ def machine() -> str:
     for pkg in ("numpy", "onnxruntime", "paho-mqtt"):
         try:
             versions.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            pass
+        except metadata.PackageNotFoundError:  # e.g. onnxruntime on 32-bit ARM: numpy runtime
+            versions.append(f"no {pkg}")
     load = ""
     if hasattr(os, "getloadavg"):
         load = f", load average {os.getloadavg()[0]:.1f} at start"

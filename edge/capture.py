@@ -22,11 +22,16 @@ smoothing: a capture is one window, and training sees one window at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import OrderedDict
 
 import numpy as np
-import orjson
+
+try:
+    import orjson
+except ImportError:  # armv6l (Pi Zero, Pi 1): no orjson wheel, a core dependency elsewhere
+    orjson = None
 
 from edge.stats import RateLimit
 
@@ -142,4 +147,9 @@ class Capture:
         if score is not None:
             doc["anomaly_score"] = float(score)
             doc["anomaly"] = bool(anomaly)
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        if orjson is not None:
+            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        # The same document (float32 samples as the float64 that holds them: equal when read
+        # back as float32), only not the shortest digits.
+        doc["samples"] = np.asarray(window).tolist()
+        return json.dumps(doc, separators=(",", ":")).encode()

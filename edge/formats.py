@@ -44,9 +44,14 @@ def _cbor_loads():
 
     def loads(payload: bytes, max_depth: int):
         try:
-            return cbor2.loads(payload, max_depth=max_depth)
+            doc = cbor2.loads(payload, max_depth=max_depth)
         except TypeError:  # a cbor2 without max_depth: its own limit (400) still holds
-            return cbor2.loads(payload)
+            doc = cbor2.loads(payload)
+        # cbor2 < 6 in pure Python (no compiler on a 32-bit Pi) returns its break marker for
+        # a stray break code (0xff) where 6.x raises: the same invalid CBOR either way.
+        if type(doc).__name__ == "BreakMarkerType":
+            raise ValueError("a break code (0xff) outside an indefinite-length item")
+        return doc
 
     return loads
 

@@ -318,7 +318,7 @@ class SparkplugDecoder:
         aliases, values = u.aliases, u.values
         if u.names is not None:  # names win over aliases, as in _samples
             index = self.index
-            chans = np.array([index.get(name, -1) for name in u.names], dtype=np.int64)
+            chans = np.array([index.get(name, -1) for name in u.names], dtype=np.intp)
         else:
             lookup = state.lookup
             if lookup is None:
@@ -376,7 +376,9 @@ class SparkplugDecoder:
         """alias -> channel index (-1: not a channel, _UNKNOWN: no birth defined it)."""
         table = {**node.aliases, **state.aliases}
         size = min(max(table, default=-1) + 1, MAX_LOOKUP)
-        lookup = np.full(size, _UNKNOWN, dtype=np.int64)
+        # intp, as the channels by name: they go to np.bincount, which a 32-bit numpy (armhf,
+        # armel) refuses int64 for ("Cannot cast ... according to the rule 'safe'").
+        lookup = np.full(size, _UNKNOWN, dtype=np.intp)
         for alias, (name, _) in table.items():
             if alias < size:
                 lookup[alias] = self.index.get(name, -1)

@@ -1,7 +1,8 @@
 """Small ONNX models that follow the trainer/edge contract, for daemon tests and benchmarks.
 
 ``window [B, W, C] -> ReduceMean over time -> MatMul -> Add -> Softmax -> probabilities``,
-built with :class:`trainer.graph.GraphBuilder` and metadata from
+built with :class:`trainer.graph.GraphBuilder` (where ``onnx`` is missing, e.g. on a 32-bit
+ARM board, with :mod:`tests.onnx_writer`, which writes the same bytes) and metadata from
 :func:`edge.contract.encode_metadata`. The weights make the label depend on the mean of
 the channels in an obvious way, so tests can steer the label with their input.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edge.contract import INPUT_NAME, OUTPUT_NAME, encode_metadata
-from trainer.graph import GraphBuilder, float_input
+
+try:
+    from trainer.graph import GraphBuilder, float_input
+except ImportError:  # no onnx here (deploy/armhf/verify.sh): the bytes onnx would write
+    from tests.onnx_writer import GraphBuilder, float_input
 
 LABELS = ("low", "mid", "high")
 
@@ -58,7 +62,7 @@ def mean_model(
     model = g.model([float_input(input_name, [None, window, c])],
                     [float_input(OUTPUT_NAME, [None, k])], encode_metadata(meta))
     path = Path(path)
-    onnx.save(model, path)
+    path.write_bytes(model.SerializeToString())
     return path
 
 

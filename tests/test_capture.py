@@ -83,6 +83,26 @@ def test_selection_modes_and_sample():
     assert 200 < len(idx) < 400 and set(why) == {"sample"}
 
 
+def test_a_capture_is_the_same_document_without_orjson(monkeypatch):
+    """armv6l has no orjson wheel: the standard library writes the same capture."""
+    from edge import capture
+
+    cap = Capture("all", "t/{device}", "n1")
+    window = (np.arange(12, dtype=np.float32).reshape(4, 3) / 7).astype(np.float32)
+    args = dict(device="d", window=window, start=1.0, end=1.04, labels=["a", "b"],
+                channels=["x", "y", "z"], probs=np.array([0.25, 0.75], np.float32),
+                reason="all", model={"name": "m", "version": "1", "sha256": "ab" * 32},
+                sample_rate_hz=100.0, score=0.5, anomaly=False)
+    with_orjson = json.loads(cap.payload(**args))
+    monkeypatch.setattr(capture, "orjson", None)
+    without = json.loads(cap.payload(**args))
+    assert abs(without.pop("captured_at") - with_orjson.pop("captured_at")) < 5
+    samples = np.array(without.pop("samples"), np.float32)
+    assert np.array_equal(samples, window)
+    assert np.array_equal(np.array(with_orjson.pop("samples"), np.float32), window)
+    assert without == with_orjson
+
+
 def test_capture_config_errors(broker, model):
     with pytest.raises(ConfigError, match="capture .*must be one of"):
         config(broker, model, capture="sometimes")

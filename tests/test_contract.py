@@ -57,6 +57,7 @@ def test_missing_key_is_named():
 def test_the_trainer_emits_only_supported_ops():
     """Every family, head and int8 variant the trainer can export stays within
     ``SUPPORTED_OPS``: the list the daemon's allow-list and the numpy runtime share."""
+    pytest.importorskip("onnx", reason="the trainer exports with onnx (not on a 32-bit ARM board)")
     import functools
 
     import numpy as np

@@ -22,9 +22,8 @@ from edge.config import ConfigError
 from edge.homeassistant import Discovery, discovery_configs, off_delay, sanitize
 from edge.models import load_model
 from tests.daemon_helpers import DaemonProcess, config, running, wait_for
-from tests.models import LABELS, mean_model
+from tests.models import LABELS, GraphBuilder, float_input, mean_model
 from tests.mqtt_helpers import Collector, mosquitto_pub, mosquitto_sub
-from trainer.graph import GraphBuilder, float_input
 
 STATUS = "sigmoid-edge/testnode/status"
 OUT = "edge/+/classification"

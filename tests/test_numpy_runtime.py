@@ -4,16 +4,19 @@ refusal of what it does not run, and the runtime choice through the edge's entry
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from edge import contract
-from edge.models import ModelError, load_model
-from edge.runtime import RuntimeUnavailable, open_session, resolve
-from edge.runtime.numpy_backend import NumpySession, UnsupportedModel
-from tests.models import mean_model
-from tests.runtime_models import parity_models, windows
+# The models here are built with onnx (a 32-bit ARM board has none: deploy/armhf/verify.sh
+# checks the numpy runtime there with models built on the host, smoke_models.py).
+onnx = pytest.importorskip("onnx")
+TensorProto, helper = onnx.TensorProto, onnx.helper
+
+from edge import contract  # noqa: E402
+from edge.models import ModelError, load_model  # noqa: E402
+from edge.runtime import RuntimeUnavailable, open_session, resolve  # noqa: E402
+from edge.runtime.numpy_backend import NumpySession, UnsupportedModel  # noqa: E402
+from tests.models import mean_model  # noqa: E402
+from tests.runtime_models import parity_models, windows  # noqa: E402
 
 # int8: onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into integer kernels where
 # the numpy runtime follows the operator definitions: the two may round a value one step

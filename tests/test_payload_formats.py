@@ -86,6 +86,23 @@ def test_decoder_dispatch_by_magic_and_content_type():
 
 # ---------------------------------------------------------------------------- sparkplug
 
+def test_a_stray_break_code_is_invalid_cbor_also_from_cbor2_before_6(monkeypatch):
+    """cbor2 5.x in pure Python (a 32-bit Pi without a compiler) returns its break marker
+    for ``0xff`` where 6.x raises: both are invalid_cbor."""
+    class BreakMarkerType:  # cbor2._types.BreakMarkerType, as 5.x returns it
+        pass
+
+    class Cbor2Before6:
+        @staticmethod
+        def loads(payload, max_depth=None):
+            return BreakMarkerType() if payload[:1] == b"\xff" else cbor2.loads(payload)
+
+    monkeypatch.setitem(__import__("sys").modules, "cbor2", Cbor2Before6)
+    dec = Decoder("cbor", PayloadParser(XYZ))
+    assert rejected(dec.parse, b"\xff\x00") == "invalid_cbor"
+    assert dec.parse(cbor2.dumps({"x": 1, "y": 2, "z": 3, "ts": T0})) == ([1, 2, 3], T0)
+
+
 def test_sparkplug_aliases_births_rebirths_and_sequence_gaps():
     dec = sparkplug.SparkplugDecoder(XYZ)
     aliases = {"x": 11, "y": 12, "z": 13}

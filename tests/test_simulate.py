@@ -260,6 +260,7 @@ def write_ts(path, X, y) -> None:
 @pytest.mark.slow
 def test_ts_replay_gives_the_daemon_one_window_per_case(broker, tmp_path):
     """A model trained on a .ts file classifies its replay case by case, as offline."""
+    pytest.importorskip("onnx", reason="sigmoid-train needs onnx (not on a 32-bit ARM board)")
     from edge.tools.demo import LiveScore
     from tests.daemon_helpers import ROOT, DaemonProcess
 

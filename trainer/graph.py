@@ -7,15 +7,16 @@ node that makes them, so the graph reads well in Netron.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from trainer.graph_names import GraphNames
 
 OPSET = 18
 
 
-class GraphBuilder:
-    """Collect nodes and initializers for one ONNX graph.
+class GraphBuilder(GraphNames):
+    """Collect nodes and initializers for one ONNX graph (names: :class:`GraphNames`).
 
     Parameters
     ----------
@@ -24,53 +25,20 @@ class GraphBuilder:
 
     Examples
     --------
+    >>> import numpy as np
     >>> g = GraphBuilder("demo")
     >>> w = g.const("weights", np.ones((3, 2), np.float32))
     >>> y = g.op("MatMul", ["x", w], name="dense")
     """
 
-    def __init__(self, name: str):
-        self.name = name
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._used: set[str] = set()
+    nodes: list[onnx.NodeProto]
+    initializers: list[onnx.TensorProto]
 
-    def unique(self, base: str) -> str:
-        """Return ``base``, or ``base_2``, ``base_3``... if it is taken."""
-        name, i = base, 1
-        while name in self._used:
-            i += 1
-            name = f"{base}_{i}"
-        self._used.add(name)
-        return name
+    def _node(self, op_type, inputs, outputs, name, attrs) -> onnx.NodeProto:
+        return helper.make_node(op_type, inputs, outputs, name=name, **attrs)
 
-    def const(self, name: str, value) -> str:
-        """Add a constant tensor (numpy array or Python scalar/list) and return its name."""
-        array = np.asarray(value)
-        if array.dtype == np.float64:
-            array = array.astype(np.float32)
-        tensor = numpy_helper.from_array(array, self.unique(name))
-        self.initializers.append(tensor)
-        return tensor.name
-
-    def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
-        """Add a node with one output; the output tensor takes the node's name."""
-        return self.op_n(op_type, inputs, 1, name=name, **attrs)[0]
-
-    def op_n(
-        self, op_type: str, inputs: list[str], n_outputs: int, name: str | None = None, **attrs
-    ) -> list[str]:
-        """Add a node with ``n_outputs`` outputs, named ``<node>`` , ``<node>_1``, ..."""
-        node_name = self.unique(name or op_type.lower())
-        outputs = [node_name] + [self.unique(f"{node_name}_{i}") for i in range(1, n_outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=node_name, **attrs))
-        return outputs
-
-    def rename(self, tensor: str, new_name: str) -> str:
-        """Give ``tensor`` a fixed public name (for graph outputs) with an Identity node."""
-        self._used.add(new_name)
-        self.nodes.append(helper.make_node("Identity", [tensor], [new_name], name=new_name))
-        return new_name
+    def _tensor(self, array, name) -> onnx.TensorProto:
+        return numpy_helper.from_array(array, name)
 
     def model(
         self,

@@ -8,8 +8,10 @@
 #   1. a smoke inference: float and int8 models fitted on this machine (every feature family,
 #      the int8 variants the trainer chooses among) run by the numpy runtime must give this
 #      machine's onnxruntime probabilities (deploy/armhf/smoke_models.py);
-#   2. with SKIP_TESTS=0, the edge test subset (tests that need neither scikit-learn nor the
-#      trainer beyond trainer.graph), against a mosquitto inside the root, runtime numpy.
+#   2. the edge test subset (test files that need neither scikit-learn, the trainer, onnx nor
+#      onnxruntime at import: their models come from tests/onnx_writer.py, which writes the
+#      bytes onnx writes; a test inside them that needs onnx skips itself), without the slow
+#      and fuzz ones, against a mosquitto inside the root, runtime numpy.
 # With CPU=arm1176 (Pi Zero / Pi 1, ARMv6) it builds a Debian armel root instead: Debian's
 # armhf needs ARMv7, and Raspberry Pi OS's own armv6 archive is not a Debian mirror.
 # A result line goes to stdout and to $RESULTS (TSV).
@@ -21,7 +23,7 @@
 #   ROOT=/var/tmp/sigmoid-edge-<arch>   the root (reused across runs)
 #   SUITE=bookworm  MIRROR=<debian mirror URL> (debootstrap's default when empty)
 #   HOST_PYTHON=.venv/bin/python       a Python with the trainer installed, to build the models
-#   RESULTS=$ROOT/results.tsv  SKIP_TESTS=0 (also the edge tests: needs an onnx wheel, see below)
+#   RESULTS=$ROOT/results.tsv  SKIP_TESTS=1 (smoke inference only)
 #   EDGE_TESTS="tests/test_a.py ..."   the test files to run (default: see above)
 # Not part of `make test`: it needs root, binfmt_misc and a lot of time.
 set -euo pipefail
@@ -38,10 +40,7 @@ ROOT=${ROOT:-/var/tmp/sigmoid-edge-$ARCH}
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-}
 RESULTS=${RESULTS:-$ROOT/results.tsv}
-# The edge tests build their models with the onnx package (trainer.graph), which has no
-# 32-bit ARM wheel on PyPI and Debian's python3-onnx (1.12) cannot write opset 18: with
-# SKIP_TESTS=0 the test step installs onnx with pip, which needs piwheels (or a long build).
-SKIP_TESTS=${SKIP_TESTS:-1}
+SKIP_TESTS=${SKIP_TESTS:-0}
 if [ -z "${HOST_PYTHON:-}" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then HOST_PYTHON=$REPO/.venv/bin/python; else HOST_PYTHON=python3; fi
 fi
@@ -57,6 +56,15 @@ QEMU=$(command -v qemu-arm-static || true)
 # shellcheck source=SCRIPTDIR/../lib/emulated-root.sh
 . "$REPO/deploy/lib/emulated-root.sh"
 
+# The test tools the subset imports, from PyPI (cbor2, protobuf: pure Python) or Debian (the
+# root has no compiler). armhf: cryptography's armv7l wheels need cffi, which has none:
+# Debian's 1.15 serves cryptography < 46; jinja2's MarkupSafe has armv7l wheels. armel
+# (armv6l): no wheels at all for those two, Debian's python3-cryptography (38) and jinja2.
+case "$ARCH" in
+    armhf) TEST_PACKAGES=python3-cffi TEST_PIP="cbor2 protobuf jinja2 'cryptography<46'" ;;
+    *) TEST_PACKAGES="python3-cryptography python3-jinja2" TEST_PIP="cbor2 protobuf" ;;
+esac
+
 make_root() {
     if [ -e "$ROOT/.sigmoid-edge-root-ok" ]; then return 0; fi
     echo "== debootstrap $SUITE $ARCH into $ROOT (10-30 minutes under emulation)"
@@ -64,7 +72,7 @@ make_root() {
     mkdir -p "$ROOT"
     # shellcheck disable=SC2086  # MIRROR is empty (debootstrap's default) or one URL
     debootstrap --arch="$ARCH" --variant=minbase \
-        --include=python3,python3-venv,python3-numpy,ca-certificates,mosquitto,mosquitto-clients \
+        --include="python3,python3-venv,python3-numpy,${TEST_PACKAGES// /,},ca-certificates,mosquitto,mosquitto-clients" \
         "$SUITE" "$ROOT" $MIRROR
     touch "$ROOT/.sigmoid-edge-root-ok"
 }
@@ -83,6 +91,11 @@ register_binfmt qemu-arm \
     '\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' "$QEMU"
 make_root
 mount_root
+if [ "$SKIP_TESTS" != 1 ] && ! in_root "dpkg -s $TEST_PACKAGES" >/dev/null 2>&1; then
+    echo "== apt-get install $TEST_PACKAGES (a root made before the edge tests ran here)"
+    in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $TEST_PACKAGES" \
+        || die "could not install $TEST_PACKAGES in $ROOT"
+fi
 
 echo "== the sources and the smoke models"
 rm -rf "$ROOT/smoke"
@@ -90,8 +103,11 @@ copy_sources
 PYTHONPATH=$REPO "$HOST_PYTHON" "$REPO/deploy/armhf/smoke_models.py" build "$ROOT/smoke" 2>/dev/null
 WHEEL=$(build_wheel "$HOST_PYTHON")
 [ -n "$WHEEL" ] || die "could not build the sigmoid-edge wheel"
-TESTS=$(edge_tests onnxruntime)  # no onnxruntime on the board
+# No onnxruntime on the board, and no onnx: it has no 32-bit ARM wheel on PyPI, and Debian's
+# python3-onnx (1.12) cannot write opset 18.
+TESTS=$(edge_tests 'onnxruntime|onnx')
 echo "edge test subset: $TESTS"
+echo "left out (they import the trainer, onnx or onnxruntime): $(EXCLUDED=1 edge_tests 'onnxruntime|onnx')"
 
 [ -e "$RESULTS" ] || printf 'cpu\tarch\tnumpy\tinstall\tsmoke\ttests\tdetail\n' >"$RESULTS"
 venv=/venvs/edge
@@ -108,7 +124,7 @@ else
     if in_root "$venv/bin/python -c 'import onnxruntime'" >>"$log" 2>&1; then
         install="failed (onnxruntime is installed: the marker did not keep it out)"
     fi
-    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py onnx "not slow and not fuzz"
+    smoke_and_tests "$venv" /src/deploy/armhf/smoke_models.py "$TEST_PIP" "not slow and not fuzz"
 fi
 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$CPU" "$ARCH" "$numpy_version" "$install" "$smoke" "$tests" "$detail" | tee -a "$RESULTS"
 echo "== results in $RESULTS"

@@ -51,19 +51,36 @@ build_wheel() {
     (cd "$ROOT/wheel" && ls sigmoid_edge-*.whl)
 }
 
-# edge_tests [MODULES]: test files that need nothing of the trainer but trainer.graph (which
-# builds test models with onnx), no scikit-learn and none of MODULES (a regex alternative,
-# e.g. onnxruntime); test_deploy.py checks this machine's deploy tools, not the board's.
-# EDGE_TESTS overrides the list.
+# needs_of FILE MODULES: the top-level imports in FILE, and in the tests/ modules it imports
+# at top level, of a module in MODULES (a regex alternative). Indented imports (in a test, or
+# a try/except with a fallback such as tests/models.py's) are the file's own business: such
+# a test skips itself with pytest.importorskip where the module is missing.
+needs_of() {
+    local file=$1 modules=$2 helper
+    # (No `grep -q` in a pipe: under pipefail its early exit would fail the pipe.)
+    # trainer.graph_names needs only numpy: tests/onnx_writer.py builds models with it.
+    grep -E "^(from|import) ($modules)([. ,]|$)" "$file" \
+        | grep -v -E '^from trainer\.graph_names import' || true
+    # `from tests.x import ...` and `from tests import x, y`: one name a line
+    while read -r helper; do
+        [ -e "$REPO/tests/$helper.py" ] && needs_of "$REPO/tests/$helper.py" "$modules"
+    done < <(sed -n -E -e 's/^from tests\.([a-z_0-9]+) import.*/\1/p' \
+                       -e 's/^from tests import ([a-z_0-9, ]+).*/\1/p' "$file" | tr -c 'a-z_0-9' '\n')
+    return 0
+}
+
+# edge_tests [MODULES]: test files that need (at top level) neither scikit-learn, the trainer
+# nor any of MODULES (a regex alternative of modules the board lacks, e.g. onnxruntime|onnx);
+# test_deploy.py checks this machine's deploy tools, not the board's. EDGE_TESTS overrides
+# the list. With EXCLUDED=1 it prints the files it leaves out instead.
 edge_tests() {
-    if [ -n "${EDGE_TESTS:-}" ]; then echo "$EDGE_TESTS"; return 0; fi
+    if [ -n "${EDGE_TESTS:-}" ] && [ "${EXCLUDED:-0}" != 1 ]; then echo "$EDGE_TESTS"; return 0; fi
     local f needs modules="sklearn|trainer${1:+|$1}"
     for f in "$REPO"/tests/test_*.py; do
         [ "${f##*/}" = test_deploy.py ] && continue
-        # (No `grep -q` in a pipe: under pipefail its early exit would fail the pipe.)
-        needs=$(grep -E "^\s*(from|import) ($modules)" "$f" \
-            | grep -v -E '^\s*(from|import) trainer\.graph( |$)' || true)
-        [ -n "$needs" ] || printf '%s ' "tests/${f##*/}"
+        needs=$(needs_of "$f" "$modules")
+        if [ -z "$needs" ] && [ "${EXCLUDED:-0}" != 1 ]; then printf '%s ' "tests/${f##*/}"; fi
+        if [ -n "$needs" ] && [ "${EXCLUDED:-0}" = 1 ]; then printf '%s ' "tests/${f##*/}"; fi
     done
     return 0
 }
@@ -98,7 +115,7 @@ smoke_and_tests() {
     detail=$(grep '^{' "$out" | tail -n 1 || true)
     if [ "${SKIP_TESTS:-0}" != 1 ] && [ "$status" = 0 ]; then
         set +e
-        in_root "$venv/bin/pip install -q pytest pytest-timeout hypothesis $extra \
+        in_root "$venv/bin/pip install -q --prefer-binary pytest pytest-timeout hypothesis $extra \
             && cd /src && PATH=$venv/bin:/usr/sbin:\$PATH timeout 5400 $venv/bin/python -m pytest -q \
                -p no:cacheprovider -m '$marks' --timeout 900 $tests_to_run" >>"$out" 2>&1
         status=$?
