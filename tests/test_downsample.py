@@ -97,3 +97,12 @@ def test_windows_too_short_for_the_factor_are_refused(data):
     family = build_families(["stats:downsample=30"])[0]
     with pytest.raises(ValueError, match="at least 60 samples"):
         family.fit(data[0])
+
+
+def test_the_prior_stays_the_full_length_pool():
+    from trainer.fit import _prior
+    from trainer.selection import with_budget
+
+    sets = with_budget(default_candidates(1000), 100.0)
+    assert sets[-1][0].startswith("conv:pool=10080:keep=auto:downsample=5:budget_us=")
+    assert _prior(sets) == ["conv:pool=10080:keep=auto:budget_us=85"]
