@@ -207,6 +207,13 @@ def publish_packet(mid: int, topic: bytes, payload: bytes | bytearray, qos: int,
                      mid.to_bytes(2, "big") if qos else b"", b"\x00" if v5 else b"", payload))
 
 
+def _out_entry(command: int, packet: bytes | bytearray, mid: int, qos: int,
+               info: mqtt.MQTTMessageInfo | None) -> dict:
+    """A packet for paho's ``_out_packet`` queue, as its ``_packet_queue`` makes one."""
+    return {"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(packet),
+            "packet": packet, "info": info}
+
+
 def idle_in_packet() -> dict:
     """paho's ``_in_packet`` between packets (what its ``_packet_read`` resets it to)."""
     return {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
@@ -616,20 +623,30 @@ class FastClient(mqtt.Client):
         # from select: a system call per publish, and a wake-up of the network thread per
         # output at QoS 0. One byte until the loop has written is enough, and none from the
         # network thread itself (it writes what is queued before it selects again).
-        thread = self._thread
-        if thread is None or self._on_socket_register_write is not None:
+        if not self._queues_itself():
             return super()._packet_queue(command, packet, mid, qos, info)
-        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
-                                 "to_process": len(packet), "packet": packet, "info": info})
-        self._wake_loop(thread)
+        self._out_packet.append(_out_entry(command, packet, mid, qos, info))
+        self._wake_loop()
         return _SUCCESS
 
-    def _wake_loop(self, thread: threading.Thread) -> None:
+    def _queues_itself(self) -> bool:
+        """True when :meth:`_packet_queue` queues and wakes the loop itself (a loop thread
+        runs, and no external event loop is told about writes), else paho's own."""
+        return self._thread is not None and self._on_socket_register_write is None
+
+    def _builds_publish(self) -> bool:
+        """True when :meth:`_send_publish` may build a PUBLISH itself (connected, and no
+        logger that paho would pass the packet's debug line to)."""
+        return self._sock is not None and self.on_log is None and self._logger is None
+
+    def _wake_loop(self) -> None:
         """Packets were queued: wake paho's loop, once until it has written (see
         _packet_queue)."""
         # After the append: _packet_write clears the flag before it takes the queue, so
         # either it takes this packet or this thread sees the flag cleared and wakes it.
-        if not self._wake_sent and thread.ident != threading.get_ident():
+        thread = self._thread  # read once: loop_stop may clear it meanwhile
+        if (thread is not None and not self._wake_sent
+                and thread.ident != threading.get_ident()):
             self._wake_sent = True
             wake = self._sockpairW
             if wake is not None:
@@ -702,7 +719,7 @@ class FastClient(mqtt.Client):
         # no socket: paho's own.
         if (properties is not None or not payload or type(topic) is not bytes
                 or len(topic) > 65535 or type(payload) not in (bytes, bytearray)
-                or self._sock is None or self.on_log is not None or self._logger is not None):
+                or not self._builds_publish()):
             return super()._send_publish(mid, topic, payload, qos, retain, dup, info,
                                          properties)
         packet = publish_packet(mid, topic, payload, qos, retain, dup,
@@ -776,9 +793,7 @@ class FastClient(mqtt.Client):
             return 0
         # The packets of those that go out now are built here and queued at once (one
         # wake-up for the batch), when _send_publish would take its fast path for each.
-        thread = self._thread
-        direct = (thread is not None and self._on_socket_register_write is None
-                  and self._sock is not None and self.on_log is None and self._logger is None)
+        direct = self._queues_itself() and self._builds_publish()
         v5 = self._protocol == mqtt.MQTTv5
         packets: list[dict] = []
         refused = 0
@@ -798,9 +813,7 @@ class FastClient(mqtt.Client):
                     message.state = mqtt.mqtt_ms_wait_for_puback
                     if direct and payload:
                         packet = publish_packet(mid, topic, payload, 1, False, False, v5)
-                        packets.append({"command": _PUBLISH, "mid": mid, "qos": 1, "pos": 0,
-                                        "to_process": len(packet), "packet": packet,
-                                        "info": message.info})
+                        packets.append(_out_entry(_PUBLISH, packet, mid, 1, message.info))
                         continue
                     if packets:  # keep the order
                         self._out_packet.extend(packets)
@@ -816,7 +829,7 @@ class FastClient(mqtt.Client):
             if packets:
                 self._out_packet.extend(packets)
         if packets:
-            self._wake_loop(thread)
+            self._wake_loop()
         return refused
 
     def _mids(self, n: int) -> list[int]:
