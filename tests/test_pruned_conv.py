@@ -70,6 +70,27 @@ def test_detachment_keeps_the_informative_features():
     np.testing.assert_allclose(pruning.smooth([0.0, 3.0, 0.0, 3.0]), [1.5, 1.0, 2.0, 1.5])
 
 
+def test_the_curve_has_no_interpolation_dip_where_features_match_windows(monkeypatch):
+    # 100 training windows, 600 weakly informative features: more features are better. At 99
+    # features (the centred windows' rank) the minimum-norm ridge interpolates, and its
+    # validation accuracy collapses below that of half the features; the scoring ridge's
+    # curve keeps falling as features go.
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2, 400)
+    F = rng.normal(size=(400, 600)) + 0.15 * (2 * codes[:, None] - 1)
+    sizes = np.array([600, 300, 150, 99, 50])
+
+    def curve():
+        return pruning.detach(F[:100], codes[:100], 2, sizes, F[100:], codes[100:])[1]
+
+    scored = curve()
+    assert (np.diff(scored) <= 0).all() and scored[3] > scored[4] + 0.05
+    monkeypatch.setattr(pruning, "SCORING_ALPHA", pruning.RANKING_ALPHA)
+    interpolating = curve()
+    assert interpolating[3] < interpolating[4] - 0.1
+    np.testing.assert_array_equal(interpolating[[0, 1, 2, 4]], scored[[0, 1, 2, 4]])
+
+
 # ---------------------------------------------------------------- the family
 
 

@@ -304,6 +304,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
         "keep": keep,
         "tolerance": float(family.tolerance),
         "relative_alpha": rel,
+        "scoring_relative_alpha": pruning.SCORING_ALPHA,
         "folds": len(splits) if curve is not None else 0,
         "budget_us": float(family.budget_us) if family.budget_us else None,
         "largest_within_budget": int(sizes[first_allowed]),
