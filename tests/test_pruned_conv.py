@@ -183,6 +183,48 @@ def test_budget_stops_pruning_at_a_size_that_fits(data, monkeypatch):
     assert any("batch1_latency_us" in s for s in p["steps"])
 
 
+def test_a_binding_budget_is_spent_on_shared_conv_nodes(data, monkeypatch):
+    Xtr, ytr, _, _ = data
+    # A cost model instead of a clock (pure logic): 6 us per Conv node, 0.5 us per feature.
+    monkeypatch.setattr(pruned_conv, "features_latency_us", lambda family, window, n_classes:
+                        6.0 * len(family.pruned_.plan) + 0.5 * family.n_features_out_)
+    fitted = {}
+    for binds in (False, True):
+        monkeypatch.setattr(pruned_conv, "_budget_binds", lambda ranking, tol, b=binds: b)
+        fitted[binds] = ConvFeatures(pool=840, keep="auto", budget_us=60, tolerance=0.99,
+                                     random_state=3).fit(Xtr, ytr)
+    plain, frugal = fitted[False].pruning_, fitted[True].pruning_
+    assert not plain["budget_binds"] and plain["dilation_cost"] == 0
+    assert "importance_order" not in plain
+    assert frugal["budget_binds"] and frugal["dilation_cost"] == pruning.DILATION_COST
+    assert frugal["importance_order"]["kept"] == plain["kept"]
+    # Features per Conv node: more in the cost-aware order, and more features in the budget.
+    nodes = {b: len(f.pruned_.plan) for b, f in fitted.items()}
+    assert frugal["kept"] / nodes[True] > 2 * plain["kept"] / nodes[False]
+    assert frugal["largest_within_budget"] > plain["largest_within_budget"]
+    assert frugal["batch1_latency_us"] <= 60 and plain["batch1_latency_us"] <= 60
+
+
+def test_cost_aware_detachment_empties_small_groups_first():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 2, 200)
+    F = rng.normal(size=(200, 120)) + 0.3 * (2 * codes[:, None] - 1)  # all alike informative
+    groups = np.repeat(np.arange(12), 10)  # 12 Conv nodes of 10 features
+    sizes = pruning.schedule(120, min_keep=20)
+    plain, _, _ = pruning.detach(F, codes, 2, sizes, groups=groups)
+    frugal, _, _ = pruning.detach(F, codes, 2, sizes, groups=groups, group_cost=14.0)
+    kept_groups = [len(np.unique(groups[r == len(sizes)])) for r in (plain, frugal)]
+    assert 2 * kept_groups[1] <= kept_groups[0], kept_groups
+    assert (plain == len(sizes)).sum() == (frugal == len(sizes)).sum() == 20
+
+
+def test_budget_binds_when_a_larger_set_validates_better():
+    r = {"smoothed": np.array([0.80, 0.82, 0.70, 0.71, 0.60]), "first_allowed": 2}
+    assert pruned_conv._budget_binds(r, 0.005)
+    assert not pruned_conv._budget_binds({**r, "first_allowed": 0}, 0.005)
+    assert not pruned_conv._budget_binds(r, 0.2)
+
+
 def test_selection_keeps_the_pruning_timing_when_a_retiming_is_slower(data, monkeypatch):
     """The selection re-times each candidate; for a pruned pool alone the lower of its own
     timing and the pruning's (the same graph) counts, so load noise cannot undo the size

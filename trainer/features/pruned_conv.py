@@ -256,46 +256,74 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
     min_keep = pruning.MIN_KEEP if keep == "auto" else int(keep)
     sizes = pruning.schedule(pool, min_keep=min(min_keep, pool))
 
-    folds_out = []
-    curve = None
+    # The Conv node (dilation) of each pool feature: what a cost-aware ranking groups by.
+    dilation = np.concatenate([bank.dilations[feature_table(bank)[0]]
+                               for bank in full.banks_.values()])
+    fold_data: list[tuple[np.ndarray, np.ndarray]] = []
     if keep == "auto":
         if splits is None:
             from trainer.selection import folds
 
             splits = folds(y, seed)
-        accs = []
         # All pools in one pass: the folds' difference banks share their convolutions.
         pools = type(family).transform_pools(
             [pool_family().fit_banks(x[tr], stride) for tr, _ in splits] + [full], x)
         for k, (tr, va) in enumerate(splits):
-            F, pools[k] = pools[k], None
-            removed, acc, _ = pruning.detach(F[tr], codes[tr], n_classes, sizes,
-                                             F[va], codes[va], seed=seed)
-            accs.append(acc)
-            folds_out.append((removed, F[tr], F[va]))
-        curve = np.mean(accs, axis=0)
-        smoothed = pruning.smooth(curve)
+            fold_data.append((pools[k][tr], pools[k][va]))
+            pools[k] = None
         F, pools = pools[-1], None
     else:
         F = full.transform(x)
-    removed, _, rel = pruning.detach(F, codes, n_classes, sizes, seed=seed)
-    del F
     family.banks_ = full.banks_
     family.window_, family.channels_ = full.window_, full.channels_
 
-    latencies: dict[int, float] = {}
-    first_allowed = 0
-    if family.budget_us and curve is not None:  # keep=N keeps N, budget or not
-        first_allowed = _first_within_budget(family, x[0], removed, sizes,
-                                             float(family.budget_us), latencies, n_classes)
-    if curve is None:
-        step = len(sizes) - 1
-    else:
-        step = pruning.choose_step(smoothed, float(family.tolerance), first_allowed, sizes,
-                                   int(np.ceil(pruning.MIN_AUTO_SHARE * pool)))
+    def ranked(dilation_cost: float) -> dict[str, Any]:
+        """One detachment order: on every fold (the curve) and on all windows, then the
+        step chosen within the budget."""
+        folds_removed, accs = [], []
+        for (tr, va), (F_tr, F_va) in zip(splits if fold_data else (), fold_data,
+                                          strict=True):
+            removed, acc, _ = pruning.detach(F_tr, codes[tr], n_classes, sizes, F_va,
+                                             codes[va], seed=seed, groups=dilation,
+                                             group_cost=dilation_cost)
+            folds_removed.append(removed)
+            accs.append(acc)
+        removed, _, rel = pruning.detach(F, codes, n_classes, sizes, seed=seed,
+                                         groups=dilation, group_cost=dilation_cost)
+        r = {"removed": removed, "folds_removed": folds_removed, "rel": rel,
+             "dilation_cost": dilation_cost, "latencies": {}, "first_allowed": 0,
+             "curve": None, "step": len(sizes) - 1}
+        if not fold_data:  # keep=N keeps N, budget or not
+            return r
+        r["curve"] = np.mean(accs, axis=0)
+        r["smoothed"] = pruning.smooth(r["curve"])
+        if family.budget_us:
+            r["first_allowed"] = _first_within_budget(
+                family, x[0], removed, sizes, float(family.budget_us), r["latencies"],
+                n_classes)
+        r["step"] = pruning.choose_step(r["smoothed"], float(family.tolerance),
+                                        r["first_allowed"], sizes,
+                                        int(np.ceil(pruning.MIN_AUTO_SHARE * pool)))
+        return r
+
+    chosen = plain = ranked(0.0)
+    binds = plain["curve"] is not None and _budget_binds(plain, float(family.tolerance))
+    if binds:
+        # More features than the budget holds would validate better: spend the budget on
+        # features whose Conv node others share (pruning.DILATION_COST), unless that
+        # order validates worse by more than the tolerance.
+        frugal = ranked(pruning.DILATION_COST)
+        if (frugal["smoothed"][frugal["step"]]
+                >= plain["smoothed"][plain["step"]] - float(family.tolerance)):
+            chosen = frugal
+    del F
+    removed, curve, step = chosen["removed"], chosen["curve"], chosen["step"]
+    latencies, first_allowed = chosen["latencies"], chosen["first_allowed"]
+    rel = chosen["rel"]
     _set_kept(family, np.flatnonzero(removed > step))
     family.fold_features_ = [
-        (Ftr[:, r > step], Fva[:, r > step]) for r, Ftr, Fva in folds_out]
+        (F_tr[:, r > step], F_va[:, r > step])
+        for r, (F_tr, F_va) in zip(chosen["folds_removed"], fold_data, strict=True)]
     family.pruning_ = {
         "method": "Sequential Feature Detachment (Detach-ROCKET): ridge on standardized "
                   f"features, {pruning.DROP_FRACTION:.0%} of the remaining detached per step",
@@ -311,18 +339,32 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
         "steps": [
             {"n_features": int(n),
              **({"validation_accuracy": round(float(curve[s]), 4),
-                 "smoothed_accuracy": round(float(smoothed[s]), 4)} if curve is not None
+                 "smoothed_accuracy": round(float(chosen["smoothed"][s]), 4)}
+                if curve is not None
                 else {}),
              **({"batch1_latency_us": round(latencies[s], 1)} if s in latencies else {})}
             for s, n in enumerate(sizes)],
         "chosen_step": int(step),
+        "budget_binds": binds,
+        "dilation_cost": chosen["dilation_cost"],
     }
+    if binds:  # what the plain order would have kept, for comparison
+        family.pruning_["importance_order"] = {
+            "kept": int(sizes[plain["step"]]),
+            "smoothed_accuracy": round(float(plain["smoothed"][plain["step"]]), 4)}
     if curve is not None:
         family.pruning_["validation_accuracy"] = round(float(curve[step]), 4)
     family.pruning_["batch1_latency_us"] = round(
         latencies[step] if step in latencies
         else features_latency_us(family, x[0], n_classes), 1)
     family.pruning_["fit_cpu_s"] = round(time.process_time() - cpu0, 2)
+
+
+def _budget_binds(ranking: dict[str, Any], tolerance: float) -> bool:
+    """Whether some step over the budget validates better, by more than ``tolerance``, than
+    every step within it."""
+    smoothed, first = ranking["smoothed"], ranking["first_allowed"]
+    return bool(first > 0 and smoothed[:first].max() > smoothed[first:].max() + tolerance)
 
 
 def _set_kept(family, kept: np.ndarray) -> None:

@@ -53,6 +53,12 @@ RANKING_ALPHA = 1e-7
 # Measured on the default fit (BENCHMARKS.md, "Fifth pass"): PLAID 0.749 -> 0.777 (276
 # kept), ACSF1 0.89 -> 0.90, every other set the same accuracy.
 SCORING_ALPHA = 1e-3
+# What a kept feature's Conv node (one per dilation in use) costs, in kept features: the
+# exported graph costs about 1.4-1.6 reference us a Conv node and 0.08-0.14 us a feature
+# (PickupGestureWiimoteZ: 130 features over 23 dilations 63 us, the same count over 6
+# dilations 39 us; GunPoint: 44 against 31 us). Used only when the budget binds (see
+# pruned_conv.fit_pruned): importance per unit of cost then holds more features within it.
+DILATION_COST = 14.0
 # A fold's ridge sees at most this many training windows (a stratified subsample): the dual
 # solve is cubic in it. Validation always uses every held-out window.
 MAX_RIDGE_WINDOWS = 1200
@@ -107,6 +113,8 @@ def detach(
     F_val: np.ndarray | None = None,
     codes_val: np.ndarray | None = None,
     seed: int = 0,
+    groups: np.ndarray | None = None,
+    group_cost: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Run the detachment sequence on one training set.
 
@@ -124,6 +132,13 @@ def detach(
         Held-out windows to score each step on.
     seed : int
         For the stratified subsample of large training sets.
+    groups : ndarray of int, shape (p,), optional
+        A cost group per feature (the pruned graph's ``Conv`` node: its dilation).
+    group_cost : float
+        With ``groups``: what a group costs on its own, in features. Each feature's
+        importance is divided by its share of the cost, ``1 + group_cost / n`` with ``n``
+        the features left in its group, so small groups are detached first (0: plain
+        importance).
 
     Returns
     -------
@@ -165,6 +180,9 @@ def detach(
             break
         n_drop = size - int(sizes[step + 1])
         importance = np.abs(W).sum(axis=1)
+        if groups is not None and group_cost:
+            g = groups[alive]
+            importance /= 1.0 + group_cost / np.bincount(g.astype(np.intp))[g]
         # Stable order: among equal importances the later feature goes first.
         weakest = np.argsort(importance, kind="stable")[:n_drop]
         gone = alive[weakest]
