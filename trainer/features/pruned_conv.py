@@ -316,7 +316,7 @@ def fit_pruned(family, x: np.ndarray, y, splits=None) -> None:
         if (frugal["smoothed"][frugal["step"]]
                 >= plain["smoothed"][plain["step"]] - float(family.tolerance)):
             chosen = frugal
-    del F
+    F = None  # the pool's features: not needed any more
     removed, curve, step = chosen["removed"], chosen["curve"], chosen["step"]
     latencies, first_allowed = chosen["latencies"], chosen["first_allowed"]
     rel = chosen["rel"]
