@@ -85,7 +85,9 @@ def _pruning_panel(ax, p: dict) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("features kept")
     ax.set_ylabel("cross-validated accuracy (ridge)")
-    ax.set_title("feature detachment")
+    # The budget bound and the cost-aware order was used: say so, it is a different curve.
+    ax.set_title("feature detachment" + (", per unit of cost" if p.get("dilation_cost")
+                                         else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
