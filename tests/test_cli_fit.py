@@ -77,6 +77,10 @@ def test_fit_writes_four_files_and_a_complete_report(fitted_ts):
         "selection"]["latency_budget_us"]
     assert r["quantization"]["chosen"] in r["quantization"]["variants"]
     assert "test  accuracy float" in stdout
+    # The head's chosen strength is one of the candidates', and the summary says which.
+    alphas = {c["alpha"] for c in sel["candidates"]}
+    assert len(alphas) > 1 and r["parameters"]["network"]["alpha"] in alphas
+    assert f"(L2 alpha {r['parameters']['network']['alpha']:g})" in stdout
 
 
 @pytest.mark.slow

@@ -365,7 +365,9 @@ def _fit(args) -> int:
                   f"macro-F1 float {f['macro_f1']:.4f} int8 {q['macro_f1']:.4f}  "
                   f"agreement {r['int8_float_agreement'][split]:.4f}  (n={f['n']})")
     p = r["parameters"]
-    print(f"features {','.join(p['features'])}; hidden {p['hidden_layers']}; "
+    alpha = p["network"].get("alpha")
+    print(f"features {','.join(p['features'])}; hidden {p['hidden_layers']}"
+          + (f" (L2 alpha {alpha:g})" if alpha is not None else "") + "; "
           f"int8 {r['quantization']['chosen']}; "
           f"batch-1 latency float {r['latency']['float']['batch1_us']} us, "
           f"int8 {r['latency']['int8']['batch1_us']} us")
