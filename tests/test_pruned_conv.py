@@ -228,19 +228,22 @@ def test_budget_binds_when_a_larger_set_validates_better():
 def test_selection_keeps_the_pruning_timing_when_a_retiming_is_slower(data, monkeypatch):
     """The selection re-times each candidate; for a pruned pool alone the lower of its own
     timing and the pruning's (the same graph) counts, so load noise cannot undo the size
-    the pruning fitted to the budget. A pool beside other families is timed as a whole."""
+    the pruning fitted to the budget. A pool beside other families is timed as a whole, and
+    so is a downsampled pool: its pruning did not time the Conv in front."""
     from trainer.selection import select
 
     Xtr, ytr, _, _ = data
     monkeypatch.setattr(pruned_conv, "features_latency_us",
                         lambda family, window, n_classes: float(family.n_features_out_))
     spec = "conv:pool=840:keep=auto:budget_us=40"
-    best, table = select(Xtr, ytr, [[spec], [spec, "stats"]],
+    shorter = f"{spec}:downsample=2"
+    best, table = select(Xtr, ytr, [[spec], [spec, "stats"], [shorter]],
                          [{"hidden_layers": (), "max_epochs": 20}],
                          latency_of=lambda features, families: 120.0, latency_budget_us=100)
-    alone, beside = table
+    alone, beside, downsampled = table
     assert alone["batch1_latency_us"] == alone["pruning"][0]["kept"] <= 40
-    assert beside["batch1_latency_us"] == 120.0
+    assert beside["batch1_latency_us"] == downsampled["batch1_latency_us"] == 120.0
+    assert downsampled["pruning"][0]["kept"] <= 40
     assert best["features"] == [spec]  # the only candidate within the budget
 
 

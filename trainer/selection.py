@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from trainer.features.downsample import Downsampled
 from trainer.features.registry import split_spec
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,14 @@ def select(
         latency = (None if latency_of is None
                    else round(float(latency_of(features, families)), 1))
         pruning = [f.pruning_ for f in families if hasattr(f, "pruning_")]
-        if latency is not None and len(families) == 1 and pruning:
+        if (latency is not None and len(families) == 1 and pruning
+                and not isinstance(families[0], Downsampled)):
             # A pruned pool alone: its pruning timed this same graph (features and a linear
             # head) at the size it kept. Both are best-of-blocks CPU times, so the lower is
             # the better estimate; one noisy re-timing must not undo the size the pruning
             # chose to fit its share of the budget (seen at load 10: 195 us then 240 us).
+            # Not for a downsampled pool: the pruning saw the shorter windows and did not
+            # time the Conv in front (a PLAID model measured 101.7 us that way).
             latency = min(latency, pruning[0].get("batch1_latency_us", latency))
         for params in networks:
             accs, losses = [], []
