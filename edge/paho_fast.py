@@ -162,6 +162,14 @@ def _info(mid: int) -> mqtt.MQTTMessageInfo:
     return info
 
 
+def _mark_published(info: mqtt.MQTTMessageInfo) -> None:
+    """``info._set_as_published()``, without taking a lock nobody can be waiting on."""
+    if info._condition is _UNAWAITED:
+        info._published = True
+    else:
+        info._set_as_published()
+
+
 def _message(mid: int, topic: bytes, qos: int, cmd: int, payload: bytes,
              properties: Properties | None) -> mqtt.MQTTMessage:
     """The ``MQTTMessage`` paho's ``_handle_publish`` makes, without its constructor.
@@ -513,11 +521,7 @@ class FastClient(mqtt.Client):
                 if on_publish is not None:
                     self._call_on_publish(on_publish, mid)
                 del out[mid]
-                info = message.info
-                if info._condition is _UNAWAITED:  # nobody can be waiting on it
-                    info._published = True
-                else:
-                    info._set_as_published()
+                _mark_published(message.info)
                 if message.qos > 0:
                     self._inflight_messages -= 1
                     freed += 1
@@ -731,11 +735,7 @@ class FastClient(mqtt.Client):
         on_publish = self.on_publish
         if on_publish:
             self._call_on_publish(on_publish, packet["mid"])
-        info = packet["info"]
-        if info._condition is _UNAWAITED:  # nobody can be waiting on it
-            info._published = True
-        else:
-            info._set_as_published()
+        _mark_published(packet["info"])
 
     def _call_on_publish(self, on_publish, mid: int) -> None:
         """``on_publish`` of a successful publish, with the shared reason and properties

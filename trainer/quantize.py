@@ -249,9 +249,10 @@ class Measured:
 
 
 def measure(model: onnx.ModelProto, X_eval: np.ndarray, y_eval: np.ndarray | None,
-            labels: list[str], reference: np.ndarray, *, time_it: bool = True,
+            labels: list[str], reference: np.ndarray, *,
             reference_probs: np.ndarray | None = None) -> dict:
-    """Agreement with ``reference`` labels, accuracy, size, latency, batch independence."""
+    """Agreement with ``reference`` labels, accuracy, size, batch independence (latency:
+    :func:`time_batch1`, for the variants the choice compares on it)."""
     sess = session(model)
     P = run(sess, X_eval)
     pred = P.argmax(axis=1)
@@ -265,12 +266,14 @@ def measure(model: onnx.ModelProto, X_eval: np.ndarray, y_eval: np.ndarray | Non
     }
     if y_eval is not None:
         figures["accuracy"] = float((np.asarray(labels)[pred] == y_eval).mean())
-    if time_it:
-        # Batch 1 only: the choice is taken on it, and the report's "latency" has the chosen
-        # model's batch-64 figure (timing it for every variant cost about 1 s per fit);
-        # choose() times only the variants its choice reads.
-        figures["latency_us_batch1"] = round(latency_us(sess, X_eval[0], 1), 2)
     return figures
+
+
+def time_batch1(model: onnx.ModelProto, figures: dict, window: np.ndarray) -> None:
+    """Add ``latency_us_batch1`` to ``figures``. Batch 1 only: the choice is taken on it, and
+    the report's "latency" has the chosen model's batch-64 figure (timing it for every
+    variant cost about 1 s per fit)."""
+    figures["latency_us_batch1"] = round(latency_us(session(model), window, 1), 2)
 
 
 def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
@@ -314,6 +317,7 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
     P_ref = run(ref_sess, X_eval)
     ref = P_ref.argmax(axis=1)
     float_fig = measure(reference_model, X_eval, y_eval, labels, ref, reference_probs=P_ref)
+    time_batch1(reference_model, float_fig, X_eval[0])
     # Cross-calibration: calibrate on one half, measure agreement on the other, and back.
     # Agreement on the calibration windows themselves flatters variants that quantize the
     # features (their ranges fit those windows exactly): measured 1.00 there, 0.93 on test.
@@ -323,9 +327,7 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
     for name in candidates or variant_names():
         try:
             m = build_variant(float_model, name, X_cal)
-            # Timed below, and only where the choice reads it.
-            fig = measure(m, X_eval, y_eval, labels, ref, reference_probs=P_ref,
-                          time_it=False)
+            fig = measure(m, X_eval, y_eval, labels, ref, reference_probs=P_ref)
             if halves:
                 hits, err = 0, 0.0
                 # Variants without calibration come out the same from either half: one
@@ -363,8 +365,7 @@ def choose(float_model: onnx.ModelProto, X_cal: np.ndarray, X_eval: np.ndarray,
         # Timing is a third of the variants' cost; a variant that cannot be chosen on
         # agreement and error is not timed (its latency could not change the choice).
         for v in candidates:
-            v.figures["latency_us_batch1"] = round(latency_us(session(v.model), X_eval[0], 1),
-                                                   2)
+            time_batch1(v.model, v.figures, X_eval[0])
 
     good = {n: v for n, v in usable.items() if ok(v.figures)}
     if good:

@@ -266,7 +266,7 @@ class KernelBank:
         counts are exact integers, so the features do not depend on how they are summed).
         """
         n, w, s = conv.shape[0], self.window, self.stride
-        counted = conv  # positions 0, s, 2s, ...
+        counted = conv  # already at the counted positions 0, s, 2s, ... only
         # Unpadded kernels count the positions in [pad, w - pad): indices lo..hi-1 of those.
         pad = (KERNEL_LENGTH // 2) * int(self.dilations[i])
         lo, hi = first_position(pad, s) // s, -(-(w - pad) // s)
