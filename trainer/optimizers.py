@@ -166,7 +166,7 @@ def lbfgs(objective, x0: np.ndarray, *, max_iter: int, tol: float,
     values: list[float] = []
     if np.abs(g).max() <= tol:
         return x, values, True
-    for it in range(max_iter):
+    for _ in range(max_iter):
         # Two-loop recursion: d = -H g with H from the stored pairs.
         q = g.copy()
         coeffs = []
