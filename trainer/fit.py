@@ -300,7 +300,9 @@ def build_report(train: Dataset, test: Dataset | None, options: FitOptions, name
                            f"hidden {list(setting.hidden_layers)}",
                      confusion_title=f"{shown} confusion (float), accuracy "
                                      f"{metrics['float'][shown]['accuracy']:.3f}",
-                     pruning=report["pruning"])
+                     pruning=report["pruning"],
+                     step="L-BFGS iteration" if getattr(net, "solver", "") == "lbfgs"
+                     else "epoch")
     if options.anomaly:
         from trainer.unsupervised import carried_anomaly_report
 

@@ -33,8 +33,11 @@ def _json_default(value):
 
 
 def figure_png(loss_curve: Sequence[float], confusion: np.ndarray, labels: Sequence[str],
-               title: str, confusion_title: str, pruning: Sequence[dict] = ()) -> bytes:
+               title: str, confusion_title: str, pruning: Sequence[dict] = (),
+               step: str = "epoch") -> bytes:
     """Render the panels and return PNG bytes.
+
+    ``step``: what one point of ``loss_curve`` is (an epoch, or an L-BFGS iteration).
 
     ``pruning``: the ``pruning_`` records of pruned conv pools (report.json's ``pruning``);
     those with cross-validated accuracies get a third panel, accuracy against the number
@@ -51,7 +54,7 @@ def figure_png(loss_curve: Sequence[float], confusion: np.ndarray, labels: Seque
         if len(loss_curve):
             ax_loss.plot(np.arange(1, len(loss_curve) + 1), loss_curve)
             ax_loss.set_yscale("log" if min(loss_curve) > 0 else "linear")
-        ax_loss.set_xlabel("epoch")
+        ax_loss.set_xlabel(step)
         ax_loss.set_ylabel("training loss")
         ax_loss.set_title("loss curve")
         ax_loss.grid(alpha=0.3)
