@@ -77,6 +77,26 @@ def test_every_variant_is_measured(chosen):
     assert not report["variants"]["dynamic"].get("latency_us_batch1")  # never a candidate
 
 
+def test_static_variants_that_cannot_win_skip_their_held_out_calibrations(models, chosen,
+                                                                          monkeypatch):
+    """Weight-only variants are measured first and set the error bar; a static variant far
+    above it skips two calibrations, and the choice is the one a full check makes."""
+    pipe, X, y, float_model, source = models
+    _, report = chosen
+    skipped = [n for n, f in report["variants"].items() if "heldout" in f]
+    assert skipped and all(n.startswith("static_") for n in skipped)
+    assert all("heldout_agreement" not in report["variants"][n] for n in skipped)
+    assert list(report["variants"]) == quantize.variant_names()  # the usual order
+    monkeypatch.setattr(quantize, "HELDOUT_MARGIN", float("inf"))
+    _, full = quantize.choose(source, X, X, y, [str(c) for c in pipe.classes_],
+                              reference_model=float_model)
+    assert full["chosen"] == report["chosen"]
+    checked = [n for n in skipped if "heldout" not in full["variants"][n]]
+    assert checked  # the margin, not only the agreement bar, skipped these
+    for n in checked:
+        assert "heldout_probability_error" in full["variants"][n]
+
+
 def test_network_nodes_stop_at_the_features(models):
     _, _, _, float_model, source = models
     nodes = quantize.network_nodes(source)
