@@ -169,12 +169,14 @@ def detach(
     removed_at = np.full(p, len(sizes), dtype=np.int64)
     accuracy = np.zeros(len(sizes)) if V is not None else None
     eye = np.eye(len(rows))
+    # X (and V) hold the alive features' columns only, in pool order: compacted once per
+    # step rather than gathered for every product.
     for step, size in enumerate(sizes):
         A = np.linalg.solve(K + rel * size * eye, Y)  # dual coefficients [n, classes]
-        W = X[:, alive].T @ A  # primal coefficients [size, classes]
+        W = X.T @ A  # primal coefficients [size, classes]
         if V is not None:
             A_val = np.linalg.solve(K + SCORING_ALPHA * size * eye, Y)
-            scores = V[:, alive] @ (X[:, alive].T @ A_val) + y_mean
+            scores = V @ (X.T @ A_val) + y_mean
             accuracy[step] = float((scores.argmax(axis=1) == codes_val).mean())
         if step + 1 == len(sizes):
             break
@@ -185,11 +187,14 @@ def detach(
             importance /= 1.0 + group_cost / np.bincount(g.astype(np.intp))[g]
         # Stable order: among equal importances the later feature goes first.
         weakest = np.argsort(importance, kind="stable")[:n_drop]
-        gone = alive[weakest]
-        removed_at[gone] = step + 1
-        Xg = X[:, gone]
+        removed_at[alive[weakest]] = step + 1
+        Xg = X[:, weakest]
         K -= Xg @ Xg.T
-        alive = np.delete(alive, weakest)
+        keep = np.ones(size, bool)
+        keep[weakest] = False
+        alive, X = alive[keep], X[:, keep]
+        if V is not None:
+            V = V[:, keep]
     return removed_at, accuracy, rel
 
 
