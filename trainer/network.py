@@ -422,10 +422,7 @@ class BaseSigmoidNetwork:
 
         with _one_blas_thread():
             x, values, converged = lbfgs(objective, params, max_iter=max_iter, tol=self.tol)
-        params[...] = x
-        if values and not np.isfinite(values[-1]):
-            raise FloatingPointError(f"training diverged (loss {values[-1]}); standardise "
-                                     "the features")
+        params[...] = x  # the line search accepts finite values only: no divergence check
         self.n_iter_ += len(values)
         self.loss_curve_ += values
         if self.verbose:
@@ -500,7 +497,7 @@ class SigmoidNetwork(BaseSigmoidNetwork):
         limited-memory BFGS (:func:`trainer.optimizers.lbfgs`): no learning rate, batches
         or early stopping; ``max_epochs`` bounds its iterations and ``tol`` is its
         convergence tolerance. On a few hundred windows it converges in a fraction of
-        Adam's time (the default selection fits its logistic heads with it).
+        Adam's time (the default selection fits its networks with it).
     learning_rate : float, default=0.01
         Initial step size.
     batch_size : int or "auto", default="auto"
