@@ -105,4 +105,4 @@ def test_the_prior_stays_the_full_length_pool():
 
     sets = with_budget(default_candidates(1000), 100.0)
     assert sets[-1][0].startswith("conv:pool=10080:keep=auto:downsample=5:budget_us=")
-    assert _prior(sets) == ["conv:pool=10080:keep=auto:budget_us=85"]
+    assert _prior(sets) == ["conv:pool=10080:keep=auto:budget_us=80"]

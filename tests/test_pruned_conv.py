@@ -265,7 +265,7 @@ def test_spec_and_budget_reach_the_family():
     assert any(s.startswith("conv:pool=") for c in DEFAULT_CANDIDATES for s in c)
     sets = with_budget([["stats"], ["conv:pool=840:keep=auto"], ["conv:pool=84:budget_us=7"]],
                        100)
-    assert sets == [["stats"], ["conv:pool=840:keep=auto:budget_us=85"],
+    assert sets == [["stats"], ["conv:pool=840:keep=auto:budget_us=80"],
                     ["conv:pool=84:budget_us=7"]]
     assert with_budget([["conv:pool=840"]], 0) == [["conv:pool=840"]]
 

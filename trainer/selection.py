@@ -67,7 +67,11 @@ DEFAULT_LATENCY_BUDGET_US = 100.0
 # Share of the budget a pruned conv pool may use: it times its features with the scaling
 # and a linear head after them while it prunes; the rest is for a hidden layer, the int8
 # model's quantization nodes and timing noise (the selection times the whole float model).
-FEATURE_BUDGET_SHARE = 0.85
+# The noise is the larger part: one int8 model re-timed seven times spans +-10% (Beef
+# 77-93 reference us, ACSF1 70-83), and the pruning's search keeps the largest size that
+# timed within its share once, a lucky draw at the boundary. At 0.85, PLAID's model (524
+# features) measured 90.7 and 103.5 us in two benchmark runs (BENCHMARKS.md, "Sixth pass").
+FEATURE_BUDGET_SHARE = 0.8
 # The prior: the pruned conv candidate (MiniRocket's features, the state of the art on the
 # UCR/UEA archives) is chosen unless another candidate is better on the validation windows
 # by more than this many standard errors of the paired difference (one-sided, 90%). Plain
