@@ -11,7 +11,9 @@ that needs:
   over the folds. The pool is then fitted on all training windows and detached once more
   with the same schedule; the kept set is the smallest whose cross-validated accuracy is
   within ``tolerance`` of the best, among the sizes whose exported graph fits
-  ``budget_us`` (timed, batch 1, thread CPU time, as the selection's budget is).
+  ``budget_us`` (timed, batch 1, thread CPU time, as the selection's budget is). When a
+  larger size than the budget allows validates better (the budget binds), the largest
+  size that fits.
 - :class:`PrunedConv`: the kept features. The window and its first difference are stacked
   as channels; per dilation ONE ``Conv`` over just the kernels still in use (of both
   series), reading just the channels some kept kernel sums (one ``Gather`` picks them), all
