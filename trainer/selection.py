@@ -49,12 +49,11 @@ log = logging.getLogger(__name__)
 # 1), all trained to convergence (a tighter tol than the network's default measured +0.3 to
 # +1.5 points on ItalyPowerDemand) with full-batch L-BFGS, as scikit-learn's
 # LogisticRegression and its MLP advise for small data: on 40-430 windows it reached a
-# lower training loss than Adam in 500 epochs, 3-20x faster (BENCHMARKS.md, "Sixth
-# pass"). The strength
-# is chosen by cross-validation, as MiniRocket's ridge chooses its own: with hundreds of
-# kept features for a hundred windows alpha 1 overfits (Covid3Month_disc, 890 features for
-# 140 windows: 0.61 test at alpha 1, 0.69 at the chosen 100), and on the other aeon sets the
-# choice changed no test accuracy (BENCHMARKS.md, "Fifth pass").
+# lower training loss than Adam in 500 epochs, 3-20x faster (BENCHMARKS.md, "Sixth pass").
+# The strength is chosen by cross-validation, as MiniRocket's ridge chooses its own: with
+# hundreds of kept features for a hundred windows alpha 1 overfits (Covid3Month_disc, 890
+# features for 140 windows: 0.61 test at alpha 1, 0.69 at the chosen 100), and on the other
+# aeon sets the choice changed no test accuracy (BENCHMARKS.md, "Fifth pass").
 CONVERGED = {"solver": "lbfgs", "tol": 1e-6, "max_epochs": 500}
 HEAD_ALPHAS = (1.0, 10.0, 100.0)
 NETWORK_CANDIDATES: tuple[dict[str, Any], ...] = (
