@@ -200,6 +200,8 @@ def test_a_binding_budget_is_spent_on_shared_conv_nodes(data, monkeypatch):
     # Binding: each order keeps as many as the budget holds (a larger set validates better).
     assert frugal["kept"] == frugal["largest_within_budget"]
     assert frugal["importance_order"]["kept"] == plain["largest_within_budget"]
+    assert frugal["cost_aware_order"]["kept"] == frugal["kept"]
+    assert "cost_aware_order" not in plain
     assert plain["kept"] < plain["largest_within_budget"]  # not binding: the smallest
     # Features per Conv node: more in the cost-aware order, and more features in the budget.
     nodes = {b: len(f.pruned_.plan) for b, f in fitted.items()}
