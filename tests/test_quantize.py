@@ -80,7 +80,8 @@ def test_every_variant_is_measured(chosen):
 def test_static_variants_that_cannot_win_skip_their_held_out_calibrations(models, chosen,
                                                                           monkeypatch):
     """Weight-only variants are measured first and set the error bar; a static variant far
-    above it skips two calibrations, and the choice is the one a full check makes."""
+    above it skips two calibrations, and the same variants compete on latency as after a
+    full check (which of them is fastest is the clock's to say)."""
     pipe, X, y, float_model, source = models
     _, report = chosen
     skipped = [n for n, f in report["variants"].items() if "heldout" in f]
@@ -90,7 +91,10 @@ def test_static_variants_that_cannot_win_skip_their_held_out_calibrations(models
     monkeypatch.setattr(quantize, "HELDOUT_MARGIN", float("inf"))
     _, full = quantize.choose(source, X, X, y, [str(c) for c in pipe.classes_],
                               reference_model=float_model)
-    assert full["chosen"] == report["chosen"]
+    def timed(r):
+        return {n for n, f in r["variants"].items() if "latency_us_batch1" in f}
+
+    assert timed(full) == timed(report) and full["chosen"] in timed(report)
     checked = [n for n in skipped if "heldout" not in full["variants"][n]]
     assert checked  # the margin, not only the agreement bar, skipped these
     for n in checked:
