@@ -347,14 +347,7 @@ class BaseSigmoidNetwork:
                 pv.params.size, learning_rate=self.learning_rate, dtype=dtype, **kwargs)
             self._optimizer = optimizer
 
-        layers = self._layers()
-        d_weights, d_biases = pv.views(pv.grads)
-        for i, layer in enumerate(layers):
-            layer.dW, layer.db = d_weights[i], d_biases[i]
-            layer.allocate(batch, dtype, need_input_grad=i > 0)
-        head = self._head()
-        p_buf = np.empty((batch, n_out), dtype)
-        dz_buf = np.empty((batch, n_out), dtype)
+        layers, head, p_buf, dz_buf = self._training_layers(pv, batch, n_out)
 
         # Weights scaled to mean 1, so a batch's weighted mean loss estimates the objective.
         total_weight = float(n if w is None else w.sum())
@@ -397,19 +390,25 @@ class BaseSigmoidNetwork:
                     break
         monitor.finish()
 
+    def _training_layers(self, pv: ParameterVector, rows: int, n_out: int):
+        """Layers writing their gradients into ``pv.grads`` with buffers for ``rows`` rows,
+        the output head, and its probability and gradient buffers."""
+        dtype = np.dtype(self.dtype)
+        layers = self._layers()
+        d_weights, d_biases = pv.views(pv.grads)
+        for i, layer in enumerate(layers):
+            layer.dW, layer.db = d_weights[i], d_biases[i]
+            layer.allocate(rows, dtype, need_input_grad=i > 0)
+        return (layers, self._head(), np.empty((rows, n_out), dtype),
+                np.empty((rows, n_out), dtype))
+
     def _train_lbfgs(self, X, Y, w, *, max_iter: int) -> None:
         """Full-batch L-BFGS on the training objective (the same loss and L2 term as
         :meth:`_train`'s epochs), from the current weights."""
         dtype = np.dtype(self.dtype)
         pv = self._parameter_vector()
         n, n_out = Y.shape
-        layers = self._layers()
-        d_weights, d_biases = pv.views(pv.grads)
-        for i, layer in enumerate(layers):
-            layer.dW, layer.db = d_weights[i], d_biases[i]
-            layer.allocate(n, dtype, need_input_grad=i > 0)
-        head = self._head()
-        p_buf, dz_buf = np.empty((n, n_out), dtype), np.empty((n, n_out), dtype)
+        layers, head, p_buf, dz_buf = self._training_layers(pv, n, n_out)
         total_weight = float(n if w is None else w.sum())
         w_rows = None if w is None else (w / total_weight).astype(dtype)  # sums to 1
         l2 = self.alpha / total_weight
